@@ -1,0 +1,35 @@
+# Quick-start targets. Each does its own set-up in a local virtualenv (.venv).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SOURCES := $(wildcard src/fastsmtp/*.py src/fastsmtp/*.pyx src/fastsmtp/*.pxd src/fastsmtp/*.pyi) \
+           pyproject.toml CMakeLists.txt
+
+.PHONY: demo test test-fast bench bench-smoke clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Reinstalls the package (and rebuilds the compiled core) whenever a source changed.
+.make-installed: $(PY) $(SOURCES)
+	$(PY) -m pip install -q ".[test,bench]"
+	@touch $@
+
+demo: .make-installed
+	$(VENV)/bin/fastsmtp demo
+
+# The whole suite, once on each core implementation.
+test: .make-installed
+	$(PY) -c "import fastsmtp, sys; print('fastsmtp', fastsmtp.__version__, 'core:', fastsmtp.IMPLEMENTATION)"
+	FASTSMTP_IMPLEMENTATION=cython $(PY) -m pytest -q -p no:cacheprovider tests
+	FASTSMTP_IMPLEMENTATION=python $(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: .make-installed
+	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops
+
+bench-smoke: .make-installed
+	$(PY) -m pytest -q bench --benchmark-disable
+
+clean:
+	rm -rf $(VENV) build .make-installed
