@@ -1,7 +1,7 @@
 """Shared fixtures: both event loops, trustme TLS material, external peers.
 
 Every async test runs once on asyncio's default loop and once on uvloop (when installed),
-through pytest-asyncio's ``event_loop_policy`` fixture. The core implementation is chosen
+through pytest-asyncio's ``pytest_asyncio_loop_factories`` hook. The core implementation is chosen
 for the whole run by ``FASTSMTP_IMPLEMENTATION`` (``make test`` runs the suite once each).
 """
 
@@ -20,15 +20,14 @@ try:
 except ImportError:  # pragma: no cover - uvloop is optional on some platforms
     uvloop = None
 
-_LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+_LOOP_FACTORIES = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    _LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
 
 
-@pytest.fixture(scope="session", params=_LOOPS)
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+def pytest_asyncio_loop_factories(config, item):
     """Run each async test on the default asyncio loop and on uvloop."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+    return _LOOP_FACTORIES
 
 
 @pytest.fixture(scope="session")
