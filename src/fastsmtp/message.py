@@ -1,0 +1,247 @@
+"""Envelopes, DSN parameters and message sources.
+
+An :class:`Envelope` is what goes into ``MAIL FROM`` and ``RCPT TO``; the message is what
+goes after ``DATA``. Both are checked before anything is written, but *control
+characters* are refused in one place only: where the connection builds command lines
+(``SMTPConnection._command``), so no field can slip past a forgotten per-field check.
+
+A message may be given as ``bytes`` (or any bytes-like object), ``str`` (UTF-8),
+:class:`email.message.EmailMessage`, a binary file object, or a sync or async iterable
+of bytes chunks. Streams are never read whole: :func:`message_payload` returns either
+one bytes object (for the in-memory kinds) or an iterable the connection pulls chunk by
+chunk under write backpressure.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.utils
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from typing import IO, Union
+
+from .errors import SMTPEnvelopeError
+
+__all__ = [
+    "DSN",
+    "Envelope",
+    "MessageSource",
+    "Payload",
+    "xtext",
+    "envelope_from_message",
+    "message_payload",
+    "FILE_CHUNK",
+]
+
+#: Bytes read at a time from a file object message.
+FILE_CHUNK = 64 * 1024
+
+NOTIFY_VALUES = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
+RET_VALUES = frozenset({"FULL", "HDRS"})
+
+#: What ``SMTPConnection.send`` accepts as a message.
+MessageSource = Union[
+    bytes, bytearray, memoryview, str, Message, IO[bytes], Iterable[bytes], AsyncIterable[bytes]
+]
+#: What :func:`message_payload` returns: whole bytes, or chunks to stream.
+Payload = Union[bytes, bytearray, memoryview, Iterable[bytes], AsyncIterable[bytes]]
+
+
+def xtext(value: str) -> str:
+    """Encode ``value`` as RFC 3461 xtext.
+
+    Every character outside ``!``..``~``, and ``+`` and ``=`` themselves, becomes ``+XX``
+    (upper-case hex of each UTF-8 byte).
+    """
+    if value.isascii() and value.isprintable() and "+" not in value and "=" not in value \
+            and " " not in value:
+        return value  # the common case: nothing to escape, no copy
+    out = []
+    for byte in value.encode("utf-8"):
+        if 33 <= byte <= 126 and byte != 43 and byte != 61:
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class DSN:
+    """Delivery status notification parameters (RFC 3461).
+
+    Attributes:
+        ret: ``"FULL"`` (return the whole message) or ``"HDRS"`` (headers only).
+        envid: The sender's envelope identifier (xtext-encoded on the wire).
+        notify: When to notify: ``"NEVER"`` alone, or any of ``"SUCCESS"``,
+            ``"FAILURE"``, ``"DELAY"``; given as a tuple or a comma-separated string.
+        orcpt: The original recipient, sent as ``ORCPT=rfc822;<xtext>`` with each RCPT.
+    """
+
+    ret: str | None = None
+    envid: str | None = None
+    notify: tuple[str, ...] | str | None = None
+    orcpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ret is not None:
+            ret = str(self.ret).upper()
+            if ret not in RET_VALUES:
+                raise SMTPEnvelopeError("DSN ret must be FULL or HDRS")
+            object.__setattr__(self, "ret", ret)
+        notify = self.notify
+        if notify is not None:
+            items = notify.split(",") if isinstance(notify, str) else list(notify)
+            values = tuple(dict.fromkeys(str(v).strip().upper() for v in items if str(v).strip()))
+            if not values or not set(values) <= NOTIFY_VALUES:
+                raise SMTPEnvelopeError(
+                    "DSN notify must be NEVER or a list of SUCCESS, FAILURE, DELAY"
+                )
+            if "NEVER" in values and len(values) > 1:
+                raise SMTPEnvelopeError("DSN notify NEVER must appear by itself")
+            object.__setattr__(self, "notify", values)
+        for name in ("envid", "orcpt"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SMTPEnvelopeError(f"DSN {name} must be a non-empty string")
+
+    def mail_params(self) -> str:
+        """The ``MAIL FROM`` parameters (leading space included), or ``""``."""
+        out = ""
+        if self.ret:
+            out += " RET=" + self.ret
+        if self.envid:
+            out += " ENVID=" + xtext(self.envid)
+        return out
+
+    def rcpt_params(self) -> str:
+        """The ``RCPT TO`` parameters (leading space included), or ``""``."""
+        out = ""
+        if self.notify:
+            out += " NOTIFY=" + ",".join(self.notify)
+        if self.orcpt:
+            orcpt = self.orcpt
+            if ";" not in orcpt:
+                orcpt = "rfc822;" + orcpt
+            kind, _, address = orcpt.partition(";")
+            out += " ORCPT=" + kind + ";" + xtext(address)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope of one message.
+
+    Attributes:
+        mail_from: The reverse path; ``""`` is the null sender (``MAIL FROM:<>``), used for
+            bounces.
+        rcpt_to: One recipient or several; stored as a tuple.
+        size: Predicted message size in bytes: sent as ``SIZE=`` when the server offers
+            SIZE and checked against its limit before ``MAIL``.
+        use_8bit_mime: Announce ``BODY=8BITMIME`` (when the server offers it).
+        dsn: Delivery status notification parameters (used when the server offers DSN).
+        smtputf8: True when an address is not ASCII (computed).
+    """
+
+    mail_from: str
+    rcpt_to: tuple[str, ...] | str
+    size: int | None = None
+    use_8bit_mime: bool = False
+    dsn: DSN | None = None
+    smtputf8: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        rcpt = self.rcpt_to
+        if type(rcpt) is not tuple:
+            rcpt = (rcpt,) if isinstance(rcpt, str) else tuple(rcpt)
+            object.__setattr__(self, "rcpt_to", rcpt)
+        if not rcpt:
+            raise SMTPEnvelopeError("the envelope has no recipient")
+        if not isinstance(self.mail_from, str):
+            raise SMTPEnvelopeError("mail_from must be a string")
+        ascii_ = self.mail_from.isascii()
+        for address in rcpt:
+            if not isinstance(address, str) or not address:
+                raise SMTPEnvelopeError(f"invalid recipient {address!r}")
+            ascii_ = ascii_ and address.isascii()
+        if not ascii_:
+            object.__setattr__(self, "smtputf8", True)
+        if self.size is not None and (
+            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0
+        ):
+            raise SMTPEnvelopeError("size must be a non-negative int")
+        if self.dsn is not None and not isinstance(self.dsn, DSN):
+            raise SMTPEnvelopeError("dsn must be a DSN")
+
+
+def _addresses(message: Message, *headers: str) -> list[str]:
+    values: list[str] = []
+    for header in headers:
+        values.extend(str(v) for v in message.get_all(header, ()))
+    # dict.fromkeys: deduplicate and keep the header order.
+    return list(dict.fromkeys(addr for _, addr in email.utils.getaddresses(values) if addr))
+
+
+def envelope_from_message(message: Message) -> Envelope:
+    """Derive the envelope from a message's headers.
+
+    The sender is the first ``Sender`` address, else the first ``From`` address; the
+    recipients are every address in ``To``, ``Cc`` and ``Bcc`` (deduplicated). ``Bcc``
+    itself is stripped by :func:`message_payload` before sending.
+
+    Raises:
+        SMTPEnvelopeError: No sender or no recipient could be found.
+    """
+    senders = _addresses(message, "Sender") or _addresses(message, "From")
+    if not senders:
+        raise SMTPEnvelopeError("the message has no From or Sender address")
+    recipients = _addresses(message, "To", "Cc", "Bcc")
+    if not recipients:
+        raise SMTPEnvelopeError("the message has no To, Cc or Bcc address")
+    return Envelope(senders[0], tuple(recipients))
+
+
+def _file_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
+    read = fileobj.read
+    while True:
+        chunk = read(FILE_CHUNK)
+        if not chunk:
+            return
+        if isinstance(chunk, str):
+            raise TypeError("a file message must be opened in binary mode")
+        yield chunk
+
+
+def message_payload(message: MessageSource) -> Payload:
+    """Turn a message source into bytes or a chunk stream for the DATA phase.
+
+    Args:
+        message: bytes-like, ``str`` (encoded as UTF-8), an :class:`email.message.Message`
+            (serialized with CRLF line endings, ``Bcc`` removed from a copy, never from
+            the caller's object), a binary file object (read in :data:`FILE_CHUNK` pieces,
+            blocking reads: meant for local files), or a sync or async iterable of bytes.
+
+    Returns:
+        bytes-like for in-memory sources (sent with one write), else an iterable.
+
+    Raises:
+        TypeError: An unsupported source.
+    """
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return message
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    if isinstance(message, Message):
+        if "Bcc" in message:
+            # A shallow copy: Message.__delitem__ rebuilds its header list instead of
+            # mutating it, so the caller's message keeps its Bcc.
+            message = copy.copy(message)
+            del message["Bcc"]
+        if isinstance(message, EmailMessage):
+            return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+        return message.as_bytes()
+    if hasattr(message, "read"):
+        return _file_chunks(message)  # type: ignore[arg-type]
+    if isinstance(message, (Iterable, AsyncIterable)):
+        return message
+    raise TypeError(f"cannot send a message of type {type(message).__name__}")
