@@ -86,6 +86,9 @@ class DataEncoder:
     def end(self) -> bytes:
         """Return the end of data: ``b".\\r\\n"`` after a line ending, else ``b"\\r\\n.\\r\\n"``.
 
+        If the last chunk ended with a CR (passed through), the LF that completes it comes
+        first: ``b"\\n.\\r\\n"``.
+
         The encoder may then encode another message; ``bytes_out`` and ``longest_line``
         keep describing the ended message until the next ``encode``.
         """
@@ -116,7 +119,9 @@ class ServerReader:
     message that is empty). Past ``max_size`` body bytes, ``DATA_TOO_BIG`` is set and
     chunks are empty while the rest is drained to the terminator.
     A line that starts with "." loses that dot whatever ends it; a "." line ended by a
-    bare CR or LF is not the terminator (it becomes an empty line, with ``DATA_BARE_EOL``).
+    bare CR or LF is not the terminator (it becomes an empty line, with ``DATA_BARE_EOL``),
+    nor is a "." CRLF line that follows a bare CR or LF (SMTP smuggling: ``\\n.\\r\\n``).
+    An over-long command line that is still streaming is discarded up to the next LF.
     """
 
     def __init__(self, max_line: int = ..., max_discard: int = ...) -> None: ...

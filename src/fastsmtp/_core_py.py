@@ -213,6 +213,11 @@ _ST_MID = 1  # inside a line
 _ST_CR = 2  # inside a line, just after a CR
 _ST_DOT = 3  # a "." at the start of a line
 _ST_DOT_CR = 4  # "." then CR at the start of a line: an LF now ends the data
+# The same three after a *bare* line ending: "\n.\r\n" or "\r.\r\n" must not end the
+# data (SMTP smuggling), only CRLF "." CRLF does; such a "." line becomes an empty line.
+_ST_BARE_START = 5
+_ST_BARE_DOT = 6
+_ST_BARE_DOT_CR = 7
 
 
 class ServerReader:
@@ -298,6 +303,9 @@ class ServerReader:
             if n >= self._max_line:
                 self._discarded = n
                 self._buf = b""
+                if n > self._max_discard:  # give up now, not on the next feed
+                    self._discarded = -1
+                    return (LINE_RUNAWAY, b"")
             return None
         if rest > self._max_line:
             self._buf = buf[rest:]
@@ -340,48 +348,54 @@ class ServerReader:
                 else:  # bare LF
                     out.append(b"\r\n")
                     flags |= DATA_BARE_EOL
-                    state = _ST_LINE_START
+                    state = _ST_BARE_START
                     pos = lf + 1
                     if line_len > MAX_DATA_LINE - 2:
                         flags |= DATA_LONG_LINE
                     line_len = 0
                 continue
             c = buf[pos]
-            if state == _ST_LINE_START:
+            if state == _ST_LINE_START or state == _ST_BARE_START:
                 if c == _DOT:
-                    state = _ST_DOT
+                    state = _ST_DOT if state == _ST_LINE_START else _ST_BARE_DOT
                     pos += 1
                 else:
                     state = _ST_MID
             elif state == _ST_CR:
                 out.append(b"\r\n")
-                state = _ST_LINE_START
                 if line_len > MAX_DATA_LINE - 2:
                     flags |= DATA_LONG_LINE
                 line_len = 0
                 if c == _LF:
+                    state = _ST_LINE_START
                     pos += 1
                 else:
+                    state = _ST_BARE_START
                     flags |= DATA_BARE_EOL
-            elif state == _ST_DOT:
+            elif state == _ST_DOT or state == _ST_BARE_DOT:
                 if c == _CR:
-                    state = _ST_DOT_CR
+                    state = _ST_DOT_CR if state == _ST_DOT else _ST_BARE_DOT_CR
                     pos += 1
                 elif c == _LF:
                     out.append(b"\r\n")
                     flags |= DATA_BARE_EOL
-                    state = _ST_LINE_START
+                    state = _ST_BARE_START
                     pos += 1
                 else:
                     state = _ST_MID  # a stuffed dot: dropped, the line goes on
-            else:  # _ST_DOT_CR
+            else:  # _ST_DOT_CR or _ST_BARE_DOT_CR
                 if c == _LF:
                     pos += 1
-                    ended = True
-                    break
+                    if state == _ST_DOT_CR:
+                        ended = True
+                        break
+                    # "." CRLF after a bare line ending: not the terminator.
+                    out.append(b"\r\n")
+                    state = _ST_LINE_START
+                    continue
                 out.append(b"\r\n")
                 flags |= DATA_BARE_EOL
-                state = _ST_LINE_START
+                state = _ST_BARE_START
         if line_len > MAX_DATA_LINE - 2:
             flags |= DATA_LONG_LINE  # reported before the line ends: memory stays bounded
         self._buf = buf[pos:]
