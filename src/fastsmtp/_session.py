@@ -1,0 +1,1096 @@
+"""Sans-IO SMTP/LMTP server session: command lines in, replies and hook calls out.
+
+Theory of operation
+-------------------
+A :class:`ServerSession` is the protocol logic of one client connection. It never sees a
+socket, a loop or a future; the asyncio layer (``fastsmtp.server``) moves bytes between the
+socket, the core's ``ServerReader`` and this class:
+
+* ``receive_line(status, line)`` takes one command line as ``ServerReader.next_line``
+  returns it; ``data_received(chunk, flags)`` takes one DATA chunk as ``next_data``
+  returns it.
+* Both return ``None`` (nothing to send), ``bytes`` (complete reply lines to send), or a
+  :class:`HookCall`: the application's handler must be called with ``call.args`` (after
+  the server object when ``call.server_arg``); its result goes to ``call.finish(result)``
+  (or ``call.fail()`` when it raised or timed out), which returns the same three kinds
+  again, so calls may chain (``data_chunk`` then ``data_ready``).
+* After a reply, ``action`` tells the IO layer what to do next: ``ACT_DATA`` (switch the
+  reader to data mode with ``max_size``), ``ACT_STARTTLS`` (drop buffered bytes, start
+  TLS, then call ``tls_started``) or ``ACT_CLOSE``. The IO layer resets it to ``ACT_NONE``.
+
+Handler hooks are looked up once, in :class:`ServerConfig`; a missing hook costs nothing
+(the default reply is a precomputed bytes object). Hooks have aiosmtpd's names and
+arguments; see ``fastsmtp.server`` for the handler protocol. A hook that returns ``None``
+means "default handling", as if the hook did not exist.
+
+Every reply that can be computed ahead is a module constant, so the common path (MAIL,
+RCPT, DATA without hooks) allocates almost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._codec import core
+from ._server_auth import (
+    AUTH_MECHANISMS,
+    XOAUTH2_FAILURE,
+    SaslChallenge,
+    SaslError,
+    SaslExchange,
+)
+
+__all__ = [
+    "ACT_NONE",
+    "ACT_DATA",
+    "ACT_STARTTLS",
+    "ACT_CLOSE",
+    "DEFAULT_MAX_SIZE",
+    "Envelope",
+    "HookCall",
+    "ServerConfig",
+    "ServerSession",
+    "Session",
+    "encode_reply",
+]
+
+log = logging.getLogger("fastsmtp.server")
+
+ACT_NONE = 0
+ACT_DATA = 1
+ACT_STARTTLS = 2
+ACT_CLOSE = 3
+
+#: Default ``max_size``: 32 MiB, aiosmtpd's default too (buffered handlers hold it in memory).
+DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+#: Unrecognised or malformed commands tolerated before the session is closed (421).
+MAX_BAD_COMMANDS = 20
+#: Failed AUTH attempts tolerated before the session is closed (421): slows brute force.
+MAX_AUTH_FAILURES = 5
+#: Longest forward-path or reverse-path (RFC 5321 section 4.5.3.1.3).
+MAX_PATH = 256
+
+_LINE_OK = core.LINE_OK
+_LINE_BARE_EOL = core.LINE_BARE_EOL
+_LINE_TOO_LONG = core.LINE_TOO_LONG
+_DATA_END = core.DATA_END
+_DATA_BARE_EOL = core.DATA_BARE_EOL
+_DATA_TOO_BIG = core.DATA_TOO_BIG
+
+# Control characters are never valid in a command; 8-bit bytes only in UTF-8 addresses.
+_CTL = re.compile(rb"[\x00-\x1f\x7f]")
+_REPLY_LINE = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+# Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
+_HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
+
+R_OK = b"250 2.0.0 OK\r\n"
+R_MAIL_OK = b"250 2.1.0 OK\r\n"
+R_RCPT_OK = b"250 2.1.5 OK\r\n"
+R_DATA_OK = b"250 2.0.0 OK: message accepted\r\n"
+R_354 = b"354 End data with <CR><LF>.<CR><LF>\r\n"
+R_BYE = b"221 2.0.0 Bye\r\n"
+R_STARTTLS = b"220 2.0.0 Ready to start TLS\r\n"
+R_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
+R_AUTH_FAIL = b"535 5.7.8 Authentication credentials invalid\r\n"
+R_VRFY = b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+R_LINE_TOO_LONG = b"500 5.5.2 Error: line too long\r\n"
+R_BARE_EOL = b"500 5.5.2 Error: bare <CR> or <LF> in command\r\n"
+R_CTL = b"501 5.5.2 Error: control characters are not allowed\r\n"
+R_BAD_UTF8 = b"501 5.5.2 Error: invalid UTF-8\r\n"
+R_NEED_HELO = b"503 5.5.1 Error: send HELO/EHLO first\r\n"
+R_NEED_LHLO = b"503 5.5.1 Error: send LHLO first\r\n"
+R_NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
+R_NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
+R_NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
+R_NOT_IMPL = b"502 5.5.1 Error: command not implemented\r\n"
+R_NEED_TLS = b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+R_NEED_AUTH = b"530 5.7.0 Authentication required\r\n"
+R_AUTH_NEEDS_TLS = b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+R_ALREADY_AUTH = b"503 5.5.1 Error: already authenticated\r\n"
+R_AUTH_IN_MAIL = b"503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n"
+R_AUTH_MECH = b"504 5.5.4 Error: unrecognized authentication type\r\n"
+R_TLS_ACTIVE = b"503 5.5.1 Error: TLS already active\r\n"
+R_TLS_UNAVAILABLE = b"454 4.7.0 TLS not available\r\n"
+R_TOO_MANY_RCPT = b"452 4.5.3 Error: too many recipients\r\n"
+R_TOO_BIG = b"552 5.3.4 Error: message size exceeds fixed maximum message size\r\n"
+R_BARE_EOL_DATA = b"550 5.6.0 Error: bare <CR> or <LF> in message data\r\n"
+R_BAD_PARAM = b"555 5.5.4 Error: parameters not recognized or not implemented\r\n"
+R_NON_ASCII = b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n"
+R_LOCAL_ERROR = b"451 4.3.0 Error: local error in processing\r\n"
+R_NO_ARGS = b"501 5.5.4 Error: no arguments allowed\r\n"
+
+
+def _syntax(text: str) -> bytes:
+    return f"501 5.5.4 Syntax: {text}\r\n".encode("ascii")
+
+
+R_SYNTAX_MAIL = _syntax("MAIL FROM:<address> [parameters]")
+R_SYNTAX_RCPT = _syntax("RCPT TO:<address> [parameters]")
+R_SYNTAX_HELO = _syntax("HELO hostname")
+R_SYNTAX_EHLO = _syntax("EHLO hostname")
+R_SYNTAX_LHLO = _syntax("LHLO hostname")
+R_SYNTAX_VRFY = _syntax("VRFY address")
+R_SYNTAX_AUTH = _syntax("AUTH mechanism [initial-response]")
+
+# Strings returned by hooks repeat ("250 OK"); their wire form is cached, bounded.
+_REPLY_CACHE: dict[str, bytes] = {}
+_REPLY_CACHE_MAX = 512
+
+
+def encode_reply(text: Any) -> bytes | None:
+    """Turn a reply returned by a hook into wire bytes, or None when it is not a reply.
+
+    ``text`` may hold several lines separated by ``\\n`` or ``\\r\\n``; every line must
+    start with a 2xx-5xx code. Line endings are normalized, so a hook cannot inject a bare
+    CR or LF into the stream.
+    """
+    cached = _REPLY_CACHE.get(text) if type(text) is str else None
+    if cached is not None:
+        return cached
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "replace")
+    if not isinstance(text, str):
+        return None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
+    if not all(_REPLY_LINE.match(line) for line in lines):
+        return None
+    out = "".join(line + "\r\n" for line in lines).encode("utf-8")
+    if len(_REPLY_CACHE) < _REPLY_CACHE_MAX:
+        _REPLY_CACHE[text] = out
+    return out
+
+
+class Session:
+    """What the server knows about one client connection (aiosmtpd's attribute names).
+
+    Attributes:
+        peer: The client's address as ``transport.get_extra_info("peername")`` gives it.
+        ssl: TLS details once TLS is active (``cipher``, ``peercert``, ``ssl_object``,
+            ``version``), else None.
+        host_name: The name the client gave in HELO/EHLO/LHLO.
+        extended_smtp: True after EHLO/LHLO.
+        authenticated: True after a successful AUTH, else None.
+        auth_data: What the authenticator returned in ``AuthResult.auth_data`` (or the
+            decoded credentials).
+        loop: The event loop serving the connection (set by the IO layer).
+    """
+
+    def __init__(self, peer: Any = None, loop: Any = None) -> None:
+        self.peer = peer
+        self.ssl: dict[str, Any] | None = None
+        self.host_name: str | None = None
+        self.extended_smtp = False
+        self.authenticated: bool | None = None
+        self.auth_data: Any = None
+        self.loop = loop
+        self.proxy_data: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Session peer={self.peer!r} host_name={self.host_name!r}>"
+
+
+class Envelope:
+    """One mail transaction (aiosmtpd's attribute names); a new one after every reset.
+
+    Attributes:
+        mail_from: The reverse-path (``""`` for the null sender ``<>``).
+        mail_options: MAIL parameters, e.g. ``["SIZE=1024", "BODY=8BITMIME"]``.
+        smtp_utf8: True when MAIL carried ``SMTPUTF8``.
+        rcpt_tos: The accepted forward-paths.
+        rcpt_options: RCPT parameters of all recipients.
+        content: The message (bytes, CRLF line endings, dots unstuffed); set for
+            ``handle_DATA``, not for streaming handlers.
+        original_content: The same bytes (aiosmtpd keeps the undecoded form here).
+    """
+
+    def __init__(self) -> None:
+        self.mail_from: str | None = None
+        self.mail_options: list[str] = []
+        self.smtp_utf8 = False
+        self.content: bytes | None = None
+        self.original_content: bytes | None = None
+        self.rcpt_tos: list[str] = []
+        self.rcpt_options: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<Envelope from={self.mail_from!r} to={self.rcpt_tos!r}>"
+
+
+def _no_result(_: Any) -> None:
+    return None
+
+
+class HookCall:
+    """A handler call the IO layer must make; see the module docstring.
+
+    Attributes:
+        name: The hook's name, for logs (``"handle_DATA"``).
+        func: The callable (sync or async).
+        args: Its arguments, after the server object when ``server_arg`` is true.
+        server_arg: Whether the server object goes first (aiosmtpd hooks).
+        finish: Called with the hook's result; returns None, bytes or another HookCall.
+        fail: Called instead when the hook raised or timed out.
+    """
+
+    __slots__ = ("name", "func", "args", "server_arg", "finish", "fail")
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        finish: Callable[[Any], Any],
+        fail: Callable[[], Any],
+        server_arg: bool = True,
+    ) -> None:
+        self.name = name
+        self.func = func
+        self.args = args
+        self.finish = finish
+        self.fail = fail
+        self.server_arg = server_arg
+
+    def with_fail(self, fail: Callable[[], Any]) -> HookCall:
+        """Replace the failure continuation; return self (for chaining)."""
+        self.fail = fail
+        return self
+
+
+class ServerConfig:
+    """Validated server options plus everything that can be computed once per server.
+
+    Args:
+        handler: The application's handler object (hooks are looked up once, here).
+        name: Server host name, used in the greeting, EHLO and 421 replies.
+        banner: Greeting text after the name.
+        timeout: Seconds a client may take for one command line (total, not only idle),
+            and the longest silence during DATA.
+        data_timeout: Seconds one message's DATA may take in total.
+        secure: The listener speaks implicit TLS.
+        tls_available: A STARTTLS context exists.
+        require_tls: Every transaction command needs TLS first (530).
+        enable_auth: Offer AUTH.
+        require_auth: MAIL/RCPT/DATA need a successful AUTH first (530).
+        auth_methods: Mechanisms offered, a subset of PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
+        auth_require_tls: Offer and accept AUTH only over TLS (default: True).
+        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``.
+        max_size: Largest message in bytes (SIZE), 0 for no limit.
+        max_recipients: Most RCPTs in one transaction, 0 for no limit.
+        disable_ehlo: Answer EHLO with 502 (HELO only).
+        hidden_commands: Commands left out of HELP (they still work).
+        disabled_commands: Commands answered with 502.
+        lmtp: Speak LMTP (LHLO; one reply per recipient after DATA).
+        bare_newline: ``"normalize"`` or ``"reject"`` (550 after the data).
+        smtputf8: Offer SMTPUTF8.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        name: str,
+        banner: str | None = None,
+        timeout: float = 60.0,
+        data_timeout: float = 600.0,
+        secure: bool = False,
+        tls_available: bool = False,
+        require_tls: bool = False,
+        enable_auth: bool = False,
+        require_auth: bool = False,
+        auth_methods: Iterable[str] = ("PLAIN", "LOGIN"),
+        auth_require_tls: bool = True,
+        authenticator: Callable[..., Any] | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_recipients: int = 0,
+        disable_ehlo: bool = False,
+        hidden_commands: Iterable[str] = (),
+        disabled_commands: Iterable[str] = (),
+        lmtp: bool = False,
+        bare_newline: str = "normalize",
+        smtputf8: bool = True,
+    ) -> None:
+        if bare_newline not in ("normalize", "reject"):
+            raise ValueError("bare_newline must be 'normalize' or 'reject'")
+        if max_size < 0 or max_recipients < 0:
+            raise ValueError("max_size and max_recipients must be >= 0")
+        if timeout <= 0 or data_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
+        if any(c in name for c in "\r\n ") or not name:
+            raise ValueError("name must be a non-empty host name without spaces")
+        methods = tuple(m.upper() for m in auth_methods)
+        unknown = [m for m in methods if m not in AUTH_MECHANISMS]
+        if unknown:
+            raise ValueError(f"unsupported auth_methods: {', '.join(unknown)}")
+        if require_tls and not (tls_available or secure):
+            raise ValueError("require_tls needs a tls_context (STARTTLS) or secure=True")
+        self.handler = handler
+        self.name = name
+        proto = "LMTP" if lmtp else "ESMTP"
+        self.banner = banner if banner is not None else f"{proto} fastsmtp ready"
+        self.timeout = float(timeout)
+        self.data_timeout = float(data_timeout)
+        self.secure = secure
+        self.tls_available = tls_available
+        self.require_tls = require_tls
+        if authenticator is None:
+            authenticator = getattr(handler, "authenticator", None)
+        self.authenticator = authenticator
+        self.require_auth = require_auth
+        self.auth_enabled = bool(enable_auth or require_auth)
+        self.auth_methods = methods
+        self.auth_require_tls = auth_require_tls
+        self.max_size = max_size
+        self.max_recipients = max_recipients
+        self.disable_ehlo = disable_ehlo
+        self.hidden_commands = frozenset(c.upper() for c in hidden_commands)
+        self.disabled_commands = frozenset(c.upper() for c in disabled_commands)
+        self.lmtp = lmtp
+        self.reject_bare_newline = bare_newline == "reject"
+        self.smtputf8 = smtputf8
+
+        def hook(hook_name: str) -> Callable[..., Any] | None:
+            func = getattr(handler, hook_name, None)
+            return func if callable(func) else None
+
+        self.hook_ehlo = hook("handle_EHLO")
+        self.hook_helo = hook("handle_HELO")
+        self.hook_mail = hook("handle_MAIL")
+        self.hook_rcpt = hook("handle_RCPT")
+        self.hook_data = hook("handle_DATA")
+        self.hook_rset = hook("handle_RSET")
+        self.hook_quit = hook("handle_QUIT")
+        self.hook_noop = hook("handle_NOOP")
+        self.hook_vrfy = hook("handle_VRFY")
+        self.hook_start_data = hook("start_data")
+        self.hook_data_chunk = hook("data_chunk")
+        self.hook_data_ready = hook("data_ready")
+        self.hook_data_abort = hook("data_abort")
+        # The streaming interface (the seed's startData/data/dataReady) wins over
+        # handle_DATA: a handler that can stream never gets the whole message in memory.
+        self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
+
+        self.greeting = f"220 {name} {self.banner}\r\n".encode("utf-8")
+        self.r_closing = f"421 4.3.2 {name} Service shutting down, closing connection\r\n"
+        self.r_busy = f"421 4.3.2 {name} Too many connections, try again later\r\n"
+        self.r_timeout = f"421 4.4.2 {name} Error: timeout exceeded, closing connection\r\n"
+        self.r_runaway = f"421 4.7.0 {name} Error: line too long, closing connection\r\n"
+        self.r_bad_cmds = f"421 4.7.0 {name} Error: too many bad commands, closing connection\r\n"
+        self.r_auth_fails = f"421 4.7.0 {name} Error: too many failed AUTH attempts\r\n"
+        self.r_helo = f"250 {name}\r\n".encode("utf-8")
+        self._ehlo_cache: dict[tuple[bool, bool], tuple[list[str], bytes]] = {}
+        self.help = self._help_reply()
+
+    def auth_offered(self, tls: bool) -> bool:
+        """Whether AUTH is advertised and accepted on a connection (TLS or not)."""
+        return self.auth_enabled and bool(self.auth_methods) and (tls or not self.auth_require_tls)
+
+    def ehlo_lines(self, tls: bool) -> tuple[list[str], bytes]:
+        """The EHLO reply as lines (for ``handle_EHLO``) and as precomputed bytes."""
+        key = (tls, self.auth_offered(tls))
+        cached = self._ehlo_cache.get(key)
+        if cached is not None:
+            return cached
+        caps = ["PIPELINING"]
+        if self.max_size:
+            caps.append(f"SIZE {self.max_size}")
+        caps += ["8BITMIME", "ENHANCEDSTATUSCODES"]
+        if self.smtputf8:
+            caps.append("SMTPUTF8")
+        if self.tls_available and not tls and "STARTTLS" not in self.disabled_commands:
+            caps.append("STARTTLS")
+        if key[1] and "AUTH" not in self.disabled_commands:
+            caps.append("AUTH " + " ".join(self.auth_methods))
+        caps.append("HELP")
+        lines = [f"250-{self.name}"] + [f"250-{c}" for c in caps[:-1]] + [f"250 {caps[-1]}"]
+        wire = "".join(line + "\r\n" for line in lines).encode("utf-8")
+        self._ehlo_cache[key] = (lines, wire)
+        return lines, wire
+
+    def _help_reply(self) -> bytes:
+        hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
+        names = hello + ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
+        if self.tls_available:
+            names.append("STARTTLS")
+        if self.auth_enabled:
+            names.append("AUTH")
+        shown = [n for n in names if n not in self.hidden_commands | self.disabled_commands]
+        return f"214 2.0.0 Supported commands: {' '.join(shown)}\r\n".encode("ascii")
+
+
+def _parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
+    """Split ``FROM:<addr> params`` into the address and its parameters, or None."""
+    n = len(keyword)
+    if arg[:n].upper() != keyword:
+        return None
+    rest = arg[n:].lstrip(" ")
+    if rest.startswith("<"):
+        end = rest.find(">")
+        if end < 0:
+            return None
+        addr = rest[1:end]
+        params = rest[end + 1 :]
+        if params and params[0] != " ":
+            return None
+        if addr.startswith("@"):  # an obsolete source route: <@a,@b:user@c>
+            colon = addr.find(":")
+            if colon < 0:
+                return None
+            addr = addr[colon + 1 :]
+    else:
+        addr, _, params = rest.partition(" ")
+    if "<" in addr or ">" in addr or (" " in addr and '"' not in addr) or len(addr) > MAX_PATH:
+        return None
+    return addr, params.split()
+
+
+class ServerSession:
+    """The state machine of one SMTP/LMTP server connection; see the module docstring.
+
+    Args:
+        config: The server's :class:`ServerConfig`.
+        peer: The client address (``session.peer``).
+        tls: True when the connection is already TLS (implicit TLS).
+        loop: Stored in ``session.loop`` for handlers that expect it.
+    """
+
+    def __init__(self, config: ServerConfig, peer: Any = None, tls: bool = False, loop: Any = None):
+        self.config = config
+        self.action = ACT_NONE
+        self.tls = tls
+        self.closing = False
+        self._loop = loop
+        self._bad_commands = 0
+        self._auth_failures = 0
+        self.session = Session(peer, loop)
+        self._reset_connection_state()
+        dispatch: dict[bytes, Callable[[bytes], Any]] = {
+            b"MAIL": self._cmd_mail,
+            b"RCPT": self._cmd_rcpt,
+            b"DATA": self._cmd_data,
+            b"RSET": self._cmd_rset,
+            b"NOOP": self._cmd_noop,
+            b"QUIT": self._cmd_quit,
+            b"VRFY": self._cmd_vrfy,
+            b"HELP": self._cmd_help,
+            b"EXPN": self._cmd_not_implemented,
+            b"STARTTLS": self._cmd_starttls,
+            b"AUTH": self._cmd_auth,
+        }
+        if config.lmtp:
+            dispatch[b"LHLO"] = self._cmd_lhlo
+        else:
+            dispatch[b"HELO"] = self._cmd_helo
+            dispatch[b"EHLO"] = self._cmd_ehlo
+        for name in config.disabled_commands:
+            dispatch[name.encode("ascii")] = self._cmd_not_implemented
+        self._dispatch = dispatch
+
+    # -- state ----------------------------------------------------------------------
+
+    def _reset_connection_state(self) -> None:
+        self._greeted = False
+        self._sasl: SaslExchange | None = None
+        self._xoauth2_failed = False
+        self._reset_transaction()
+
+    def _reset_transaction(self) -> None:
+        self.envelope = Envelope()
+        self._mail = False
+        self._rcpts = 0
+        self.in_data = False
+        self._chunks: list[bytes] = []
+        self._data_failed = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between an accepted MAIL and the end of its transaction."""
+        return self._mail
+
+    def greeting(self) -> bytes:
+        """The 220 greeting to send when the connection opens."""
+        return self.config.greeting
+
+    def shutdown(self) -> bytes | None:
+        """The server is closing: return the 421 to send now, or None to let a transaction end.
+
+        A session in a transaction finishes it; its next command then gets the 421.
+        """
+        self.closing = True
+        if self._mail or self.in_data:
+            return None
+        self.action = ACT_CLOSE
+        return self.config.r_closing.encode("utf-8")
+
+    def timed_out(self) -> bytes:
+        """The 421 to send when the client exceeded a time limit (the IO layer closes)."""
+        self.action = ACT_CLOSE
+        return self.config.r_timeout.encode("utf-8")
+
+    def tls_started(self, ssl_info: dict[str, Any]) -> None:
+        """TLS is up after STARTTLS: forget everything said before it (RFC 3207 4.2)."""
+        self.tls = True
+        peer = self.session.peer
+        self.session = Session(peer, self._loop)
+        self.session.ssl = ssl_info
+        self._reset_connection_state()
+
+    def connection_lost(self) -> HookCall | None:
+        """The client went away; a streaming message in progress is aborted."""
+        if self.in_data:
+            self.in_data = False
+            return self._abort_call(None)
+        return None
+
+    # -- command lines --------------------------------------------------------------
+
+    def receive_line(self, status: int, line: bytes) -> bytes | HookCall | None:
+        """Handle one command line from ``ServerReader.next_line``."""
+        if status != _LINE_OK:
+            if status == _LINE_BARE_EOL:
+                if self.config.reject_bare_newline:
+                    return self._bad(R_BARE_EOL)
+            elif status == _LINE_TOO_LONG:
+                self._sasl = None
+                return self._bad(R_LINE_TOO_LONG)
+            else:  # LINE_RUNAWAY: the reader gives up; so do we.
+                self.action = ACT_CLOSE
+                return self.config.r_runaway.encode("utf-8")
+        if self._sasl is not None:
+            return self._auth_step(line)
+        if self._xoauth2_failed:
+            # The client acknowledges the XOAUTH2 error 334 with an empty line.
+            self._xoauth2_failed = False
+            return self._auth_failed(None)
+        sp = line.find(b" ")
+        verb = (line if sp < 0 else line[:sp]).upper()
+        if self.closing and not self._mail and verb != b"QUIT":
+            self.action = ACT_CLOSE
+            return self.config.r_closing.encode("utf-8")
+        if _CTL.search(line) is not None:
+            return self._bad(R_CTL)
+        command = self._dispatch.get(verb)
+        if command is None:
+            if verb in _HTTP_VERBS and not self._greeted:
+                log.info("%r sent an HTTP request; closing", self.session.peer)
+                self.action = ACT_CLOSE
+                return self.config.r_bad_cmds.encode("utf-8")
+            name = verb[:32].decode("ascii", "replace")
+            return self._bad(f'500 5.5.2 Error: command "{name}" not recognized\r\n'.encode())
+        config = self.config
+        if config.require_tls and not self.tls and verb not in (
+            b"EHLO",
+            b"HELO",
+            b"LHLO",
+            b"STARTTLS",
+            b"NOOP",
+            b"QUIT",
+            b"RSET",
+        ):
+            return R_NEED_TLS
+        return command(b"" if sp < 0 else line[sp + 1 :])
+
+    def _bad(self, reply: bytes) -> bytes:
+        self._bad_commands += 1
+        if self._bad_commands > MAX_BAD_COMMANDS:
+            self.action = ACT_CLOSE
+            return self.config.r_bad_cmds.encode("utf-8")
+        return reply
+
+    def _call(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        finish: Callable[[Any], Any],
+        server_arg: bool = True,
+    ) -> HookCall:
+        return HookCall(name, func, args, finish, self._hook_failed, server_arg)
+
+    def _hook_failed(self) -> bytes:
+        return R_LOCAL_ERROR
+
+    def _reply_or_error(self, result: Any, default: bytes) -> bytes:
+        if result is None:
+            return default
+        wire = encode_reply(result)
+        if wire is None:
+            log.error("handler returned an invalid reply %r; answering 451", result)
+            return R_LOCAL_ERROR
+        return wire
+
+    # HELO / EHLO / LHLO
+
+    def _hello_arg(self, arg: bytes) -> str | None:
+        host = arg.strip()
+        if not host:
+            return None
+        return host.decode("utf-8", "replace")
+
+    def _cmd_helo(self, arg: bytes) -> bytes | HookCall:
+        host = self._hello_arg(arg)
+        if host is None:
+            return R_SYNTAX_HELO
+        self._reset_transaction()
+        self.session.extended_smtp = False
+        hook = self.config.hook_helo
+        if hook is None:
+            self._hello_done(host, False)
+            return self.config.r_helo
+        def finish(result: Any) -> bytes:
+            return self._after_hello(host, False, self._reply_or_error(result, self.config.r_helo))
+
+        return self._call("handle_HELO", hook, (self.session, self.envelope, host), finish)
+
+    def _cmd_ehlo(self, arg: bytes) -> bytes | HookCall:
+        if self.config.disable_ehlo:
+            return R_NOT_IMPL
+        return self._extended_hello(arg, R_SYNTAX_EHLO)
+
+    def _cmd_lhlo(self, arg: bytes) -> bytes | HookCall:
+        return self._extended_hello(arg, R_SYNTAX_LHLO)
+
+    def _extended_hello(self, arg: bytes, syntax: bytes) -> bytes | HookCall:
+        host = self._hello_arg(arg)
+        if host is None:
+            return syntax
+        self._reset_transaction()
+        lines, wire = self.config.ehlo_lines(self.tls)
+        hook = self.config.hook_ehlo
+        if hook is None:
+            self._hello_done(host, True)
+            return wire
+
+        def finish(result: Any) -> bytes:
+            if result is None:
+                reply = wire
+            elif isinstance(result, (list, tuple)):
+                reply = self._reply_or_error("\n".join(map(str, result)), wire)
+            else:
+                reply = self._reply_or_error(result, wire)
+            return self._after_hello(host, True, reply)
+
+        return self._call("handle_EHLO", hook, (self.session, self.envelope, host, list(lines)), finish)
+
+    def _after_hello(self, host: str, extended: bool, reply: bytes) -> bytes:
+        if reply[:1] == b"2":
+            self._hello_done(host, extended)
+        return reply
+
+    def _hello_done(self, host: str, extended: bool) -> None:
+        self._greeted = True
+        self.session.host_name = host
+        self.session.extended_smtp = extended
+
+    # MAIL / RCPT
+
+    def _need_hello(self) -> bytes | None:
+        if not self._greeted:
+            return R_NEED_LHLO if self.config.lmtp else R_NEED_HELO
+        if self.config.require_auth and not self.session.authenticated:
+            return R_NEED_AUTH
+        return None
+
+    def _cmd_mail(self, arg: bytes) -> bytes | HookCall:
+        refusal = self._need_hello()
+        if refusal is not None:
+            return refusal
+        if self._mail:
+            return R_NESTED_MAIL
+        try:
+            text = arg.decode("utf-8")
+        except UnicodeDecodeError:
+            return R_BAD_UTF8
+        parsed = _parse_path(text, "FROM:")
+        if parsed is None:
+            return self._bad(R_SYNTAX_MAIL)
+        address, params = parsed
+        if params and not self.session.extended_smtp:
+            return R_SYNTAX_MAIL
+        config = self.config
+        envelope = self.envelope
+        options: list[str] = []
+        smtputf8 = False
+        for param in params:
+            key, eq, value = param.partition("=")
+            key = key.upper()
+            if _PARAM_KEY.match(key) is None or (eq and not value):
+                return R_SYNTAX_MAIL
+            if key == "SIZE":
+                if not value.isdigit():
+                    return R_SYNTAX_MAIL
+                if config.max_size and int(value) > config.max_size:
+                    return R_TOO_BIG
+            elif key == "BODY":
+                if value.upper() not in ("7BIT", "8BITMIME"):
+                    return R_BAD_PARAM
+            elif key == "SMTPUTF8" and config.smtputf8 and not eq:
+                smtputf8 = True
+            elif key == "AUTH" and config.auth_offered(self.tls):
+                pass  # RFC 4954 section 5: accepted and ignored (we relay nothing)
+            else:
+                return R_BAD_PARAM
+            options.append(f"{key}{eq}{value}")
+        if not smtputf8 and not address.isascii():
+            return R_NON_ASCII
+        envelope.smtp_utf8 = smtputf8
+        hook = config.hook_mail
+        if hook is None:
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+            self._mail = True
+            return R_MAIL_OK
+
+        def finish(result: Any) -> bytes:
+            if result is None:
+                envelope.mail_from = address
+                envelope.mail_options.extend(options)
+                reply = R_MAIL_OK
+            else:
+                reply = self._reply_or_error(result, R_MAIL_OK)
+            if reply[:1] == b"2":
+                self._mail = True
+            return reply
+
+        return self._call("handle_MAIL", hook, (self.session, envelope, address, options), finish)
+
+    def _cmd_rcpt(self, arg: bytes) -> bytes | HookCall:
+        refusal = self._need_hello()
+        if refusal is not None:
+            return refusal
+        if not self._mail:
+            return R_NEED_MAIL
+        try:
+            text = arg.decode("utf-8")
+        except UnicodeDecodeError:
+            return R_BAD_UTF8
+        parsed = _parse_path(text, "TO:")
+        if parsed is None or not parsed[0]:
+            return self._bad(R_SYNTAX_RCPT)
+        address, params = parsed
+        if params:
+            # No RCPT extension (DSN, ...) is advertised, so any parameter is unknown.
+            for param in params:
+                key, eq, value = param.partition("=")
+                if _PARAM_KEY.match(key) is None or (eq and not value):
+                    return R_SYNTAX_RCPT
+            return R_BAD_PARAM
+        envelope = self.envelope
+        if not envelope.smtp_utf8 and not address.isascii():
+            return R_NON_ASCII
+        config = self.config
+        if config.max_recipients and self._rcpts >= config.max_recipients:
+            return R_TOO_MANY_RCPT
+        hook = config.hook_rcpt
+        if hook is None:
+            envelope.rcpt_tos.append(address)
+            self._rcpts += 1
+            return R_RCPT_OK
+
+        def finish(result: Any) -> bytes:
+            if result is None:
+                envelope.rcpt_tos.append(address)
+                reply = R_RCPT_OK
+            else:
+                reply = self._reply_or_error(result, R_RCPT_OK)
+            if reply[:1] == b"2":
+                self._rcpts += 1
+            return reply
+
+        return self._call("handle_RCPT", hook, (self.session, envelope, address, []), finish)
+
+    # DATA
+
+    def _cmd_data(self, arg: bytes) -> bytes | HookCall:
+        refusal = self._need_hello()
+        if refusal is not None:
+            return refusal
+        if arg:
+            return R_NO_ARGS
+        if not self._mail:
+            return R_NEED_MAIL
+        if not self._rcpts:
+            return R_NEED_RCPT
+        config = self.config
+        if config.streaming and config.hook_start_data is not None:
+            return self._call(
+                "start_data",
+                config.hook_start_data,
+                (self.session, self.envelope),
+                self._start_data_done,
+                server_arg=False,
+            )
+        return self._begin_data()
+
+    def _start_data_done(self, result: Any) -> bytes:
+        if result is not None:
+            # start_data may refuse the message before any byte of it is sent.
+            reply = self._reply_or_error(result, R_354)
+            if reply[:1] != b"3":
+                return reply
+        return self._begin_data()
+
+    def _begin_data(self) -> bytes:
+        self.in_data = True
+        self._chunks = []
+        self._data_failed = False
+        self.action = ACT_DATA
+        return R_354
+
+    def data_received(self, chunk: bytes, flags: int) -> bytes | HookCall | None:
+        """Handle one body chunk from ``ServerReader.next_data``."""
+        if flags & _DATA_END:
+            return self._data_end(chunk, flags)
+        if not chunk or self._data_failed or self._refused(flags):
+            return None
+        config = self.config
+        if config.streaming:
+            return self._call(
+                "data_chunk",
+                config.hook_data_chunk,  # type: ignore[arg-type]
+                (self.session, self.envelope, chunk),
+                _no_result,
+                server_arg=False,
+            ).with_fail(self._chunk_failed)
+        self._chunks.append(chunk)
+        return None
+
+    def _refused(self, flags: int) -> bool:
+        return bool(
+            flags & _DATA_TOO_BIG
+            or (flags & _DATA_BARE_EOL and self.config.reject_bare_newline)
+        )
+
+    def _chunk_failed(self) -> None:
+        # Keep draining the data; the message is refused with 451 at its end.
+        self._data_failed = True
+        return None
+
+    def _data_end(self, chunk: bytes, flags: int) -> bytes | HookCall:
+        self.in_data = False
+        if flags & _DATA_TOO_BIG:
+            return self._abort_call(R_TOO_BIG)
+        if flags & _DATA_BARE_EOL and self.config.reject_bare_newline:
+            return self._abort_call(R_BARE_EOL_DATA)
+        if self._data_failed:
+            return self._abort_call(R_LOCAL_ERROR)
+        config = self.config
+        session, envelope = self.session, self.envelope
+        if config.streaming:
+            ready = self._call(
+                "data_ready",
+                config.hook_data_ready,  # type: ignore[arg-type]
+                (session, envelope),
+                self._data_reply,
+                server_arg=False,
+            ).with_fail(self._data_hook_failed)
+            if not chunk:
+                return ready
+            return self._call(
+                "data_chunk",
+                config.hook_data_chunk,  # type: ignore[arg-type]
+                (session, envelope, chunk),
+                lambda _: ready,
+                server_arg=False,
+            ).with_fail(self._data_hook_failed)
+        chunks = self._chunks
+        if chunk:
+            chunks.append(chunk)
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        envelope.content = envelope.original_content = content
+        hook = config.hook_data
+        if hook is None:
+            return self._data_reply(None)
+        return self._call("handle_DATA", hook, (session, envelope), self._data_reply).with_fail(
+            self._data_hook_failed
+        )
+
+    def _data_hook_failed(self) -> bytes | HookCall:
+        return self._abort_call(R_LOCAL_ERROR)
+
+    def _abort_call(self, reply: bytes | None) -> bytes | HookCall | None:
+        """End a refused or broken message: tell a streaming handler, then reply."""
+        config = self.config
+        envelope = self.envelope
+        final = self._per_recipient(reply) if reply is not None else None
+        self._reset_transaction()
+        if config.streaming and config.hook_data_abort is not None:
+            return HookCall(
+                "data_abort",
+                config.hook_data_abort,
+                (self.session, envelope),
+                lambda _: final,
+                lambda: final,
+                server_arg=False,
+            )
+        return final
+
+    def _per_recipient(self, reply: bytes) -> bytes:
+        # LMTP (RFC 2033 4.2): one reply per accepted recipient, in RCPT order.
+        if self.config.lmtp and self._rcpts > 1:
+            return reply * self._rcpts
+        return reply
+
+    def _data_reply(self, result: Any) -> bytes:
+        rcpts = self._rcpts
+        self._reset_transaction()
+        if not self.config.lmtp or rcpts <= 1:
+            return self._reply_or_error(result, R_DATA_OK) if result is not None else R_DATA_OK
+        if isinstance(result, (list, tuple)):
+            replies = [self._reply_or_error(r, R_DATA_OK) for r in result]
+            if len(replies) != rcpts:
+                log.error("LMTP handler returned %d replies for %d recipients", len(replies), rcpts)
+                return R_LOCAL_ERROR * rcpts
+            return b"".join(replies)
+        one = self._reply_or_error(result, R_DATA_OK) if result is not None else R_DATA_OK
+        return one * rcpts
+
+    # Simple commands
+
+    def _cmd_rset(self, arg: bytes) -> bytes | HookCall:
+        if arg:
+            return R_NO_ARGS
+        self._reset_transaction()
+        hook = self.config.hook_rset
+        if hook is None:
+            return R_OK
+        return self._call(
+            "handle_RSET", hook, (self.session, self.envelope), lambda r: self._reply_or_error(r, R_OK)
+        )
+
+    def _cmd_noop(self, arg: bytes) -> bytes | HookCall:
+        hook = self.config.hook_noop
+        if hook is None:
+            return R_OK
+        text = arg.decode("utf-8", "replace")
+        return self._call(
+            "handle_NOOP",
+            hook,
+            (self.session, self.envelope, text),
+            lambda r: self._reply_or_error(r, R_OK),
+        )
+
+    def _cmd_quit(self, arg: bytes) -> bytes | HookCall:
+        if arg:
+            return R_NO_ARGS
+        hook = self.config.hook_quit
+        if hook is None:
+            self.action = ACT_CLOSE
+            return R_BYE
+
+        def finish(result: Any) -> bytes:
+            self.action = ACT_CLOSE
+            return self._reply_or_error(result, R_BYE)
+
+        return self._call("handle_QUIT", hook, (self.session, self.envelope), finish)
+
+    def _cmd_vrfy(self, arg: bytes) -> bytes | HookCall:
+        text = arg.decode("utf-8", "replace").strip()
+        if not text:
+            return R_SYNTAX_VRFY
+        hook = self.config.hook_vrfy
+        if hook is None:
+            return R_VRFY
+        return self._call(
+            "handle_VRFY",
+            hook,
+            (self.session, self.envelope, text),
+            lambda r: self._reply_or_error(r, R_VRFY),
+        )
+
+    def _cmd_help(self, arg: bytes) -> bytes:
+        return self.config.help
+
+    def _cmd_not_implemented(self, arg: bytes) -> bytes:
+        return R_NOT_IMPL
+
+    def _cmd_starttls(self, arg: bytes) -> bytes:
+        if arg:
+            return R_NO_ARGS
+        if self.tls:
+            return R_TLS_ACTIVE
+        if not self.config.tls_available:
+            return R_TLS_UNAVAILABLE
+        self.action = ACT_STARTTLS
+        return R_STARTTLS
+
+    # AUTH
+
+    def _cmd_auth(self, arg: bytes) -> bytes | HookCall | None:
+        config = self.config
+        if not config.auth_enabled:
+            return R_NOT_IMPL
+        if not self._greeted or not self.session.extended_smtp:
+            return R_NEED_HELO
+        if not config.auth_offered(self.tls):
+            return R_AUTH_NEEDS_TLS
+        if self.session.authenticated:
+            return R_ALREADY_AUTH
+        if self._mail:
+            return R_AUTH_IN_MAIL
+        parts = arg.split()
+        if not parts or len(parts) > 2:
+            return R_SYNTAX_AUTH
+        mechanism = parts[0].decode("ascii", "replace").upper()
+        if mechanism not in config.auth_methods:
+            return R_AUTH_MECH
+        exchange = SaslExchange(mechanism, config.name)
+        return self._sasl_result(exchange, exchange.start(parts[1] if len(parts) == 2 else None))
+
+    def _auth_step(self, line: bytes) -> bytes | HookCall | None:
+        exchange = self._sasl
+        assert exchange is not None
+        return self._sasl_result(exchange, exchange.step(line))
+
+    def _sasl_result(self, exchange: SaslExchange, result: Any) -> bytes | HookCall | None:
+        if isinstance(result, SaslChallenge):
+            self._sasl = exchange
+            return result.reply
+        self._sasl = None
+        if isinstance(result, SaslError):
+            return self._count_auth_failure(result.reply)
+        mechanism = exchange.mechanism
+        authenticator = self.config.authenticator
+        if authenticator is None:
+            log.warning("%r AUTH %s refused: no authenticator configured", self.session.peer, mechanism)
+            return self._auth_failed(None, mechanism)
+        return self._call(
+            "authenticator",
+            authenticator,
+            (self.session, self.envelope, mechanism, result),
+            lambda outcome: self._auth_done(mechanism, result, outcome),
+        ).with_fail(lambda: self._auth_failed(None, mechanism))
+
+    def _auth_done(self, mechanism: str, credentials: Any, outcome: Any) -> bytes | None:
+        success = outcome is True or bool(getattr(outcome, "success", False))
+        message = getattr(outcome, "message", None)
+        if not success:
+            return self._auth_failed(message, mechanism)
+        self.session.authenticated = True
+        auth_data = getattr(outcome, "auth_data", None)
+        self.session.auth_data = auth_data if auth_data is not None else credentials
+        log.info("%r authenticated with %s", self.session.peer, mechanism)
+        if message:
+            return self._reply_or_error(message, R_AUTH_OK)
+        return R_AUTH_OK
+
+    def _auth_failed(self, message: str | None, mechanism: str | None = None) -> bytes | None:
+        if mechanism == "XOAUTH2":
+            # RFC-less but universal: a 334 with a JSON error, then 535 after the client's
+            # empty line (receive_line handles that line).
+            self._xoauth2_failed = True
+            return XOAUTH2_FAILURE
+        log.info("%r authentication failed", self.session.peer)
+        reply = self._reply_or_error(message, R_AUTH_FAIL) if message else R_AUTH_FAIL
+        return self._count_auth_failure(reply)
+
+    def _count_auth_failure(self, reply: bytes) -> bytes:
+        self._auth_failures += 1
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self.action = ACT_CLOSE
+            return self.config.r_auth_fails.encode("utf-8")
+        return reply
