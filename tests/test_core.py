@@ -1,0 +1,357 @@
+"""The byte codec's vectors on both implementations: the twin ("py") and the compiled core ("c").
+
+Every vector runs fed whole, byte by byte and split in two at every position (see
+``vectors.feedings``). The "c" parameter skips only when the extension is not built and
+``FASTSMTP_REQUIRE_EXTENSION`` is not "1" (CI sets it, so CI cannot silently skip).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from types import ModuleType
+
+import pytest
+
+from fastsmtp import _core_py
+from fastsmtp.errors import SMTPProtocolError
+
+import vectors as V
+
+
+def _load(name: str) -> ModuleType:
+    if name == "py":
+        return _core_py
+    try:
+        return importlib.import_module("fastsmtp._core")
+    except ImportError as exc:
+        if os.environ.get("FASTSMTP_REQUIRE_EXTENSION") == "1":
+            pytest.fail(f"FASTSMTP_REQUIRE_EXTENSION=1 but fastsmtp._core is missing: {exc}")
+        pytest.skip("fastsmtp._core is not built")
+
+
+@pytest.fixture(params=["py", "c"])
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """Each implementation of the codec in turn."""
+    return _load(request.param)
+
+
+def _ids(cases: list) -> list[str]:
+    return [case.id for case in cases]
+
+
+# -- module surface ---------------------------------------------------------------------
+
+
+def test_constants_match_twin(core: ModuleType) -> None:
+    for name in _core_py.__all__:
+        assert hasattr(core, name), name
+        if name.isupper():
+            assert getattr(core, name) == getattr(_core_py, name), name
+    assert (core.LINE_OK, core.LINE_BARE_EOL, core.LINE_TOO_LONG, core.LINE_RUNAWAY) == (
+        V.OK, V.BARE, V.TOO_LONG, V.RUNAWAY,
+    )
+    assert (core.DATA_END, core.DATA_BARE_EOL, core.DATA_LONG_LINE, core.DATA_TOO_BIG) == (
+        V.END, V.DBARE, V.LONG, V.BIG,
+    )
+    assert (core.MAX_REPLY_LINE, core.MAX_REPLY_SIZE, core.MAX_COMMAND_LINE) == (8192, 65536, 512)
+    assert (core.MAX_COMMAND_DISCARD, core.MAX_DATA_LINE) == (65536, 1000)
+
+
+def test_rejects_str(core: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        core.ReplyParser().feed("250 ok\r\n")
+    with pytest.raises(TypeError):
+        core.DataEncoder().encode("text\r\n")
+    with pytest.raises(TypeError):
+        core.ServerReader().feed("NOOP\r\n")
+
+
+# -- ReplyParser ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", V.REPLY_CASES, ids=_ids(V.REPLY_CASES))
+def test_reply_vectors(core: ModuleType, case: V.ReplyCase) -> None:
+    for how, parts in V.feedings(case.data):
+        if case.error:
+            with pytest.raises(SMTPProtocolError):
+                V.run_replies(core, parts, **case.kwargs)
+        else:
+            got = V.run_replies(core, parts, **case.kwargs)
+            assert got == (case.replies, case.buffered), how
+
+
+def test_reply_parser_stays_broken(core: ModuleType) -> None:
+    parser = core.ReplyParser()
+    with pytest.raises(SMTPProtocolError):
+        parser.feed(b"250-a\r\n251 b\r\n")
+    for _ in range(2):
+        with pytest.raises(SMTPProtocolError):
+            parser.feed(b"250 ok\r\n")
+    parser.clear()
+    with pytest.raises(SMTPProtocolError):
+        parser.feed(b"250 ok\r\n")
+
+
+def test_reply_buffered_and_clear(core: ModuleType) -> None:
+    parser = core.ReplyParser()
+    assert parser.buffered == 0
+    assert parser.feed(b"250-a\r\n250-b") == []
+    assert parser.buffered == 12
+    assert parser.clear() == 12
+    assert parser.buffered == 0
+    # Nothing of the dropped reply leaks into the next one (the STARTTLS case).
+    assert parser.feed(b"220 ready\r\n") == [(220, [b"ready"])]
+    assert parser.buffered == 0
+
+
+def test_reply_accepts_buffers(core: ModuleType) -> None:
+    parser = core.ReplyParser()
+    assert parser.feed(bytearray(b"250-a\r\n")) == []
+    assert parser.feed(memoryview(b"250 b\r\n354 ")) == [(250, [b"a", b"b"])]
+    assert parser.feed(memoryview(b"go\r\n")) == [(354, [b"go"])]
+
+
+def test_reply_lines_are_fresh_lists(core: ModuleType) -> None:
+    parser = core.ReplyParser()
+    first = parser.feed(b"250 a\r\n")
+    second = parser.feed(b"250 b\r\n")
+    assert first[0][1] is not second[0][1]
+    assert first == [(250, [b"a"])] and second == [(250, [b"b"])]
+
+
+# -- DataEncoder ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", V.ENCODE_CASES, ids=_ids(V.ENCODE_CASES))
+def test_encode_vectors(core: ModuleType, case: V.EncodeCase) -> None:
+    expected = (case.wire, len(case.wire), case.longest_line)
+    assert V.run_encoder(core, case.chunks) == expected, "as chunked"
+    for how, parts in V.feedings(b"".join(case.chunks)):
+        assert V.run_encoder(core, parts) == expected, how
+    assert not V.has_bare_eol(case.wire)
+
+
+def test_encode_returns_input_when_unchanged(core: ModuleType) -> None:
+    encoder = core.DataEncoder()
+    for chunk in (b"Subject: x\r\n\r\n", bytearray(b"a.b\r\n"), memoryview(b"text\r\nmore")):
+        assert encoder.encode(chunk) is chunk
+    # A CR passed through at a chunk's end, completed by the next chunk's LF.
+    chunk1, chunk2 = b" end\r", b"\nnext\r\n"
+    assert encoder.encode(chunk1) is chunk1
+    assert encoder.encode(chunk2) is chunk2
+    changed = b".dot\r\n"
+    out = encoder.encode(changed)
+    assert out == b"..dot\r\n" and type(out) is bytes
+
+
+def test_encode_changed_buffers_become_bytes(core: ModuleType) -> None:
+    encoder = core.DataEncoder()
+    assert encoder.encode(bytearray(b"a\nb")) == b"a\r\nb"
+    out = encoder.encode(memoryview(b"\n.x"))
+    assert out == b"\r\n..x" and type(out) is bytes
+    assert core.DataEncoder().encode(memoryview(b"a\xffb\nc")[::2]) == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "tail"),
+    [
+        ([], b".\r\n"),
+        ([b"a\r\n"], b".\r\n"),
+        ([b"a\n"], b".\r\n"),
+        ([b"a"], b"\r\n.\r\n"),
+        ([b"a\r"], b"\n.\r\n"),
+        ([b"a\r", b""], b"\n.\r\n"),
+        ([b"a\r\n", b"b"], b"\r\n.\r\n"),
+    ],
+)
+def test_end_picks_terminator(core: ModuleType, chunks: list[bytes], tail: bytes) -> None:
+    encoder = core.DataEncoder()
+    for chunk in chunks:
+        encoder.encode(chunk)
+    assert encoder.end() == tail
+
+
+def test_bytes_out_and_longest_line(core: ModuleType) -> None:
+    encoder = core.DataEncoder()
+    total = 0
+    for chunk in (b"12345\n", b".678\r", b"\n", b"ab"):
+        total += len(encoder.encode(chunk))
+        assert encoder.bytes_out == total
+    assert encoder.longest_line == 5
+    tail = encoder.end()
+    assert encoder.bytes_out == total + len(tail)
+    # The counters describe the ended message until the next encode starts a new one.
+    assert encoder.longest_line == 5
+    assert encoder.encode(b".x") == b"..x"  # the new message starts at a line start
+    assert (encoder.bytes_out, encoder.longest_line) == (3, 3)
+    assert encoder.end() == b"\r\n.\r\n"
+
+
+# -- ServerReader --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", V.SERVER_CASES, ids=_ids(V.SERVER_CASES))
+def test_server_vectors(core: ModuleType, case: V.ServerCase) -> None:
+    for how, parts in V.feedings(case.data):
+        got = V.run_server(core, parts, max_size=case.max_size, **case.kwargs)
+        assert got == case.events, how
+
+
+def test_cr_at_buffer_end_waits(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.feed(b"NOOP\r")
+    assert reader.next_line() is None
+    assert reader.buffered == 5
+    reader.feed(b"\n")
+    assert reader.next_line() == (core.LINE_OK, b"NOOP")
+    assert reader.buffered == 0
+    reader.feed(b"NOOP\r")
+    assert reader.next_line() is None
+    reader.feed(b"QUIT\r\n")
+    assert reader.next_line() == (core.LINE_BARE_EOL, b"NOOP")
+    assert reader.next_line() == (core.LINE_OK, b"QUIT")
+
+
+def test_bytes_after_terminator_stay_buffered(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_data()
+    assert reader.in_data
+    assert reader.next_line() is None  # no command lines in data mode
+    reader.feed(b"body\r\n.\r\nQUIT\r\nNO")
+    assert reader.next_data() == (b"body\r\n", core.DATA_END)
+    assert not reader.in_data
+    assert reader.buffered == 8
+    assert reader.next_data() is None  # no body chunks in command mode
+    assert reader.next_line() == (core.LINE_OK, b"QUIT")
+    assert reader.next_line() is None
+    assert reader.clear() == 2
+    assert reader.buffered == 0
+
+
+def test_data_flags_accumulate(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_data()
+    reader.feed(b"a\nb")
+    assert reader.next_data() == (b"a\r\nb", core.DATA_BARE_EOL)
+    assert reader.next_data() is None
+    reader.feed(b"\r\n.\r\n")
+    assert reader.next_data() == (b"\r\n", core.DATA_BARE_EOL | core.DATA_END)
+    reader.start_data()  # a new message starts without flags
+    reader.feed(b"c\r\n.\r\n")
+    assert reader.next_data() == (b"c\r\n", core.DATA_END)
+
+
+def test_data_cr_held_across_feeds(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_data()
+    reader.feed(b"abc\r")
+    assert reader.next_data() == (b"abc", 0)
+    reader.feed(b"\n.")
+    assert reader.next_data() == (b"\r\n", 0)
+    reader.feed(b"\r")
+    assert reader.next_data() == (b"", 0)
+    reader.feed(b"\n")
+    assert reader.next_data() == (b"", core.DATA_END)
+
+
+def test_data_too_big_drains(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_data(max_size=8)
+    reader.feed(b"1234\r\n")
+    assert reader.next_data() == (b"1234\r\n", 0)
+    reader.feed(b"5678\r\n")
+    assert reader.next_data() == (b"", core.DATA_TOO_BIG)
+    reader.feed(b"more\r\n" * 100 + b".\r\nRSET\r\n")
+    assert reader.next_data() == (b"", core.DATA_TOO_BIG | core.DATA_END)
+    assert reader.next_line() == (core.LINE_OK, b"RSET")
+
+
+def test_data_long_line_reported_before_it_ends(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_data()
+    reader.feed(b"z" * 1500)
+    chunk, flags = reader.next_data()
+    assert chunk == b"z" * 1500 and flags == core.DATA_LONG_LINE
+    assert reader.buffered == 0
+
+
+def test_clean_data_returned_without_copy(core: ModuleType) -> None:
+    if core is _core_py:
+        pytest.skip("a compiled-core property: the twin joins the body line by line")
+    reader = core.ServerReader()
+    reader.start_data()
+    body = b"Subject: x\r\n\r\n" + b"line of text\r\n" * 100
+    reader.feed(body)
+    chunk, flags = reader.next_data()
+    assert chunk is body and flags == 0
+    assert reader.buffered == 0
+
+
+def test_runaway_over_several_feeds(core: ModuleType) -> None:
+    reader = core.ServerReader(max_line=16, max_discard=100)
+    results = []
+    for _ in range(20):
+        reader.feed(b"x" * 10)
+        results.append(reader.next_line())
+    assert results.count((core.LINE_RUNAWAY, b"")) == 1
+    assert all(r is None for r in results[: results.index((core.LINE_RUNAWAY, b""))])
+    assert reader.buffered <= 16
+
+
+def test_over_long_line_memory_bounded(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    for _ in range(50):
+        reader.feed(b"y" * 1000)
+        assert reader.next_line() is None
+        assert reader.buffered < core.MAX_COMMAND_LINE
+    reader.feed(b"\r\nNOOP\r\n")
+    assert reader.next_line() == (core.LINE_TOO_LONG, b"")
+    assert reader.next_line() == (core.LINE_OK, b"NOOP")
+
+
+def test_server_accepts_buffers(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.feed(bytearray(b"NO"))
+    reader.feed(memoryview(b"OP\r\nQU"))
+    reader.feed(memoryview(b"IT\n"))
+    assert reader.next_line() == (core.LINE_OK, b"NOOP")
+    assert reader.next_line() == (core.LINE_BARE_EOL, b"QUIT")
+
+
+# -- SMTP smuggling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seq", "wire", "body"), V.SMUGGLING, ids=[repr(s[0]) for s in V.SMUGGLING])
+def test_smuggling_encoder(core: ModuleType, seq: bytes, wire: bytes, body: bytes) -> None:
+    for how, parts in V.feedings(b"A" + seq + b"B"):
+        out, _, _ = V.run_encoder(core, parts)
+        assert out == wire, how
+        assert not V.has_bare_eol(out)
+        assert out.count(b"\r\n.\r\n") == 1 and out.endswith(b"\r\n.\r\n")
+
+
+@pytest.mark.parametrize(("seq", "wire", "body"), V.SMUGGLING, ids=[repr(s[0]) for s in V.SMUGGLING])
+def test_smuggling_reader(core: ModuleType, seq: bytes, wire: bytes, body: bytes) -> None:
+    data = b"DATA\r\nA" + seq + b"B\r\n.\r\nNOOP\r\n"
+    expected = [("line", V.OK, b"DATA"), ("data", body, V.END | V.DBARE), ("line", V.OK, b"NOOP")]
+    for how, parts in V.feedings(data):
+        assert V.run_server(core, parts) == expected, how
+    # What the encoder made of the same bytes reads back as the CRLF-normalized text,
+    # its "." line kept, without the bare-EOL flag.
+    normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", b"A" + seq + b"B\r\n")
+    assert V.run_server(core, [b"DATA\r\n" + wire]) == [
+        ("line", V.OK, b"DATA"),
+        ("data", normalized, V.END),
+    ]
+
+
+def test_real_terminator_ends_data(core: ModuleType) -> None:
+    events = V.run_server(core, [b"DATA\r\nA\r\n.\r\nB\r\n.\r\n"])
+    assert events == [
+        ("line", V.OK, b"DATA"),
+        ("data", b"A\r\n", V.END),
+        ("line", V.OK, b"B"),
+        ("line", V.OK, b"."),
+    ]
