@@ -206,12 +206,13 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._last_rx = self.loop.time()
         self._process()
 
-    def _process(self) -> None:
+    def _process(self, out: list[bytes] | None = None) -> None:
         """Handle every complete line/chunk buffered; write all replies in one write."""
         reader = self._reader
         sm = self._sm
         assert sm is not None
-        out: list[bytes] = []
+        if out is None:
+            out = []
         lines = 0
         while True:
             if reader.in_data:
@@ -269,6 +270,12 @@ class SMTPServerProtocol(asyncio.Protocol):
             now = self.loop.time()
             self._data_deadline = now + self._config.data_timeout
             self._last_rx = now
+            timer = self._timer
+            if timer is not None and self._data_deadline < timer.when():
+                # The only deadline that can come before the armed one (data_timeout
+                # shorter than timeout): re-arm once.
+                timer.cancel()
+                self._timer = self.loop.call_at(self._data_deadline, self._on_timer)
             return True
         self._flush(out)
         if action == ACT_CLOSE:
@@ -361,9 +368,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         assert sm is not None
         if sm.action and not self._act(out):
             return
-        self._flush(out)
         self._cmd_deadline = self.loop.time() + self._config.timeout
-        self._process()
+        self._process(out)
         if not self._busy and not self._closed and not self._write_paused:
             self.transport.resume_reading()
 
