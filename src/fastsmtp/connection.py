@@ -1,0 +1,948 @@
+"""SMTPConnection: one asyncio SMTP (or LMTP) client connection.
+
+Theory of operation
+-------------------
+``connect()`` opens TCP (or TLS with ``secure``), reads the greeting, sends EHLO (HELO when
+EHLO is refused with 5xx), upgrades with STARTTLS when offered, and sends EHLO again: the
+capabilities used afterwards only ever come from the EHLO sent over TLS.
+
+``send()`` runs one transaction in three steps, each one write and one wait:
+
+1. ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the server offers PIPELINING
+   (else one command at a time), then the replies, matched in order;
+2. the body, streamed through the ``DataEncoder`` under write backpressure, and the final
+   dot in the same write as the body's last chunk;
+3. the reply to the dot (LMTP: one per accepted recipient).
+
+The connection has a *write turn*: a transaction holds it from its first command until
+its final dot is written (PIPELINING) or answered (no PIPELINING). A second ``send()``
+started meanwhile waits for the turn and then writes its ``MAIL``/``RCPT``/``DATA`` right
+behind the previous message's dot, before that dot's reply arrives (RFC 2920 allows the
+message content to lead a pipelined group). So concurrent sends on one connection, e.g.
+:meth:`SMTPConnection.send_many` or a pool, cost about one round trip per message.
+
+Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
+local validation error) leaves the connection usable; anything else (protocol error,
+timeout, lost connection, 421) closes it for good. A connection lost or silent after the
+final dot was written raises :class:`~fastsmtp.errors.SMTPMaybeDelivered`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from email.message import Message
+from types import TracebackType
+from typing import Any, Union
+
+from ._codec import DataEncoder
+from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
+from .ehlo import Capabilities, parse_ehlo
+from .errors import (
+    SMTPAuthError,
+    SMTPConnectionError,
+    SMTPDataRefused,
+    SMTPEnvelopeError,
+    SMTPError,
+    SMTPMaybeDelivered,
+    SMTPMessageError,
+    SMTPProtocolError,
+    SMTPRecipientsRefused,
+    SMTPResponseError,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+from .message import Envelope, MessageSource, envelope_from_message, message_payload
+from .options import ConnectionOptions
+from .protocol import RawReply, SMTPClientProtocol
+from .reply import Reply
+
+__all__ = ["SMTPConnection", "SendResult", "TokenProvider"]
+
+_log = logging.getLogger("fastsmtp.connection")
+
+#: An XOAUTH2 token provider: ``await provider(user, refresh=False) -> token``. It is
+#: called again with ``refresh=True`` when the server rejected the token it returned.
+TokenProvider = Callable[..., Union[Awaitable[str], str]]
+
+#: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
+#: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
+MAX_COMMAND = 2048
+#: Bodies up to this size go out in a single write together with the final dot.
+JOIN_LIMIT = 256 * 1024
+
+# Control characters, DEL, C1 controls and the Unicode line separators: none may appear
+# in a command line, whatever field it came from.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+_DATA = b"DATA\r\n"
+_RSET = b"RSET\r\n"
+_NOOP = b"NOOP\r\n"
+_QUIT = b"QUIT\r\n"
+_STARTTLS = b"STARTTLS\r\n"
+_CANCEL = b"*\r\n"
+
+_NEW, _READY, _CLOSED = 0, 1, 2
+
+
+def _command(*parts: str, utf8: bool = False) -> bytes:
+    """Build one command line: the only place where user values become protocol bytes.
+
+    Args:
+        *parts: Joined with single spaces.
+        utf8: Allow non-ASCII (only after SMTPUTF8 was negotiated for this transaction).
+
+    Raises:
+        SMTPEnvelopeError: A control character, non-ASCII text without ``utf8``, or an
+            over-long line. Nothing has been written.
+    """
+    line = " ".join(parts)
+    if _FORBIDDEN.search(line) is not None:
+        raise SMTPEnvelopeError(f"control character in command {line[:60]!r}")
+    try:
+        data = line.encode("utf-8" if utf8 else "ascii")
+    except UnicodeEncodeError:
+        raise SMTPEnvelopeError(
+            f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
+        ) from None
+    if len(data) > MAX_COMMAND:
+        raise SMTPEnvelopeError(f"command longer than {MAX_COMMAND} bytes")
+    return data + b"\r\n"
+
+
+_hostname: str | None = None
+
+
+def _default_name(sockname: Any) -> str:
+    """The EHLO name: the host name if fully qualified, else an address literal."""
+    global _hostname
+    if _hostname is None:
+        _hostname = socket.gethostname()  # once per process: it may be slow
+    if "." in _hostname and _hostname.isascii() and not _hostname.endswith("."):
+        return _hostname
+    if isinstance(sockname, tuple) and sockname:
+        host = str(sockname[0])
+        return f"[IPv6:{host}]" if ":" in host else f"[{host}]"
+    return "[127.0.0.1]"
+
+
+class SendResult:
+    """What happened to one message.
+
+    Attributes:
+        accepted: Recipients the server accepted (LMTP: accepted after the data too).
+        rejected: Recipients refused at RCPT (and, LMTP, after the data).
+        rejected_errors: One :class:`~fastsmtp.errors.SMTPEnvelopeError` per refused
+            recipient, with the server's reply.
+        size: Bytes of message data written, dot-stuffing and terminator included.
+        response: The server's reply to the final dot (LMTP: the last one), as a
+            :class:`~fastsmtp.reply.Reply` (built on first access).
+    """
+
+    __slots__ = ("accepted", "rejected", "rejected_errors", "size", "_raw", "_reply")
+
+    def __init__(
+        self,
+        accepted: list[str],
+        rejected: list[str],
+        rejected_errors: list[SMTPEnvelopeError],
+        size: int,
+        raw: RawReply,
+    ) -> None:
+        self.accepted = accepted
+        self.rejected = rejected
+        self.rejected_errors = rejected_errors
+        self.size = size
+        self._raw = raw
+        self._reply: Reply | None = None
+
+    @property
+    def response(self) -> Reply:
+        """The server's final reply."""
+        if self._reply is None:
+            self._reply = Reply.from_core(*self._raw)
+        return self._reply
+
+    def __repr__(self) -> str:
+        return (
+            f"SendResult(accepted={self.accepted!r}, rejected={self.rejected!r}, "
+            f"size={self.size}, response={str(self.response)!r})"
+        )
+
+
+def _reply(raw: RawReply) -> Reply:
+    return Reply.from_core(*raw)
+
+
+class SMTPConnection:
+    """One SMTP/LMTP client connection (nodemailer's ``smtp-connection``, for asyncio).
+
+    Use it as an async context manager (connect on enter; QUIT on a clean exit, abrupt
+    close on an error) or call :meth:`connect` and :meth:`quit` / :meth:`close`.
+
+    Example::
+
+        async with SMTPConnection("smtp.example.com", tls=ctx) as conn:
+            await conn.login(user="me", password="secret")
+            result = await conn.send(Envelope("me@example.com", ["you@example.org"]), raw)
+
+    Args:
+        host: Server host name or IP address.
+        port: Server port; None: 465 when ``secure``, 24 for LMTP, else 587 (message
+            submission with STARTTLS, RFC 6409). Port 25 (MTA relay) is never implied:
+            most networks block it for clients; pass it explicitly to relay.
+        secure: Implicit TLS from the first byte.
+        ignore_tls: Never use STARTTLS.
+        require_tls: Fail unless the connection is TLS-protected before any command after
+            EHLO.
+        opportunistic_tls: Go on in plaintext when the server refuses STARTTLS.
+        name: EHLO/LHLO name; default: the host's FQDN or the local address literal.
+        local_address: Local interface to bind (host or ``(host, port)``).
+        connection_timeout: Seconds to establish TCP (and implicit TLS/STARTTLS handshake).
+        greeting_timeout: Seconds to wait for the greeting.
+        socket_timeout: Seconds of server silence allowed while a reply or a write is
+            pending; an idle connection is not timed out by the client.
+        logger: A :class:`logging.Logger`; default ``fastsmtp.connection``.
+        debug: Log the SMTP traffic at DEBUG (AUTH data masked).
+        auth_method: Preferred SASL mechanism; default: the strongest offered.
+        tls: An :class:`ssl.SSLContext` or a mapping of options (see
+            :func:`fastsmtp.options.make_ssl_context`); default: verified certificates.
+        sock: An already connected socket to use instead of connecting.
+        lmtp: Speak LMTP (RFC 2033).
+        allow_plaintext_auth: Allow AUTH without TLS.
+        options: A prepared :class:`~fastsmtp.options.ConnectionOptions` (then the
+            keyword options above must be left out).
+
+    Attributes:
+        options: The validated options.
+        capabilities: What the server announced in its (last) EHLO.
+        secure: True once the connection is TLS-protected.
+        messages_sent: Messages the server accepted on this connection.
+        last_used: Loop time when the last transaction or command finished.
+        closed: Future resolved when the connection is gone (closed by either side).
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        logger: logging.Logger | None = None,
+        options: ConnectionOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if options is None:
+            options = ConnectionOptions(host=host, port=port, **kwargs)
+        elif kwargs or host != "localhost" or port is not None:
+            raise TypeError("pass either options or individual keyword options, not both")
+        self.options = options
+        self._sock = sock
+        self.logger = logger or _log
+        self.capabilities = Capabilities()
+        self.secure = False
+        self.messages_sent = 0
+        self.last_used = 0.0
+        self._state = _NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._proto: SMTPClientProtocol | None = None
+        self._encoder = DataEncoder()
+        self._turn = False  # a transaction holds the write turn
+        self._turn_waiters: deque[asyncio.Future[None]] = deque()
+        self._pending = 0  # transactions started and not finished
+        self._trace = False
+        self._name = ""
+        self.authenticated = False
+        self.closed: asyncio.Future[None] | None = None
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """True between a successful :meth:`connect` and the connection's end."""
+        return self._state == _READY and self._proto is not None and self._proto.error is None
+
+    @property
+    def is_usable(self) -> bool:
+        """Connected, not broken, and no transaction in progress: ready for ``send()``."""
+        return self._pending == 0 and self.is_connected
+
+    @property
+    def pending(self) -> int:
+        """Transactions started and not yet finished (more than 1 when pipelined)."""
+        return self._pending
+
+    @property
+    def error(self) -> SMTPError | None:
+        """The error that broke the connection, if it is broken."""
+        return self._proto.error if self._proto is not None else None
+
+    def __repr__(self) -> str:
+        state = ("new", "ready", "closed")[self._state]
+        if self._state == _READY and not self.is_connected:
+            state = "broken"
+        return f"<SMTPConnection {self.options.host}:{self.options.port} {state}>"
+
+    # -- connect -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SMTPConnection:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.quit()
+        else:
+            self.close()
+
+    async def connect(self) -> None:
+        """Connect, read the greeting, say EHLO and upgrade to TLS when possible.
+
+        Raises:
+            SMTPConnectionError: The connection could not be made or the server refused
+                the session (greeting other than 220).
+            SMTPTimeoutError: ``connection_timeout`` or ``greeting_timeout`` expired.
+            SMTPTLSError: TLS failed, or ``require_tls`` and no STARTTLS.
+            SMTPProtocolError: The server broke the protocol.
+        """
+        if self._state != _NEW:
+            raise RuntimeError("connect() may be called only once per SMTPConnection")
+        self._state = _READY
+        try:
+            await self._connect()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(
+                "connected to %s:%s (%s)", self.options.host, self.options.port,
+                "TLS" if self.secure else "plaintext",
+            )
+
+    async def _connect(self) -> None:
+        opts = self.options
+        loop = self._loop = asyncio.get_running_loop()
+        self._trace = opts.debug and self.logger.isEnabledFor(logging.DEBUG)
+        proto = self._proto = SMTPClientProtocol(loop, opts.greeting_timeout)
+        self.closed = proto.closed
+        if self._trace:
+            proto.trace = self._trace_replies
+        ctx = opts.ssl_context if opts.secure else None
+        kwargs: dict[str, Any] = {}
+        if ctx is not None:
+            kwargs = {"ssl": ctx, "server_hostname": opts.server_hostname,
+                      "ssl_handshake_timeout": opts.connection_timeout}
+        try:
+            if self._sock is not None:
+                coro = loop.create_connection(lambda: proto, sock=self._sock, **kwargs)
+            else:
+                coro = loop.create_connection(
+                    lambda: proto, opts.host, opts.port, local_addr=opts.local_addr, **kwargs
+                )
+            await asyncio.wait_for(coro, opts.connection_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise SMTPTimeoutError(
+                f"connection to {opts.host}:{opts.port} timed out after "
+                f"{opts.connection_timeout:g}s"
+            ) from None
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise SMTPTLSError(f"TLS with {opts.host}:{opts.port} failed: {exc}") from exc
+        except OSError as exc:
+            raise SMTPConnectionError(
+                f"cannot connect to {opts.host}:{opts.port}: {exc}"
+            ) from exc
+        self.secure = ctx is not None
+        transport = proto.transport
+        assert transport is not None
+        self._name = opts.name or _default_name(transport.get_extra_info("sockname"))
+
+        greeting = (await proto.greeting)[0]
+        if greeting[0] != 220:
+            raise SMTPConnectionError(
+                "the server refused the session", reply=_reply(greeting)
+            )
+        proto.set_timeout(opts.socket_timeout)
+        await self._ehlo()
+        if opts.secure or opts.ignore_tls:
+            return
+        if not self.capabilities.starttls:
+            if opts.require_tls:
+                raise SMTPTLSError("require_tls: the server does not offer STARTTLS")
+            return
+        await self._starttls()
+
+    async def _ehlo(self) -> None:
+        hello = "LHLO" if self.options.lmtp else "EHLO"
+        raw = await self._command_reply(_command(hello, self._name))
+        if raw[0] == 250:
+            self.capabilities = parse_ehlo(line.decode("utf-8", "replace") for line in raw[1])
+            return
+        if self.options.lmtp or not 500 <= raw[0] < 600 or self.options.require_tls:
+            raise self._reply_error(raw, f"{hello} refused", SMTPProtocolError)
+        raw = await self._command_reply(_command("HELO", self._name))
+        if raw[0] != 250:
+            raise self._reply_error(raw, "HELO refused", SMTPProtocolError)
+        self.capabilities = Capabilities(greeting=raw[1][0].decode("utf-8", "replace"))
+
+    async def _starttls(self) -> None:
+        proto = self._proto
+        assert proto is not None and self._loop is not None
+        opts = self.options
+        self._write(_STARTTLS)
+        raw = (await proto.expect(1, pause=True))[0]
+        if raw[0] != 220:
+            proto.transport.resume_reading()  # type: ignore[union-attr]
+            if opts.opportunistic_tls:
+                self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
+                return
+            raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
+        try:
+            transport = await self._loop.start_tls(
+                proto.transport,  # type: ignore[arg-type]
+                proto,
+                opts.ssl_context,
+                server_hostname=opts.server_hostname,
+                ssl_handshake_timeout=opts.connection_timeout,
+            )
+        except (ssl.SSLError, ssl.CertificateError, OSError, asyncio.TimeoutError,
+                ConnectionError) as exc:
+            if proto.error is not None and not isinstance(proto.error, SMTPServerDisconnected):
+                raise proto.error from exc
+            raise SMTPTLSError(f"TLS handshake failed: {exc}") from exc
+        if transport is None:
+            raise SMTPTLSError("TLS handshake failed: the connection was closed")
+        proto.transport = transport  # type: ignore[assignment]
+        self.secure = True
+        # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
+        self.capabilities = Capabilities()
+        await self._ehlo()
+
+    # -- low-level I/O -------------------------------------------------------------------
+
+    def _write(self, data: bytes, secret: bool = False) -> None:
+        proto = self._proto
+        if proto is None or self._state != _READY:
+            raise SMTPConnectionError("the connection is not open")
+        if proto.error is not None:
+            raise proto.error
+        if self._trace:
+            self._trace_write(data, secret)
+        proto.transport.write(data)  # type: ignore[union-attr]
+
+    def _trace_write(self, data: bytes, secret: bool) -> None:
+        if secret:
+            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials.
+            words = data.split(b" ")
+            shown = b" ".join(words[:2]) + b" ****" if data.startswith(b"AUTH ") else b"****"
+            self.logger.debug("C: %s", shown.decode("ascii", "replace").strip())
+            return
+        if len(data) > 2048:
+            self.logger.debug("C: <%d bytes of data>", len(data))
+            return
+        for line in data.decode("utf-8", "replace").split("\r\n")[:-1]:
+            self.logger.debug("C: %s", line)
+
+    def _trace_replies(self, replies: list[RawReply]) -> None:
+        for code, lines in replies:
+            for i, line in enumerate(lines):
+                sep = " " if i == len(lines) - 1 else "-"
+                text = line.decode("utf-8", "replace")
+                if code == 334:
+                    text = "****"  # SASL challenges may echo credentials (XOAUTH2 errors)
+                self.logger.debug("S: %d%s%s", code, sep, text)
+
+    async def _command_reply(self, line: bytes, secret: bool = False) -> RawReply:
+        self._write(line, secret)
+        return (await self._proto.expect(1))[0]  # type: ignore[union-attr]
+
+    def _reply_error(
+        self, raw: RawReply, what: str, cls: type[SMTPError] = SMTPResponseError
+    ) -> SMTPError:
+        reply = _reply(raw)
+        if raw[0] == 421:
+            # The server is closing the connection: it must not be reused.
+            error: SMTPError = SMTPServerDisconnected(f"{what}: {reply}", reply=reply)
+            self._abort(error)
+            return error
+        return cls(f"{what}: {reply}", reply=reply)
+
+    def _abort(self, exc: BaseException | None = None) -> None:
+        proto = self._proto
+        if proto is not None:
+            error = exc if isinstance(exc, SMTPError) else SMTPConnectionError(
+                "the connection was closed by the client"
+                if exc is None else f"the connection was abandoned: {exc!r}"
+            )
+            proto.fail(error)
+        self._state = _CLOSED
+
+    # -- simple commands -----------------------------------------------------------------
+
+    async def _simple(self, line: bytes, what: str) -> Reply:
+        await self._acquire_turn()
+        self._pending += 1
+        try:
+            raw = await self._command_reply(line)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self._pending -= 1
+            self._release_turn()
+        self.last_used = self._loop.time()  # type: ignore[union-attr]
+        if raw[0] != 250:
+            raise self._reply_error(raw, f"{what} refused")
+        return _reply(raw)
+
+    async def reset(self) -> Reply:
+        """Abort any transaction with RSET.
+
+        Raises:
+            SMTPResponseError: The server did not answer 250.
+        """
+        return await self._simple(_RSET, "RSET")
+
+    async def noop(self) -> Reply:
+        """Send NOOP (a cheap liveness check).
+
+        Raises:
+            SMTPResponseError: The server did not answer 250.
+        """
+        return await self._simple(_NOOP, "NOOP")
+
+    async def quit(self) -> None:
+        """Say QUIT and close gracefully; errors on the way out are ignored."""
+        if self._state != _READY or self._proto is None or self._proto.error is not None:
+            self.close()
+            return
+        try:
+            await self._acquire_turn()
+            try:
+                await self._command_reply(_QUIT)
+            finally:
+                self._release_turn()
+        except SMTPError:
+            pass
+        finally:
+            proto = self._proto
+            self._state = _CLOSED
+            proto.fail(SMTPConnectionError("the connection was closed by the client"),
+                       abort=False)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("closed connection to %s:%s", self.options.host, self.options.port)
+
+    def close(self) -> None:
+        """Close abruptly (no QUIT); every pending operation fails at once."""
+        if self._state == _CLOSED and (self._proto is None or self._proto.error is not None):
+            return
+        self._abort(None)
+
+    # -- authentication ------------------------------------------------------------------
+
+    async def login(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        xoauth2: str | TokenProvider | None = None,
+    ) -> Reply:
+        """Authenticate (SMTP AUTH, RFC 4954).
+
+        With ``password``, the mechanism is ``auth_method`` if set, else the strongest
+        offered of CRAM-MD5, PLAIN and LOGIN. With ``xoauth2``, XOAUTH2 is used; it takes
+        either a token string or a token provider: a (sync or async) callable
+        ``provider(user, *, refresh: bool) -> str``. When the server rejects a token
+        from a provider, the provider is called again with ``refresh=True`` and the
+        login is retried once. NTLM is not supported.
+
+        Credentials are never sent over a plaintext connection unless
+        ``allow_plaintext_auth=True``.
+
+        Returns:
+            The server's 235 reply.
+
+        Raises:
+            SMTPAuthError: Refused, impossible (no mechanism, no TLS) or failed.
+        """
+        if user is None:
+            raise SMTPAuthError("a user name is needed")
+        if (password is None) == (xoauth2 is None):
+            raise SMTPAuthError("give exactly one of password and xoauth2")
+        if not self.secure and not self.options.allow_plaintext_auth:
+            raise SMTPAuthError(
+                "refusing to send credentials over a plaintext connection "
+                "(use TLS, or allow_plaintext_auth=True)"
+            )
+        name = choose_mechanism(
+            self.capabilities.auth, preferred=self.options.auth_method,
+            token=xoauth2 is not None,
+        )
+        if xoauth2 is None:
+            mech: SASLMechanism = MECHANISMS[name](user, password)  # type: ignore[call-arg]
+            reply = await self._sasl(mech)
+        elif isinstance(xoauth2, str):
+            reply = await self._sasl(XOAuth2(user, xoauth2))
+        else:
+            token = await self._token(xoauth2, user, refresh=False)
+            try:
+                reply = await self._sasl(XOAuth2(user, token))
+            except SMTPAuthError as exc:
+                if exc.reply is None or not self.is_connected:
+                    raise
+                token = await self._token(xoauth2, user, refresh=True)
+                reply = await self._sasl(XOAuth2(user, token))
+        self.authenticated = True
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("authenticated as %s with %s", user, name)
+        return reply
+
+    @staticmethod
+    async def _token(provider: TokenProvider, user: str, *, refresh: bool) -> str:
+        token = provider(user, refresh=refresh)
+        if inspect.isawaitable(token):
+            token = await token
+        if not isinstance(token, str) or not token:
+            raise SMTPAuthError("the xoauth2 token provider returned no token")
+        return token
+
+    async def _sasl(self, mech: SASLMechanism) -> Reply:
+        await self._acquire_turn()
+        self._pending += 1
+        try:
+            raw = await self._command_reply(mech.start(), secret=True)
+            for _ in range(MAX_STEPS):
+                if raw[0] != 334:
+                    break
+                try:
+                    answer = mech.step(decode_challenge(raw[1][0] if raw[1] else b""))
+                except SMTPAuthError:
+                    await self._command_reply(_CANCEL)
+                    raise
+                raw = await self._command_reply(answer, secret=True)
+        except SMTPAuthError:
+            raise
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self._pending -= 1
+            self._release_turn()
+        if raw[0] == 235:
+            return _reply(raw)
+        raise self._reply_error(raw, f"{mech.name} authentication failed", SMTPAuthError)
+
+    # -- the write turn ------------------------------------------------------------------
+
+    async def _acquire_turn(self) -> None:
+        if not self._turn:
+            if self._state != _READY:
+                raise SMTPConnectionError("the connection is not open")
+            self._turn = True
+            return
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        self._turn_waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._release_turn()  # it was handed to us just as we were cancelled
+            else:
+                self._turn_waiters.remove(fut)
+            raise
+
+    def _release_turn(self) -> None:
+        waiters = self._turn_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # hand over: the turn stays taken
+                return
+        self._turn = False
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _mail_commands(self, envelope: Envelope, size: int | None) -> list[bytes]:
+        caps = self.capabilities
+        utf8 = envelope.smtputf8
+        params = ""
+        if utf8:
+            if not caps.smtputf8:
+                raise SMTPEnvelopeError(
+                    "an address is not ASCII and the server does not offer SMTPUTF8"
+                )
+            params = " SMTPUTF8"
+        if size is not None and caps.size is not None:
+            if caps.size and size > caps.size:
+                raise SMTPMessageError(
+                    f"the message ({size} bytes) exceeds the server's SIZE limit "
+                    f"({caps.size} bytes)"
+                )
+            params += " SIZE=" + str(size)
+        if envelope.use_8bit_mime and caps.eightbitmime:
+            params += " BODY=8BITMIME"
+        dsn = envelope.dsn
+        rcpt_params = ""
+        if dsn is not None and caps.dsn:
+            params += dsn.mail_params()
+            rcpt_params = dsn.rcpt_params()
+        lines = [_command("MAIL FROM:<" + envelope.mail_from + ">" + params, utf8=utf8)]
+        for rcpt in envelope.rcpt_to:
+            lines.append(_command("RCPT TO:<" + rcpt + ">" + rcpt_params, utf8=utf8))
+        return lines
+
+    async def send(
+        self,
+        envelope: Envelope | None,
+        message: MessageSource,
+    ) -> SendResult:
+        """Send one message.
+
+        Args:
+            envelope: Sender and recipients; None to derive them from ``message``, which
+                must then be an :class:`email.message.Message` (``Sender``/``From``;
+                ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
+            message: bytes, str, EmailMessage, a binary file, or a sync or async iterable
+                of bytes chunks (streamed, never read whole). Line endings are normalized
+                to CRLF and leading dots doubled.
+
+        Returns:
+            A :class:`SendResult`. Some refused recipients do not fail the send.
+
+        Raises:
+            SMTPEnvelopeError: Invalid envelope (nothing written).
+            SMTPMessageError: Larger than the server's SIZE (nothing written).
+            SMTPSenderRefused: MAIL FROM refused.
+            SMTPRecipientsRefused: Every recipient refused (no data sent, RSET done).
+            SMTPDataRefused: DATA or the message refused.
+            SMTPMaybeDelivered: The connection was lost (or went silent) after the final
+                dot was written: the message may have been delivered.
+            SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
+                broke before the final dot; it is closed and nothing was delivered.
+        """
+        if envelope is None:
+            if not isinstance(message, Message):
+                raise TypeError("envelope=None needs an email.message.Message")
+            envelope = envelope_from_message(message)
+        payload = message_payload(message)
+        size = envelope.size
+        if size is None and isinstance(payload, (bytes, bytearray, memoryview)):
+            size = len(payload)
+        commands = self._mail_commands(envelope, size)  # validates before any write
+        await self._acquire_turn()
+        self._pending += 1
+        released = False
+        try:
+            accepted, rejected, errors = await self._envelope(envelope, commands)
+            proto = self._proto
+            assert proto is not None
+            await self._write_body(payload)
+            size_out = self._encoder.bytes_out  # read now: the next message reuses it
+            # The dot is written: from here on a lost connection means "maybe delivered".
+            dot = proto.expect(len(accepted) if self.options.lmtp else 1)
+            if self.capabilities.pipelining:
+                released = True
+                self._release_turn()  # the next transaction may pipeline behind our dot
+            try:
+                replies = await dot
+            except SMTPError as exc:
+                raise SMTPMaybeDelivered(
+                    f"the connection failed after the message was sent: {exc.message}",
+                    reply=exc.reply,
+                ) from exc
+        except (SMTPEnvelopeError, SMTPDataRefused):
+            raise  # a refusal of this message; the connection stays usable
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self._pending -= 1
+            if not released:
+                self._release_turn()
+        self.last_used = self._loop.time()  # type: ignore[union-attr]
+        if self.options.lmtp:
+            return self._lmtp_result(accepted, rejected, errors, replies, size_out)
+        raw = replies[0]
+        if raw[0] != 250:
+            raise self._reply_error(raw, "message refused", SMTPDataRefused)
+        self.messages_sent += 1
+        return SendResult(accepted, rejected, errors, size_out, raw)
+
+    async def _envelope(
+        self, envelope: Envelope, commands: list[bytes]
+    ) -> tuple[list[str], list[str], list[SMTPEnvelopeError]]:
+        """Send MAIL, RCPT..., DATA; return accepted/rejected recipients once DATA got 354."""
+        proto = self._proto
+        assert proto is not None
+        rcpt_to = envelope.rcpt_to
+        if self.capabilities.pipelining:
+            commands.append(_DATA)
+            self._write(b"".join(commands))
+            replies = await proto.expect(len(commands))
+            mail = replies[0]
+            data = replies[-1]
+        else:
+            mail = await self._command_reply(commands[0])
+            replies = [mail]
+            if mail[0] == 250:
+                for line in commands[1:]:
+                    replies.append(await self._command_reply(line))
+            data = None
+        if mail[0] != 250:
+            raise self._reply_error(mail, "sender refused", SMTPSenderRefused)
+        accepted: list[str] = []
+        rejected: list[str] = []
+        errors: list[SMTPEnvelopeError] = []
+        for rcpt, raw in zip(rcpt_to, replies[1:]):
+            if 200 <= raw[0] < 300:
+                accepted.append(rcpt)
+            else:
+                error = self._reply_error(raw, f"recipient {rcpt} refused", SMTPEnvelopeError)
+                if raw[0] == 421:
+                    raise error
+                rejected.append(rcpt)
+                errors.append(error)  # type: ignore[arg-type]
+        if not accepted:
+            if data is not None and data[0] == 354:
+                # A server must not accept DATA without a recipient; if one does, end the
+                # empty message at once rather than leave it waiting for data.
+                await self._command_reply(b".\r\n")
+            await self._rset_quietly()
+            raise SMTPRecipientsRefused(
+                "every recipient was refused", rejected=rejected, rejected_errors=errors,
+                reply=errors[-1].reply if errors else None,
+            )
+        if data is None:
+            data = await self._command_reply(_DATA)
+        if data[0] != 354:
+            error = self._reply_error(data, "DATA refused", SMTPDataRefused)
+            if data[0] != 421:
+                await self._rset_quietly()
+            raise error
+        return accepted, rejected, errors
+
+    async def _rset_quietly(self) -> None:
+        raw = await self._command_reply(_RSET)
+        if raw[0] != 250:
+            raise self._reply_error(raw, "RSET refused", SMTPProtocolError)
+
+    async def _write_body(self, payload: Any) -> None:
+        encoder = self._encoder
+        proto = self._proto
+        assert proto is not None
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            data = encoder.encode(payload)
+            end = encoder.end()
+            if len(data) <= JOIN_LIMIT:
+                self._write(data + end if type(data) is bytes else bytes(data) + end)
+            else:
+                self._write_many((data, end))
+            return
+        if isinstance(payload, AsyncIterable):
+            async for chunk in payload:
+                await self._write_chunk(chunk)
+        else:
+            for chunk in payload:
+                await self._write_chunk(chunk)
+        self._write(encoder.end())
+
+    async def _write_chunk(self, chunk: bytes | str) -> None:
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        if not chunk:
+            return
+        self._write(self._encoder.encode(chunk))  # type: ignore[arg-type]
+        proto = self._proto
+        if proto.paused:  # type: ignore[union-attr]
+            await proto.drain()  # type: ignore[union-attr]
+
+    def _write_many(self, parts: Iterable[bytes]) -> None:
+        proto = self._proto
+        if proto is None or proto.error is not None:
+            raise proto.error if proto is not None else SMTPConnectionError("not open")
+        if self._trace:
+            self.logger.debug("C: <message data>")
+        proto.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def _lmtp_result(
+        self,
+        accepted: list[str],
+        rejected: list[str],
+        errors: list[SMTPEnvelopeError],
+        replies: list[RawReply],
+        size: int,
+    ) -> SendResult:
+        delivered: list[str] = []
+        for rcpt, raw in zip(accepted, replies):
+            if raw[0] == 250:
+                delivered.append(rcpt)
+            else:
+                rejected.append(rcpt)
+                errors.append(SMTPEnvelopeError(
+                    f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw)
+                ))
+        if delivered:
+            self.messages_sent += 1
+        return SendResult(delivered, rejected, errors, size, replies[-1])
+
+    async def send_many(
+        self,
+        messages: Iterable[tuple[Envelope | None, MessageSource]],
+        *,
+        window: int = 8,
+    ) -> list[SendResult | Exception]:
+        """Send several messages, pipelined across messages when the server allows.
+
+        Up to ``window`` sends run at once on this connection; with PIPELINING each one
+        writes its MAIL/RCPT/DATA right behind the previous message's final dot, so a
+        message costs about one round trip instead of two.
+
+        Args:
+            messages: ``(envelope, message)`` pairs, as for :meth:`send`.
+            window: Transactions in flight at most.
+
+        Returns:
+            One :class:`SendResult` or exception (an
+            :class:`~fastsmtp.errors.SMTPError`, or ``TypeError`` for an unsupported
+            message source) per message, in order. After the connection breaks, the remaining messages fail with the
+            connection's error without being sent.
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        loop = asyncio.get_running_loop()
+        results: list[Any] = []
+        inflight: deque[asyncio.Future[SendResult]] = deque()
+
+        def collect(task: asyncio.Future[SendResult]) -> None:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, Exception):
+                raise exc
+            results.append(exc if exc is not None else task.result())
+
+        try:
+            for envelope, message in messages:
+                if len(inflight) >= window:
+                    task = inflight.popleft()
+                    await asyncio.wait((task,))
+                    collect(task)
+                inflight.append(loop.create_task(self.send(envelope, message)))
+            while inflight:
+                task = inflight.popleft()
+                await asyncio.wait((task,))
+                collect(task)
+        finally:
+            for task in inflight:
+                task.cancel()
+        return results

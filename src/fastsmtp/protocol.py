@@ -1,0 +1,290 @@
+"""Client asyncio Protocol: server bytes -> ReplyParser -> replies to waiting futures.
+
+Theory of operation
+-------------------
+The connection writes commands straight to the transport and, for each group of commands
+it wrote, calls :meth:`SMTPClientProtocol.expect` with the number of replies that group
+will produce. Waiters form a FIFO that mirrors the order of the bytes written, so
+pipelined groups (even across messages) need no bookkeeping beyond that order: replies
+from the parser fill the oldest waiter, and a waiter's future resolves with the raw
+``(code, lines)`` tuples once it has all of them. One future per *group* instead of one
+per reply keeps the per-message object churn low; ``Reply`` objects are only built where
+the caller needs one.
+
+Failure is total and immediate: a malformed or unexpected reply, a timeout, or the
+connection being lost fails every waiter at once with the same error and closes the
+transport, so nobody waits for a timeout after the peer is gone and a broken connection
+can never be reused. Failed futures are marked retrieved, because later waiters of a
+pipelined group are legitimately never awaited after an earlier one failed.
+
+Timeouts are one lazily re-armed timer, not one per await: it only exists while a reply
+or a drain is awaited, and when it fires early (because bytes arrived meanwhile) it
+re-arms itself at the new deadline. A busy connection pays about one timer per timeout
+period instead of one per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._codec import ReplyParser
+from .errors import (
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+from .reply import Reply
+
+__all__ = ["SMTPClientProtocol", "RawReply"]
+
+#: A reply as the core returns it: ``(code, [line bytes])``.
+RawReply = tuple[int, list[bytes]]
+
+
+class SMTPClientProtocol(asyncio.Protocol):
+    """Moves bytes between the transport and the reply parser; see the module docstring.
+
+    Attributes:
+        transport: The current transport (replaced by the connection after STARTTLS).
+        greeting: Future of the server's greeting (registered before any byte can arrive).
+        closed: Future resolved (with None) once the connection is lost, for whatever reason.
+        error: The error that broke the connection, or None while it is healthy.
+        timeout: Seconds of silence allowed while something is awaited.
+        trace: Called with each list of raw replies received, when traffic is logged.
+    """
+
+    __slots__ = (
+        "_loop",
+        "transport",
+        "_parser",
+        "_waiters",
+        "error",
+        "closed",
+        "paused",
+        "_drain_waiter",
+        "timeout",
+        "_timer",
+        "_last",
+        "trace",
+        "greeting",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = ReplyParser()
+        # Each waiter: [future, replies wanted, replies so far, pause reading when done]
+        self._waiters: deque[list[Any]] = deque()
+        self.error: SMTPError | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.paused = False  # the transport asked us to stop writing
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0  # loop time of the last sign of life (or of starting to wait)
+        self.trace: Callable[[list[RawReply]], None] | None = None
+        self.greeting = self.expect(1)
+
+    # -- waiting for replies -----------------------------------------------------------
+
+    def expect(self, count: int, pause: bool = False) -> asyncio.Future[list[RawReply]]:
+        """Register a waiter for the next ``count`` replies (after all earlier waiters).
+
+        Args:
+            count: Replies the bytes just written will produce.
+            pause: Stop reading from the transport as soon as they have arrived, and
+                fail if any byte follows them (STARTTLS: nothing may sit between the 220
+                and the TLS handshake).
+
+        Returns:
+            A future resolved with the raw replies, or failed with the connection error.
+        """
+        fut = self._loop.create_future()
+        if self.error is not None:
+            fut.set_exception(self.error)
+            fut.exception()  # mark retrieved: the caller may never await it
+            return fut
+        if not self._waiters:
+            self._last = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._last + self.timeout, self._on_timer)
+        self._waiters.append([fut, count, [], pause])
+        return fut
+
+    def set_timeout(self, timeout: float) -> None:
+        """Change the inactivity timeout (greeting -> socket timeout)."""
+        self.timeout = timeout
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._loop.call_at(self._last + timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._waiters and self._drain_waiter is None:
+            return
+        deadline = self._last + self.timeout
+        if self._loop.time() >= deadline:
+            self.fail(SMTPTimeoutError(f"no reply from the server within {self.timeout:g}s"))
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self._parser.feed(data)
+        except SMTPProtocolError as exc:
+            self.fail(exc)
+            return
+        self._last = self._loop.time()
+        if not replies:
+            return
+        if self.trace is not None:
+            self.trace(replies)
+        waiters = self._waiters
+        for i, reply in enumerate(replies):
+            if not waiters:
+                self._unexpected(reply)
+                return
+            waiter = waiters[0]
+            got = waiter[2]
+            got.append(reply)
+            if len(got) == waiter[1]:
+                waiters.popleft()
+                if waiter[3]:
+                    self._pause_after(waiter, len(replies) - i - 1)
+                    return
+                fut = waiter[0]
+                if not fut.done():
+                    fut.set_result(got)
+
+    def _pause_after(self, waiter: list[Any], more: int) -> None:
+        # Bytes after the STARTTLS 220 were sent before the handshake, in plaintext, and
+        # would otherwise be read as replies once TLS is up (CVE-2011-0411 style
+        # injection). Drop them and refuse to go on.
+        assert self.transport is not None
+        self.transport.pause_reading()
+        dropped = self._parser.clear()
+        if more or dropped:
+            self.fail(SMTPTLSError("the server sent data after its 220 reply to STARTTLS"))
+            return
+        fut = waiter[0]
+        if not fut.done():
+            fut.set_result(waiter[2])
+
+    def _unexpected(self, reply: RawReply) -> None:
+        if reply[0] == 421:
+            # A server may announce that it is closing an idle connection (421 timeout).
+            self.fail(
+                SMTPServerDisconnected(
+                    "the server is closing the connection", reply=Reply.from_core(*reply)
+                ),
+                abort=False,
+            )
+        else:
+            self.fail(SMTPProtocolError(f"unexpected reply from the server: {reply[0]}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            reply = None
+            head = self._waiters[0][2] if self._waiters else None
+            if head and head[-1][0] == 421:
+                reply = Reply.from_core(*head[-1])
+            if exc is not None:
+                why = f"connection lost: {exc}"
+            elif self._parser.buffered:
+                why = "the server closed the connection in the middle of a reply"
+            else:
+                why = "the server closed the connection"
+            error = SMTPServerDisconnected(why, reply=reply)
+            error.__cause__ = exc
+            self.fail(error, abort=False)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(self.error)  # type: ignore[arg-type]
+            self._drain_waiter.exception()
+        self._drain_waiter = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- write backpressure --------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._last = self._loop.time()
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its low-water mark.
+
+        Raises:
+            SMTPError: The connection failed meanwhile (or had failed already).
+        """
+        if self.error is not None:
+            raise self.error
+        if not self.paused:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self._loop.create_future()
+            self._last = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._last + self.timeout, self._on_timer)
+        await waiter
+
+    # -- failure -------------------------------------------------------------------------
+
+    def fail(self, error: SMTPError, abort: bool = True) -> None:
+        """Break the connection: every waiter fails with ``error``; the transport closes.
+
+        Only the first error is kept; later calls just make sure the transport is closed.
+
+        Args:
+            error: Why the connection is unusable.
+            abort: Drop unsent bytes (a broken peer); False lets queued bytes go out.
+        """
+        if self.error is None:
+            self.error = error
+            waiters = self._waiters
+            while waiters:
+                fut = waiters.popleft()[0]
+                if not fut.done():
+                    fut.set_exception(error)
+                    fut.exception()  # later pipelined waiters may never be awaited
+            drain = self._drain_waiter
+            if drain is not None and not drain.done():
+                self._drain_waiter = None
+                drain.set_exception(error)
+                drain.exception()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+
+def closed_error(message: str = "the connection is closed") -> SMTPConnectionError:
+    """The error used when the client itself closed the connection."""
+    return SMTPConnectionError(message)
