@@ -1,0 +1,219 @@
+"""Server throughput: Postfix's ``smtp-source`` against three sinks.
+
+Sinks (each in its own process, discarding every message):
+  * fastsmtp's :class:`~fastsmtp.server.SMTPServer` with the :class:`~fastsmtp.handlers.Sink`
+    handler on uvloop;
+  * aiosmtpd's ``SMTP`` with its ``Sink`` handler on uvloop;
+  * Postfix's ``smtp-sink`` (C, the reference ceiling).
+
+Load: ``smtp-source -s 8`` (8 parallel sessions; one message per connection, as
+smtp-source does by default) sending 20,000 messages of 1 KB and 2,000 of 100 KB.
+
+Script mode prints messages per second for each sink and fastsmtp's ratios:
+
+    PYTHONPATH=src python bench/bench_server.py [--small N] [--large N]
+
+Under pytest the ``test_*`` functions run a small count (a smoke test; use
+``--benchmark-disable`` in CI to run each once without timing rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+SESSIONS = 8
+SOURCE_TIMEOUT = 600.0  # seconds; any single smtp-source run is bounded by this
+READY_TIMEOUT = 20.0
+
+
+def _program(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sink exited early with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.recv(512)  # the greeting
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+# -- sinks run in child processes ---------------------------------------------------------
+
+
+def _serve_fastsmtp(port: int) -> None:
+    import uvloop
+
+    from fastsmtp.handlers import Sink
+    from fastsmtp.server import SMTPServer
+
+    async def main() -> None:
+        server = SMTPServer(Sink(), "127.0.0.1", port, name="bench.local", max_clients=0)
+        await server.start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def _serve_aiosmtpd(port: int) -> None:
+    import uvloop
+    from aiosmtpd.handlers import Sink
+    from aiosmtpd.smtp import SMTP
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(
+        loop.create_server(
+            lambda: SMTP(Sink(), hostname="bench.local", loop=loop), "127.0.0.1", port, backlog=1024
+        )
+    )
+    loop.run_forever()
+
+
+@contextmanager
+def sink(kind: str) -> Iterator[int]:
+    """Start one sink in its own process; yield its port; stop it."""
+    port = _free_port()
+    if kind == "smtp-sink":
+        program = _program("smtp-sink")
+        if program is None:
+            raise FileNotFoundError("smtp-sink is not installed")
+        cmd = [program]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
+        cmd += [f"127.0.0.1:{port}", "1024"]
+    else:
+        cmd = [sys.executable, __file__, "--serve", kind, str(port)]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_source(port: int, messages: int, size: int, sessions: int = SESSIONS) -> float:
+    """Send ``messages`` of ``size`` bytes with smtp-source; return messages per second."""
+    program = _program("smtp-source")
+    if program is None:
+        raise FileNotFoundError("smtp-source is not installed")
+    cmd = [
+        program, "-s", str(sessions), "-m", str(messages), "-l", str(size),
+        "-f", "a@example.org", "-t", "b@example.org", f"127.0.0.1:{port}",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, timeout=SOURCE_TIMEOUT)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0 or done.stderr.strip():
+        raise RuntimeError(f"smtp-source failed: {done.stderr.decode(errors='replace')}")
+    return messages / elapsed
+
+
+SINKS = ("fastsmtp", "aiosmtpd", "smtp-sink")
+
+
+def measure(loads: list[tuple[str, int, int]]) -> dict[str, dict[str, float]]:
+    """Run every load against every sink (a warm-up run first); msgs/s by load, sink."""
+    results: dict[str, dict[str, float]] = {label: {} for label, _, _ in loads}
+    for kind in SINKS:
+        with sink(kind) as port:
+            run_source(port, 200, 1024)  # warm-up: imports, first connections
+            for label, count, size in loads:
+                results[label][kind] = run_source(port, count, size)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Script mode: print msgs/s for each sink and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=20000, help="1 KB messages (default 20000)")
+    parser.add_argument("--large", type=int, default=2000, help="100 KB messages (default 2000)")
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        kind, port = args.serve[0], int(args.serve[1])
+        (_serve_fastsmtp if kind == "fastsmtp" else _serve_aiosmtpd)(port)
+        return 0
+    from fastsmtp._codec import IMPLEMENTATION
+
+    loads = [("1 KB", args.small, 1024), ("100 KB", args.large, 100 * 1024)]
+    results = measure(loads)
+    print(f"smtp-source -s {SESSIONS}, fastsmtp core: {IMPLEMENTATION}, {os.cpu_count()} CPUs")
+    print(f"{'load':<8} {'fastsmtp':>10} {'aiosmtpd':>10} {'smtp-sink':>10}   vs sink  vs aiosmtpd")
+    for label, count, _ in loads:
+        r = results[label]
+        print(
+            f"{label:<8} {r['fastsmtp']:>10.0f} {r['aiosmtpd']:>10.0f} {r['smtp-sink']:>10.0f}"
+            f"   {r['fastsmtp'] / r['smtp-sink']:>6.2f}x  {r['fastsmtp'] / r['aiosmtpd']:>8.2f}x"
+            f"   ({count} msgs/run, msgs/s)"
+        )
+    return 0
+
+
+# -- pytest-benchmark entries (small counts: a smoke test of the whole set-up) --------------
+
+
+def _smoke(benchmark, kind: str, size: int) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    for program in ("smtp-source", "smtp-sink") if kind == "smtp-sink" else ("smtp-source",):
+        if _program(program) is None:
+            if os.environ.get("FASTSMTP_REQUIRE_PEERS") == "1":
+                pytest.fail(f"{program} is not installed")
+            pytest.skip(f"{program} is not installed")
+    with sink(kind) as port:
+        rate = benchmark.pedantic(run_source, args=(port, 100, size), rounds=1, iterations=1)
+    assert rate is None or rate > 0
+
+
+def test_fastsmtp_1k(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """fastsmtp sink, 100 x 1 KB."""
+    _smoke(benchmark, "fastsmtp", 1024)
+
+
+def test_fastsmtp_100k(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """fastsmtp sink, 100 x 100 KB."""
+    _smoke(benchmark, "fastsmtp", 100 * 1024)
+
+
+def test_aiosmtpd_1k(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """aiosmtpd sink, 100 x 1 KB."""
+    _smoke(benchmark, "aiosmtpd", 1024)
+
+
+def test_smtp_sink_1k(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Postfix smtp-sink, 100 x 1 KB."""
+    _smoke(benchmark, "smtp-sink", 1024)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
