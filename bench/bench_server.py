@@ -107,7 +107,9 @@ def sink(kind: str) -> Iterator[int]:
         cmd += [f"127.0.0.1:{port}", "1024"]
     else:
         cmd = [sys.executable, __file__, "--serve", kind, str(port)]
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The caller's PYTHONPATH wins, so a built tree (compiled core) can be measured.
+    path = os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, PYTHONPATH=(path + os.pathsep if path else "") + SRC)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
         _wait_listening(port, proc)

@@ -466,3 +466,16 @@ async def test_too_many_bad_commands_and_http_closes() -> None:
         assert data.count(b'500 5.5.2 Error: command "BOGUS" not recognized\r\n') == 20
         assert data.endswith(b"421 4.7.0 test.local Error: too many bad commands, closing connection\r\n")
         await client.close()
+
+
+async def test_session_fed_byte_by_byte() -> None:
+    handler = Recorder()
+    async with serve(handler) as server:
+        client = await greeted(server.port)
+        script = b"EHLO me\r\n" + TRANSACTION + b"a\r\n..b\r\n.\r\nQUIT\r\n"
+        for i in range(len(script)):
+            client.writer.write(script[i : i + 1])
+            await client.writer.drain()
+        await client.expect(EHLO_PLAIN + TRANSACTION_REPLIES + b"250 2.0.0 OK: queued\r\n221 2.0.0 Bye\r\n")
+        await client.close()
+    assert handler.messages == [("a@x.org", ["b@y.org"], b"a\r\n.b\r\n")]
