@@ -26,6 +26,8 @@ SETTINGS = settings(
 )
 
 PIECES = [b"\r", b"\n", b".", b"a", b"bc", b" ", b"\r\n", b"..", b"\r\n.", b"\xff", b"\x00"]
+# Long clean lines, so that inputs cross the compiled core's 64-byte block scan.
+PIECES += [b"y" * 61 + b"\r\n", b"w" * 130 + b"\r\n"]
 bodies = st.lists(st.sampled_from(PIECES), max_size=80).map(b"".join)
 cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=8)
 
@@ -104,6 +106,26 @@ def test_read_back_what_was_encoded(both: Any, body: bytes, at: list[int], at2: 
             ("data", normalized, core.DATA_END),
             ("line", core.LINE_OK, b"QUIT"),
         ]
+
+
+@pytest.mark.parametrize("dirt", [b"\n", b"\r", b"\r\n.", b".", b"\r\r\n", b"\n\n"])
+def test_dirt_at_every_offset(both: Any, dirt: bytes) -> None:
+    """One byte needing an edit at every offset of long clean text (block edges included)."""
+    clean = (b"x" * 29 + b"\r\n") * 12
+    for at in range(0, 200):
+        body = clean[:at] + dirt + clean[at:]
+        wire, longest = ref_encode(body)
+        normalized = ref_normalize(body)
+        for core in both:
+            assert V.run_encoder(core, [body]) == (wire, len(wire), longest), at
+            assert V.run_encoder(core, [body[:at], body[at:]]) == (wire, len(wire), longest), at
+            assert V.run_server(core, [b"DATA\r\n" + wire]) == [
+                ("line", core.LINE_OK, b"DATA"),
+                ("data", normalized + (b"" if normalized.endswith(b"\r\n") else b"\r\n"),
+                 core.DATA_END),
+            ], at
+        py, c = (trace_reader(core, [b"DATA\r\n" + body + b"\r\n.\r\n"], 0) for core in both)
+        assert py == c, at
 
 
 # -- server reader -------------------------------------------------------------------------

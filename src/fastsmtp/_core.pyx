@@ -52,8 +52,10 @@ cdef extern from *:
     #if defined(_MSC_VER)
     #include <intrin.h>
     static __inline int fs_ctz(unsigned int x) { unsigned long i; _BitScanForward(&i, x); return (int)i; }
+    static __inline int fs_ctzll(unsigned __int64 x) { unsigned long i; _BitScanForward64(&i, x); return (int)i; }
     #else
     #define fs_ctz(x) __builtin_ctz(x)
+    #define fs_ctzll(x) __builtin_ctzll(x)
     #endif
 
     /* Index of the first CR (13) or LF (10) in s[0:n], or n when there is none. */
@@ -93,8 +95,56 @@ cdef extern from *:
         }
         return n;
     }
+
+    /* Fast-forward over clean text: whole 64-byte blocks in which every CR is followed by
+       LF, every LF follows a CR and no "." starts a line, i.e. text that passes through
+       the encoder (and the reader's data mode) unchanged. Per block: three compares
+       into 64-bit masks; the LF mask must be the CR mask shifted by one. Line lengths
+       come from the LF bits, so no byte is looked at twice.
+
+       In: *line_start (s[0] starts a line), *cur (length of the line in progress).
+       Out: the index where exact scanning resumes (0 if the first block is not clean;
+       never between a CR and its LF), and *line_start, *cur, *longest updated there. */
+    static Py_ssize_t fs_skip_clean(const char *s, Py_ssize_t n, int *line_start,
+                                    Py_ssize_t *cur, Py_ssize_t *longest) {
+    #ifdef FS_HAVE_SSE2
+        const unsigned char *p = (const unsigned char *)s;
+        const __m128i cr = _mm_set1_epi8(13), lf = _mm_set1_epi8(10), dot = _mm_set1_epi8(46);
+        Py_ssize_t i = 0, last = -1 - *cur, lg = *longest;  /* last: index of the last LF */
+        uint64_t carry_cr = 0, carry_lf = *line_start ? 1 : 0;
+        for (; i + 64 <= n; i += 64) {
+            uint64_t mc = 0, ml = 0, md = 0, m;
+            int k;
+            for (k = 0; k < 4; k++) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(p + i + 16 * k));
+                mc |= (uint64_t)(unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr)) << (16 * k);
+                ml |= (uint64_t)(unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf)) << (16 * k);
+                md |= (uint64_t)(unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot)) << (16 * k);
+            }
+            if (ml != ((mc << 1) | carry_cr) || (md & ((ml << 1) | carry_lf))) break;
+            for (m = ml; m; m &= m - 1) {
+                Py_ssize_t pos = i + fs_ctzll(m);
+                if (pos - last - 2 > lg) lg = pos - last - 2;
+                last = pos;
+            }
+            carry_cr = mc >> 63;
+            carry_lf = ml >> 63;
+        }
+        if (i == 0) return 0;
+        if (carry_cr) i -= 1;  /* resume on the CR, so that its LF is seen with it */
+        *line_start = (int)carry_lf;
+        *cur = i - last - 1;
+        *longest = lg;
+        return i;
+    #else
+        (void)s; (void)n; (void)line_start; (void)cur; (void)longest;
+        return 0;
+    #endif
+    }
     """
     Py_ssize_t fs_find_eol(const char *s, Py_ssize_t n) nogil
+    Py_ssize_t fs_skip_clean(const char *s, Py_ssize_t n, int *line_start,
+                             Py_ssize_t *cur, Py_ssize_t *longest) nogil
 
 
 __all__ = [
@@ -413,8 +463,10 @@ cdef class DataEncoder:
         cdef bint held = False
         cdef _Out o
         cdef const char *p
-        cdef Py_ssize_t n, i, j, cur, longest
+        cdef Py_ssize_t n, i, j, k, cur, longest, next_try
+        cdef Py_ssize_t backoff = 256
         cdef bint line_start
+        cdef int ls
         cdef object result
         owner = _acquire(chunk, &view, &held)  # keeps a copied view alive
         try:
@@ -429,6 +481,7 @@ cdef class DataEncoder:
             longest = self._longest
             line_start = self._line_start
             i = 0
+            next_try = 0
             if self._pending_cr:
                 # The previous chunk ended with a CR (already emitted): an LF here completes
                 # that CRLF; anything else makes it a bare CR, which gets its LF now.
@@ -442,6 +495,20 @@ cdef class DataEncoder:
                 cur = 0
                 line_start = True
             while i < n:
+                if i >= next_try:
+                    # Skip clean blocks wholesale; if there are none here, look again
+                    # later and later (text full of bare LFs must not pay twice).
+                    ls = line_start
+                    k = fs_skip_clean(p + i, n - i, &ls, &cur, &longest)
+                    if k == 0:
+                        next_try = i + backoff
+                        backoff = backoff * 2 if backoff < 65536 else backoff
+                    else:
+                        backoff = 256
+                        i += k
+                        line_start = ls
+                        if i >= n:
+                            break
                 if line_start:
                     line_start = False
                     if p[i] == _DOT:
@@ -651,8 +718,10 @@ cdef class ServerReader:
         """Return the next body chunk with its flags, or None if no byte was consumed."""
         cdef _Out o
         cdef const char *p
-        cdef Py_ssize_t n, i, j, stop, line_len
-        cdef int state, flags
+        cdef Py_ssize_t n, i, j, k, stop, line_len, longest
+        cdef Py_ssize_t next_try = 0
+        cdef Py_ssize_t backoff = 256
+        cdef int state, flags, ls
         cdef char c
         cdef bint ended = False
         cdef bint whole
@@ -672,6 +741,25 @@ cdef class ServerReader:
         i = 0
         try:
             while i < n:
+                if i >= next_try and (
+                    state == ST_MID or state == ST_LINE_START or state == ST_BARE_START
+                ):
+                    # Clean blocks (no bare EOL, no line starting with ".") pass unchanged.
+                    ls = state != ST_MID
+                    longest = 0
+                    k = fs_skip_clean(p + i, n - i, &ls, &line_len, &longest)
+                    if k == 0:
+                        next_try = i + backoff
+                        backoff = backoff * 2 if backoff < 65536 else backoff
+                    else:
+                        backoff = 256
+                        i += k
+                        state = ST_LINE_START if ls else ST_MID
+                        if longest > C_MAX_DATA_LINE - 2:
+                            flags |= C_DATA_LONG_LINE
+                        if i >= n:
+                            break
+                        continue
                 if state == ST_MID:
                     j = i + fs_find_eol(p + i, n - i)
                     line_len += j - i
