@@ -1,0 +1,796 @@
+"""SMTPPool: the pooled transport (nodemailer-smtp-pool, for asyncio).
+
+Theory of operation
+-------------------
+``send()`` turns a message into a *job* (envelope, message, one future) and hands it to
+an idle slot or appends it to a bounded FIFO of pending jobs. A *slot* is one worker task
+that owns at most one :class:`~fastsmtp.connection.SMTPConnection` at a time; there are
+at most ``max_connections`` slots. Idle slots wait on a LIFO stack, so the most recently
+used (warm) connection takes the next job and surplus connections age out through
+``idle_timeout`` (asyncpg's pool does the same).
+
+A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH),
+takes a rate-limit permit and starts the transaction. When the server offers PIPELINING
+the slot keeps up to ``PIPELINE_DEPTH`` transactions in flight on its connection: the
+connection's write turn lets the next message's MAIL/RCPT/DATA follow the previous
+message's final dot (RFC 2920), so a busy connection costs about one round trip per
+message while the bytes of two messages never interleave.
+
+Every job's future resolves exactly once (``_settle`` is the only place that resolves
+one). The retry rule: a failure before the final dot was written (connection refused or
+lost, timeout, protocol error, any 4xx) goes back to the front of the queue after a
+backoff, up to ``max_attempts`` attempts; a 4xx from a healthy connection is retried on
+another connection. A 5xx fails at once. A 250 is never resent. A connection lost after
+the final dot and before its reply fails the job with
+:class:`~fastsmtp.errors.SMTPMaybeDelivered`, never a silent resend. A connect failure
+backs off the whole pool (no hot reconnect loop against a dead server) and costs every
+waiting job an attempt, so a dead server fails the queue in bounded time.
+
+A caller that cancels ``send()`` never cancels the transaction itself: a job still
+queued is dropped, one in flight runs to its end on the connection (whose result is then
+discarded), so no connection is ever left half-way through a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import socket
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from email.message import Message
+from typing import Any, Union
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .connection import SendResult, SMTPConnection
+from .errors import (
+    SMTPAuthError,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPMaybeDelivered,
+    SMTPPoolClosed,
+    SMTPProtocolError,
+    SMTPResponseError,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+from .message import Envelope, MessageSource, envelope_from_message
+from .options import ConnectionOptions
+from .ratelimit import RateLimiter
+from .services import lookup_service
+
+__all__ = ["SMTPPool", "PoolOptions", "Auth", "parse_url", "PIPELINE_DEPTH"]
+
+_log = logging.getLogger("fastsmtp.pool")
+
+#: Transactions one connection keeps in flight when the server offers PIPELINING: the
+#: next message's envelope rides behind the previous message's dot.
+PIPELINE_DEPTH = 2
+
+#: A token provider for XOAUTH2: ``provider(user, *, refresh: bool) -> str`` (sync/async).
+TokenProvider = Callable[..., Union[str, Awaitable[str]]]
+#: The ``get_socket`` hook: ``async get_socket(options) -> socket | None``.
+GetSocket = Callable[[ConnectionOptions], Awaitable[Union[socket.socket, None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Credentials a pool logs in with on every new connection.
+
+    Attributes:
+        user: User name (for XOAUTH2, the account the token belongs to).
+        password: Password; mutually exclusive with ``xoauth2``.
+        xoauth2: An OAuth2 access token, or a token provider
+            ``provider(user, *, refresh: bool) -> str`` (sync or async) asked again with
+            ``refresh=True`` when the server rejected its token.
+    """
+
+    user: str
+    password: str | None = None
+    xoauth2: str | TokenProvider | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user, str) or not self.user:
+            raise ValueError("auth needs a user")
+        if (self.password is None) == (self.xoauth2 is None):
+            raise ValueError("auth needs exactly one of password and xoauth2")
+
+    def __repr__(self) -> str:  # never show the secret
+        kind = "password" if self.password is not None else "xoauth2"
+        return f"Auth(user={self.user!r}, {kind}=<hidden>)"
+
+    @classmethod
+    def coerce(cls, value: Auth | Mapping[str, Any] | tuple[str, str] | None) -> Auth | None:
+        """Accept an Auth, a ``(user, password)`` pair or a nodemailer-style mapping
+        (``user``, ``pass``/``password``, ``xoauth2``; ``xoauth2`` wins over a password)."""
+        if value is None or isinstance(value, Auth):
+            return value
+        if isinstance(value, tuple):
+            user, password = value
+            return cls(user, password)
+        if isinstance(value, Mapping):
+            token = value.get("xoauth2")
+            password = None if token is not None else value.get("pass", value.get("password"))
+            return cls(str(value.get("user", "")), password, token)
+        raise TypeError("auth must be an Auth, a (user, password) tuple or a mapping")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """How a pool uses its connections (the connection options live apart).
+
+    Attributes:
+        max_connections: Simultaneous connections at most (nodemailer: 5).
+        max_messages: Messages per connection before it is replaced (nodemailer: 100).
+        rate_limit: Messages allowed to *start* in any window of ``rate_delta`` seconds,
+            shared by all connections; None for no limit.
+        rate_delta: The rate window in seconds.
+        max_queue: Jobs waiting for a connection at most; ``send()`` waits beyond that.
+        max_attempts: Attempts per message for retryable failures (1 disables retries).
+        retry_delay: First backoff in seconds; it doubles per attempt.
+        retry_delay_max: Cap of the backoff (also of the pool's reconnect backoff).
+        idle_timeout: Seconds an unused connection is kept open.
+        pipelining: Pipeline consecutive messages on a connection (when offered).
+    """
+
+    max_connections: int = 5
+    max_messages: int = 100
+    rate_limit: int | None = None
+    rate_delta: float = 1.0
+    max_queue: int = 1000
+    max_attempts: int = 3
+    retry_delay: float = 0.5
+    retry_delay_max: float = 30.0
+    idle_timeout: float = 30.0
+    pipelining: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_messages", "max_queue", "max_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int of at least 1")
+        if self.rate_limit is not None and (
+            isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int)
+            or self.rate_limit < 1
+        ):
+            raise ValueError("rate_limit must be None or an int of at least 1")
+        for name in ("rate_delta", "retry_delay", "retry_delay_max", "idle_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds")
+            object.__setattr__(self, name, float(value))
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+_SCHEMES = {"smtp": False, "smtps": True}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# nodemailer option names whose Python name is not simply the snake_case form.
+_ALIASES = {"ignore_t_l_s": "ignore_tls", "require_t_l_s": "require_tls",
+            "opportunistic_t_l_s": "opportunistic_tls", "l_m_t_p": "lmtp"}
+
+
+def _field_types() -> dict[str, str]:
+    types: dict[str, str] = {}
+    for cls in (ConnectionOptions, PoolOptions):
+        for f in fields(cls):
+            if f.init:
+                types[f.name] = str(f.type).split("|")[0].strip()
+    types.pop("tls", None)  # tls is given as tls.<key>=value pairs
+    types["service"] = "str"
+    return types
+
+
+def _coerce(name: str, text: str, kind: str) -> Any:
+    if text.lower() in ("none", "null") and kind != "str":
+        return None
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{name} must be true or false, not {text!r}")
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    return text
+
+
+def _option_name(key: str) -> str:
+    name = _CAMEL.sub("_", key).lower().replace("-", "_")
+    return _ALIASES.get(name, name)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """Parse ``smtp://user:pass@host:port/?option=value&...`` (or ``smtps://``) into options.
+
+    Query arguments name any connection or pool option, in snake_case or nodemailer's
+    camelCase (``max_connections=8`` or ``maxConnections=8``), and ``tls.<key>=value``
+    sets a TLS option (``tls.verify=false``). User and password are percent-decoded.
+
+    Returns:
+        Keyword options for :class:`SMTPPool` (``auth`` as an :class:`Auth`).
+
+    Raises:
+        ValueError: Unknown scheme or option, or a value of the wrong type.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} (use smtp:// or smtps://)")
+    options: dict[str, Any] = {"secure": _SCHEMES[scheme]}
+    if parts.hostname:
+        options["host"] = parts.hostname
+    if parts.port is not None:
+        options["port"] = parts.port
+    if parts.username is not None:
+        options["auth"] = Auth(unquote(parts.username), unquote(parts.password or ""))
+    types = _field_types()
+    tls: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.startswith("tls."):
+            sub = key[4:]
+            tls[sub] = _coerce(key, value, "bool") if sub in ("verify", "check_hostname") \
+                else value
+            continue
+        name = _option_name(key)
+        if name not in types:
+            raise ValueError(f"unknown option {key!r} in the SMTP URL")
+        options[name] = _coerce(key, value, types[name])
+    if tls:
+        options["tls"] = tls
+    return options
+
+
+# -- jobs and slots ------------------------------------------------------------------------
+
+
+class _Job:
+    """One message on its way: resolved exactly once through ``SMTPPool._settle``."""
+
+    __slots__ = ("envelope", "message", "future", "attempts", "avoid", "position")
+
+    def __init__(self, envelope: Envelope, message: MessageSource, future: asyncio.Future[Any]):
+        self.envelope = envelope
+        self.message = message
+        self.future = future
+        self.attempts = 0
+        self.avoid: SMTPConnection | None = None  # retry a 4xx elsewhere than here
+        # Where a seekable file message started, to rewind it for a retry.
+        self.position = message.tell() if hasattr(message, "seek") else None  # type: ignore[union-attr]
+
+
+class _Slot:
+    """One worker task and the connection it owns."""
+
+    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer")
+
+    def __init__(self) -> None:
+        self.conn: SMTPConnection | None = None
+        self.count = 0  # transactions started on ``conn``
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.waiter: asyncio.Future[_Job | None] | None = None  # set while idle
+        self.timer: asyncio.TimerHandle | None = None  # idle timeout
+
+
+def _replayable(message: MessageSource) -> bool:
+    """Can the message be sent again after a failed attempt consumed it?"""
+    if isinstance(message, (bytes, bytearray, memoryview, str, Message, list, tuple)):
+        return True
+    return hasattr(message, "seek") and hasattr(message, "tell")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Did the attempt fail before the final dot, in a way a later attempt may not?"""
+    if isinstance(exc, SMTPMaybeDelivered):
+        return False  # never resend what may have been delivered
+    if isinstance(exc, (SMTPAuthError, SMTPTLSError)):
+        return False  # configuration problems: retrying cannot help
+    if isinstance(exc, (SMTPConnectionError, SMTPTimeoutError)):
+        return True
+    if isinstance(exc, SMTPResponseError):
+        return exc.reply is not None and exc.reply.is_transient
+    if isinstance(exc, SMTPProtocolError):
+        return exc.reply is None  # a garbled peer (not a refusal): try a fresh connection
+    return False
+
+
+class SMTPPool:
+    """A pool of SMTP connections that sends many messages fast, each exactly once.
+
+    Example::
+
+        async with SMTPPool("smtps://user:secret@smtp.example.com", max_connections=8) as pool:
+            result = await pool.send(email_message)  # envelope from From/To/Cc/Bcc
+
+    Args:
+        url: Optional ``smtp://`` / ``smtps://`` URL (see :func:`parse_url`); keyword
+            options override what it says.
+        service: A well-known service name, alias or e-mail domain (``"gmail"``) that
+            sets host, port and TLS mode (see :mod:`fastsmtp.services`).
+        auth: Credentials: :class:`Auth`, ``(user, password)`` or a mapping with
+            ``user``, ``pass`` and/or ``xoauth2``. None: no login.
+        get_socket: Optional ``async get_socket(options) -> socket | None`` called for
+            every new connection; a socket it returns is used instead of connecting.
+        logger: Logger for pool events (default ``fastsmtp.pool``); also given to the
+            connections.
+        **options: Every :class:`~fastsmtp.options.ConnectionOptions` field (host, port,
+            secure, require_tls, timeouts, tls, ...) and every :class:`PoolOptions` field
+            (max_connections, max_messages, rate_limit, rate_delta, max_queue, ...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        service: str | None = None,
+        auth: Auth | Mapping[str, Any] | tuple[str, str] | None = None,
+        get_socket: GetSocket | None = None,
+        logger: logging.Logger | None = None,
+        **options: Any,
+    ) -> None:
+        merged: dict[str, Any] = parse_url(url) if url else {}
+        service = options.pop("service", None) or service or merged.pop("service", None)
+        merged.update(options)
+        if auth is not None:
+            merged["auth"] = auth
+        if service is not None:
+            known = lookup_service(service)
+            merged.setdefault("host", known.host)
+            merged.setdefault("port", known.port)
+            merged.setdefault("secure", known.secure)
+            if not known.secure and not merged.get("ignore_tls"):
+                merged.setdefault("require_tls", True)
+        self.auth = Auth.coerce(merged.pop("auth", None))
+        pool_names = {f.name for f in fields(PoolOptions)}
+        self.pool_options = PoolOptions(**{k: merged.pop(k) for k in list(merged)
+                                           if k in pool_names})
+        self.options = ConnectionOptions(**merged)
+        self.logger = logger or _log
+        self._get_socket = get_socket
+        self._limiter = (
+            RateLimiter(self.pool_options.rate_limit, self.pool_options.rate_delta)
+            if self.pool_options.rate_limit else None
+        )
+        self._pending: deque[_Job] = deque()
+        self._slots: list[_Slot] = []
+        self._idle: list[_Slot] = []  # LIFO stack of slots waiting for a job
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._idle_callbacks: list[Callable[[], Any]] = []
+        self._retry_timers: dict[_Job, asyncio.TimerHandle] = {}
+        self._connect_failures = 0
+        self._connect_not_before = 0.0
+        self._spawn_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        o = self.options
+        return (f"<SMTPPool {o.host}:{o.port} connections={len(self._slots)}/"
+                f"{self.pool_options.max_connections} queued={len(self._pending)}>")
+
+    async def __aenter__(self) -> SMTPPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- public API ------------------------------------------------------------------------
+
+    async def send(
+        self, message: MessageSource, envelope: Envelope | None = None
+    ) -> SendResult:
+        """Send one message through the pool.
+
+        Args:
+            message: bytes, str, :class:`email.message.EmailMessage`, a binary file or a
+                (async) iterable of chunks, as for
+                :meth:`~fastsmtp.connection.SMTPConnection.send`.
+            envelope: Sender and recipients; None derives them from an EmailMessage's
+                headers (From/Sender; To, Cc, Bcc; Bcc is not transmitted).
+
+        Returns:
+            The :class:`~fastsmtp.connection.SendResult` of the attempt that succeeded.
+
+        Raises:
+            SMTPPoolClosed: The pool was closed before the message was sent.
+            SMTPMaybeDelivered: The connection was lost after the final dot.
+            SMTPError: The last attempt's error (see the module docs for retries).
+        """
+        return await self._submit(message, envelope)
+
+    def is_idle(self) -> bool:
+        """True when a new message would start at once (nodemailer's ``isIdle()``)."""
+        if self._closing or self._pending:
+            return False
+        return bool(self._idle) or len(self._slots) < self.pool_options.max_connections
+
+    def on_idle(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` whenever the pool gets free capacity (nodemailer's 'idle').
+
+        Returns:
+            A function that unregisters the callback.
+        """
+        self._idle_callbacks.append(callback)
+        return lambda: self._idle_callbacks.remove(callback)
+
+    async def wait_idle(self) -> None:
+        """Wait until :meth:`is_idle` is true."""
+        while not self.is_idle():
+            if self._closing:
+                raise SMTPPoolClosed("the pool is closed")
+            waiter = self._get_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
+    async def send_many(
+        self,
+        messages: Iterable[Any] | AsyncIterable[Any],
+        *,
+        window: int | None = None,
+    ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
+        """Send many messages; yield ``(item, result or error)`` as each one finishes.
+
+        Each item is a message (an EmailMessage gives its own envelope) or an
+        ``(envelope, message)`` pair. At most ``window`` messages are outstanding at a
+        time (default: the queue plus every connection's pipeline), so memory stays flat
+        however long the iterable is. Errors are yielded, not raised.
+        """
+        opts = self.pool_options
+        window = window or opts.max_queue + opts.max_connections * PIPELINE_DEPTH
+        loop = self._get_loop()
+        outstanding: dict[asyncio.Future[Any], Any] = {}
+        done: deque[asyncio.Future[Any]] = deque()
+        wakeup: list[asyncio.Future[None]] = []  # at most one: the consumer waiting below
+
+        def finished(task: asyncio.Future[Any]) -> None:
+            done.append(task)
+            if wakeup and not wakeup[0].done():
+                wakeup[0].set_result(None)
+
+        def start(item: Any) -> None:
+            envelope, message = item if isinstance(item, tuple) else (None, item)
+            task = loop.create_task(self._submit(message, envelope))
+            outstanding[task] = item
+            task.add_done_callback(finished)
+
+        def outcome(task: asyncio.Future[Any]) -> tuple[Any, SendResult | Exception]:
+            item = outstanding.pop(task)
+            exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            if exc is not None and not isinstance(exc, Exception):
+                raise exc
+            return item, (exc if exc is not None else task.result())
+
+        async def drain_one() -> tuple[Any, SendResult | Exception]:
+            # One wake-up future instead of asyncio.wait() over every outstanding task:
+            # that would cost O(window) per message.
+            while not done:
+                wakeup[:] = [loop.create_future()]
+                await wakeup[0]
+            return outcome(done.popleft())
+
+        try:
+            if isinstance(messages, AsyncIterable):
+                async for item in messages:
+                    start(item)
+                    while done or len(outstanding) >= window:
+                        yield await drain_one()
+            else:
+                for item in messages:
+                    start(item)
+                    while done or len(outstanding) >= window:
+                        yield await drain_one()
+            while outstanding:
+                yield await drain_one()
+        finally:
+            for task in outstanding:
+                task.cancel()
+
+    async def verify(self) -> None:
+        """Check the configuration: connect, log in and QUIT on a fresh connection.
+
+        Raises:
+            SMTPError: What went wrong (connection, TLS, authentication...).
+        """
+        conn = await self._open()
+        await conn.quit()
+
+    async def close(self) -> None:
+        """Close the pool.
+
+        Messages already being sent finish; queued ones fail with
+        :class:`~fastsmtp.errors.SMTPPoolClosed`; connections get QUIT.
+        """
+        if not self._closing:
+            self._closing = True
+            closed = SMTPPoolClosed("the pool was closed before the message was sent")
+            for job, timer in list(self._retry_timers.items()):
+                timer.cancel()
+                self._settle(job, closed)
+            self._retry_timers.clear()
+            while self._pending:
+                self._settle(self._pending.popleft(), closed)
+            while self._space_waiters:
+                waiter = self._space_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(closed)
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+            self._idle_waiters.clear()
+            if self._spawn_timer is not None:
+                self._spawn_timer.cancel()
+            while self._idle:
+                self._wake(self._idle.pop(), None)
+        tasks = [slot.task for slot in self._slots if slot.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def _submit(self, message: MessageSource, envelope: Envelope | None) -> SendResult:
+        if self._closing:
+            raise SMTPPoolClosed("the pool is closed")
+        if envelope is None:
+            if not isinstance(message, Message):
+                raise TypeError("envelope=None needs an email.message.Message")
+            envelope = envelope_from_message(message)
+        loop = self._get_loop()
+        while len(self._pending) >= self.pool_options.max_queue:
+            waiter = loop.create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._space_waiters.remove(waiter) if waiter in self._space_waiters else None
+                raise
+        job = _Job(envelope, message, loop.create_future())
+        self._enqueue(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    def _enqueue(self, job: _Job, front: bool = False) -> None:
+        while self._idle:
+            slot = self._idle.pop()  # LIFO: the warmest connection
+            if slot.waiter is not None and not slot.waiter.done():
+                self._wake(slot, job)
+                return
+        if front:
+            self._pending.appendleft(job)
+        else:
+            self._pending.append(job)
+        self._spawn()
+
+    def _wake(self, slot: _Slot, job: _Job | None) -> None:
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        waiter, slot.waiter = slot.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(job)
+
+    def _next_pending(self) -> _Job | None:
+        pending = self._pending
+        while pending:
+            job = pending.popleft()
+            self._release_space()
+            if not job.future.done():  # a caller that gave up (cancelled) is skipped
+                return job
+        return None
+
+    def _release_space(self, all_: bool = False) -> None:
+        """Wake the oldest sender waiting for queue space (every one with ``all_``)."""
+        waiters = self._space_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # it checks the queue length again itself
+                if not all_:
+                    return
+
+    async def _take(self, slot: _Slot) -> _Job | None:
+        """The slot's next job, or None when the slot should end (idle or closing)."""
+        job = self._next_pending()
+        if job is not None or self._closing:
+            return job
+        loop = self._get_loop()
+        waiter: asyncio.Future[_Job | None] = loop.create_future()
+        slot.waiter = waiter
+        slot.timer = loop.call_later(self.pool_options.idle_timeout, self._wake, slot, None)
+        self._idle.append(slot)
+        self._notify_idle()
+        try:
+            return await waiter
+        finally:
+            if slot in self._idle:
+                self._idle.remove(slot)
+
+    def _spawn(self) -> None:
+        """Start slots for pending jobs, within max_connections and the connect backoff."""
+        if self._closing or not self._pending:
+            return
+        loop = self._get_loop()
+        now = loop.time()
+        if now < self._connect_not_before:
+            if self._spawn_timer is None:
+                def fire() -> None:
+                    self._spawn_timer = None
+                    self._spawn()
+                self._spawn_timer = loop.call_at(self._connect_not_before, fire)
+            return
+        # Each new slot starts with a job of its own, so a burst of sends never opens
+        # more connections than there are jobs waiting.
+        while len(self._slots) < self.pool_options.max_connections:
+            job = self._next_pending()
+            if job is None:
+                return
+            slot = _Slot()
+            self._slots.append(slot)
+            slot.task = loop.create_task(self._run(slot, job))
+
+    def _notify_idle(self) -> None:
+        if not self.is_idle():
+            return
+        for waiter in self._idle_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle_waiters.clear()
+        for callback in list(self._idle_callbacks):
+            try:
+                callback()
+            except Exception:  # a broken callback must not break the pool
+                self.logger.exception("idle callback failed")
+
+    # -- the worker --------------------------------------------------------------------------
+
+    async def _run(self, slot: _Slot, first: _Job) -> None:
+        opts = self.pool_options
+        job: _Job | None = first
+        try:
+            while True:
+                if job is None:
+                    job = await self._take(slot)
+                    if job is None:
+                        return
+                conn = slot.conn
+                if conn is not None and (not conn.is_connected or job.avoid is conn):
+                    await self._retire(slot)
+                    conn = None
+                if conn is None:
+                    try:
+                        conn = slot.conn = await self._open()
+                    except BaseException as exc:
+                        self._connect_failed(job, exc)
+                        if not isinstance(exc, Exception):
+                            raise
+                        return
+                    slot.count = 0
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                slot.count += 1
+                task = asyncio.ensure_future(self._deliver(conn, job))
+                slot.tasks.add(task)
+                task.add_done_callback(slot.tasks.discard)
+                depth = PIPELINE_DEPTH if opts.pipelining and conn.capabilities.pipelining else 1
+                while len(slot.tasks) >= depth:
+                    await asyncio.wait(slot.tasks, return_when=asyncio.FIRST_COMPLETED)
+                if slot.count >= opts.max_messages:
+                    await self._retire(slot)
+                job = None
+        finally:
+            if slot.waiter is not None:
+                self._wake(slot, None)
+            if slot.tasks:
+                await asyncio.wait(slot.tasks)
+            await self._retire(slot)
+            self._slots.remove(slot)
+            self._spawn()  # pending jobs left behind get a new slot (after any backoff)
+            self._notify_idle()
+
+    async def _retire(self, slot: _Slot) -> None:
+        """Finish the slot's transactions and QUIT its connection (errors ignored)."""
+        conn, slot.conn = slot.conn, None
+        if conn is None:
+            return
+        if slot.tasks:
+            await asyncio.wait(slot.tasks)
+        await conn.quit()
+
+    async def _open(self) -> SMTPConnection:
+        sock = await self._get_socket(self.options) if self._get_socket else None
+        conn = SMTPConnection(options=self.options, sock=sock, logger=self.logger)
+        try:
+            await conn.connect()
+            auth = self.auth
+            if auth is not None:
+                await conn.login(auth.user, auth.password, xoauth2=auth.xoauth2)
+        except BaseException:
+            conn.close()
+            raise
+        self._connect_failures = 0
+        return conn
+
+    def _backoff(self, attempt: int) -> float:
+        opts = self.pool_options
+        return min(opts.retry_delay_max, opts.retry_delay * (2 ** max(0, attempt - 1)))
+
+    def _connect_failed(self, job: _Job, exc: BaseException) -> None:
+        """A connection could not be opened: back off the pool, charge the waiting jobs."""
+        self._connect_failures += 1
+        delay = self._backoff(self._connect_failures)
+        self._connect_not_before = self._get_loop().time() + delay
+        self.logger.warning("cannot connect to %s:%s (%s); retrying in %.1f s",
+                            self.options.host, self.options.port, exc, delay)
+        waiting = [job, *self._pending]
+        self._pending.clear()
+        for queued in waiting:
+            if queued.future.done():
+                continue
+            queued.attempts += 1
+            if isinstance(exc, Exception) and _retryable(exc) \
+                    and queued.attempts < self.pool_options.max_attempts:
+                self._pending.append(queued)
+            else:
+                self._settle(queued, exc)
+        self._release_space(all_=True)
+
+    async def _deliver(self, conn: SMTPConnection, job: _Job) -> None:
+        try:
+            result = await conn.send(job.envelope, job.message)
+        except BaseException as exc:
+            job.attempts += 1
+            if (
+                isinstance(exc, Exception)
+                and _retryable(exc)
+                and job.attempts < self.pool_options.max_attempts
+                and not self._closing
+                and not job.future.done()
+                and _replayable(job.message)
+            ):
+                if conn.is_connected:
+                    job.avoid = conn  # the server said 4xx: try another connection
+                self._retry_later(job, exc)
+            else:
+                self._settle(job, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._settle(job, result)
+
+    def _retry_later(self, job: _Job, exc: Exception) -> None:
+        delay = self._backoff(job.attempts)
+        self.logger.info("attempt %d failed (%s); retrying in %.1f s", job.attempts, exc, delay)
+
+        def again() -> None:
+            self._retry_timers.pop(job, None)
+            if job.position is not None:
+                job.message.seek(job.position)  # type: ignore[union-attr]
+            self._enqueue(job, front=True)
+
+        self._retry_timers[job] = self._get_loop().call_later(delay, again)
+
+    def _settle(self, job: _Job, outcome: SendResult | BaseException) -> None:
+        """Resolve a job's future: the only place that does, so it happens exactly once."""
+        future = job.future
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
