@@ -1,0 +1,523 @@
+"""SMTPPool behaviour over real sockets on 127.0.0.1 (both event loops, both cores).
+
+The peer is our own SMTPServer with a handler that records what arrived and can be told
+to misbehave (refuse, stall, drop the connection) for chosen messages; raw asyncio
+servers stand in where exact bytes or timing matter (pipelining, dead servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import io
+
+import pytest
+
+from fastsmtp.errors import (
+    SMTPAuthError,
+    SMTPConnectionError,
+    SMTPMaybeDelivered,
+    SMTPPoolClosed,
+    SMTPRecipientsRefused,
+)
+from fastsmtp.message import Envelope
+from fastsmtp.pool import Auth, PoolOptions, SMTPPool, parse_url
+from fastsmtp.server import SMTPServer
+
+ENV = Envelope("sender@example.com", ["rcpt@example.com"])
+
+
+def body(n: int, size: int = 200) -> bytes:
+    return b"Subject: message %d\r\n\r\n" % n + b"x" * size + b"\r\n"
+
+
+def message_number(content: bytes) -> int:
+    return int(content.split(b"\r\n", 1)[0].rsplit(b" ", 1)[1])
+
+
+class Recorder:
+    """A handler that records every transaction and misbehaves on request.
+
+    ``rcpt_action`` maps a recipient, ``data_action`` a message number, to what to do
+    the first time: a reply string, ``"drop"`` (abort the connection), or (RCPT only)
+    ``"stall"`` (answer far too late). Later attempts are accepted.
+    """
+
+    def __init__(self) -> None:
+        self.delivered: list[int] = []
+        self.attempts: dict[int, int] = {}
+        self.ehlo = 0
+        self.quit = 0
+        self.mail_times: list[float] = []
+        self.rcpt_action: dict[str, str] = {}
+        self.data_action: dict[int, str] = {}
+        self.data_delay = 0.0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlo += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quit += 1
+        return "221 bye"
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mail_times.append(asyncio.get_running_loop().time())
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        action = self.rcpt_action.pop(address, None)
+        if action == "drop":
+            server.transport.abort()
+            return None
+        if action == "stall":
+            await asyncio.sleep(1.5)  # far past the client's socket_timeout
+        if action:
+            return action
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        n = message_number(envelope.content)
+        self.attempts[n] = self.attempts.get(n, 0) + 1
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        action = self.data_action.pop(n, None) if self.attempts[n] == 1 else None
+        if action == "drop":
+            server.transport.abort()
+            return None
+        if action:
+            return action
+        self.delivered.append(n)
+        return "250 OK queued"
+
+
+@pytest.fixture
+async def recorder():
+    handler = Recorder()
+    server = SMTPServer(handler, host="127.0.0.1", port=0)
+    await server.start()
+    handler.port = server.port
+    try:
+        yield handler
+    finally:
+        await server.close()
+
+
+def make_pool(port: int, **options) -> SMTPPool:
+    options.setdefault("retry_delay", 0.05)
+    return SMTPPool(host="127.0.0.1", port=port, ignore_tls=True, **options)
+
+
+async def test_sends_many_messages_each_exactly_once(recorder):
+    async with make_pool(recorder.port, max_connections=4) as pool:
+        results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(200)))
+    assert all(r.accepted == ["rcpt@example.com"] for r in results)
+    assert all(r.response.code == 250 for r in results)
+    assert sorted(recorder.delivered) == list(range(200))
+    assert recorder.ehlo <= 4
+
+
+async def test_max_messages_replaces_the_connection_quietly(recorder):
+    async with make_pool(recorder.port, max_connections=1, max_messages=10) as pool:
+        results = [await pool.send(body(i), ENV) for i in range(25)]
+    assert len(results) == 25
+    assert sorted(recorder.delivered) == list(range(25))
+    assert recorder.ehlo == 3  # 10 + 10 + 5
+    assert recorder.quit == 3  # each retired connection said QUIT, the last on close
+
+
+async def test_email_message_gives_its_own_envelope_and_bcc_is_not_sent(recorder):
+    seen = []
+
+    class Capture(Recorder):
+        async def handle_DATA(self, server, session, envelope):
+            seen.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            return "250 OK"
+
+    capture = Capture()
+    server = SMTPServer(capture, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        msg = email.message.EmailMessage()
+        msg["From"] = "Alice <alice@example.com>"
+        msg["To"] = "bob@example.com"
+        msg["Cc"] = "carol@example.com"
+        msg["Bcc"] = "dave@example.com"
+        msg["Subject"] = "message 1"
+        msg.set_content("hello")
+        async with make_pool(server.port) as pool:
+            result = await pool.send(msg)
+    finally:
+        await server.close()
+    assert result.accepted == ["bob@example.com", "carol@example.com", "dave@example.com"]
+    mail_from, rcpts, content = seen[0]
+    assert mail_from == "alice@example.com"
+    assert rcpts == ["bob@example.com", "carol@example.com", "dave@example.com"]
+    assert b"dave@example.com" not in content and b"Bcc" not in content
+    assert msg["Bcc"] == "dave@example.com"  # the caller's object is untouched
+
+
+async def test_rate_limit_holds_in_every_window(recorder):
+    async with make_pool(recorder.port, max_connections=4, rate_limit=5,
+                         rate_delta=0.3) as pool:
+        await asyncio.gather(*(pool.send(body(i), ENV) for i in range(15)))
+    times = sorted(recorder.mail_times)
+    assert len(times) == 15
+    # Permits are taken at least one window apart for every 5 starts; arrival at the
+    # server adds a little jitter, far less than the overshoot an after-the-fact count
+    # would allow (up to max_connections extra messages per window).
+    for first, sixth in zip(times, times[5:]):
+        assert sixth - first >= 0.3 - 0.03
+
+
+async def test_transient_reply_is_retried_on_another_connection(recorder):
+    recorder.data_action[3] = "451 4.3.0 try again"
+    async with make_pool(recorder.port, max_connections=1) as pool:
+        results = [await pool.send(body(i), ENV) for i in range(5)]
+    assert all(r.response.code == 250 for r in results)
+    assert recorder.attempts[3] == 2
+    assert sorted(recorder.delivered) == [0, 1, 2, 3, 4]
+    assert recorder.ehlo == 2  # the retry went out on a fresh connection
+
+
+async def test_connection_dropped_before_the_dot_is_retried(recorder):
+    recorder.rcpt_action["drop@example.com"] = "drop"
+    env = Envelope("sender@example.com", ["drop@example.com"])
+    async with make_pool(recorder.port) as pool:
+        result = await pool.send(body(7), env)
+    assert result.accepted == ["drop@example.com"]
+    assert recorder.delivered == [7]
+    assert recorder.ehlo == 2
+
+
+async def test_permanent_failure_is_not_retried(recorder):
+    recorder.rcpt_action["nobody@example.com"] = "550 5.1.1 no such user"
+    env = Envelope("sender@example.com", ["nobody@example.com"])
+    async with make_pool(recorder.port) as pool:
+        with pytest.raises(SMTPRecipientsRefused) as info:
+            await pool.send(body(1), env)
+        assert info.value.rejected == ["nobody@example.com"]
+        assert info.value.rejected_errors[0].response_code == 550
+        # The pool and its connection go on.
+        assert (await pool.send(body(2), ENV)).response.code == 250
+    assert recorder.delivered == [2]
+    assert recorder.ehlo == 1
+
+
+async def test_partial_rejection_still_delivers_to_the_others(recorder):
+    recorder.rcpt_action["bad@example.com"] = "550 5.1.1 no such user"
+    env = Envelope("sender@example.com", ["good@example.com", "bad@example.com"])
+    async with make_pool(recorder.port) as pool:
+        result = await pool.send(body(1), env)
+    assert result.accepted == ["good@example.com"]
+    assert result.rejected == ["bad@example.com"]
+    assert recorder.delivered == [1]
+
+
+async def test_lost_after_the_dot_is_maybe_delivered_and_never_resent(recorder):
+    recorder.data_action[5] = "drop"
+    async with make_pool(recorder.port) as pool:
+        with pytest.raises(SMTPMaybeDelivered):
+            await pool.send(body(5), ENV)
+        assert (await pool.send(body(6), ENV)).response.code == 250
+    assert recorder.attempts == {5: 1, 6: 1}
+    assert recorder.delivered == [6]
+
+
+async def test_retries_are_bounded(recorder):
+    class AlwaysBusy(Recorder):
+        async def handle_DATA(self, server, session, envelope):
+            self.attempts[1] = self.attempts.get(1, 0) + 1
+            return "451 4.3.2 busy"
+
+    busy = AlwaysBusy()
+    server = SMTPServer(busy, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        async with make_pool(server.port, max_attempts=3) as pool:
+            with pytest.raises(Exception) as info:
+                await pool.send(body(1), ENV)
+    finally:
+        await server.close()
+    assert info.value.response_code == 451
+    assert busy.attempts == {1: 3}
+
+
+async def test_one_shot_stream_is_not_retried_but_a_file_is(recorder):
+    recorder.data_action[1] = "451 later"
+    recorder.data_action[2] = "451 later"
+    async with make_pool(recorder.port) as pool:
+
+        def chunks():
+            yield body(1)
+
+        with pytest.raises(Exception) as info:
+            await pool.send(chunks(), ENV)
+        assert info.value.response_code == 451
+        result = await pool.send(io.BytesIO(body(2)), ENV)
+    assert result.response.code == 250
+    assert recorder.attempts == {1: 1, 2: 2}
+    assert recorder.delivered == [2]
+
+
+async def test_idle_connection_closed_by_the_server_is_replaced():
+    handler = Recorder()
+    server = SMTPServer(handler, host="127.0.0.1", port=0, timeout=0.3)
+    await server.start()
+    try:
+        async with make_pool(server.port, max_connections=1) as pool:
+            await pool.send(body(1), ENV)
+            await asyncio.sleep(0.6)  # the server times the idle connection out
+            result = await pool.send(body(2), ENV)
+    finally:
+        await server.close()
+    assert result.response.code == 250
+    assert handler.delivered == [1, 2]
+    assert handler.ehlo == 2
+
+
+async def test_idle_connections_are_closed_after_idle_timeout(recorder):
+    pool = make_pool(recorder.port, max_connections=3, idle_timeout=0.2)
+    await asyncio.gather(*(pool.send(body(i), ENV) for i in range(6)))
+    assert recorder.quit == 0
+    await asyncio.sleep(0.6)
+    assert recorder.quit == recorder.ehlo
+    assert pool._slots == []
+    await pool.close()
+
+
+async def test_dead_server_fails_the_queue_without_a_hot_loop():
+    accepted = 0
+
+    async def slam(reader, writer):
+        nonlocal accepted
+        accepted += 1
+        writer.transport.abort()
+
+    dead = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = dead.sockets[0].getsockname()[1]
+    try:
+        pool = make_pool(port, max_connections=4, max_attempts=3, retry_delay=0.05)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(pool.send(body(i), ENV) for i in range(50)),
+                           return_exceptions=True),
+            10,
+        )
+        await pool.close()
+    finally:
+        dead.close()
+        await dead.wait_closed()
+    assert all(isinstance(r, SMTPConnectionError) for r in results)
+    # Each connect failure costs every waiting message an attempt: a handful of
+    # connections, not one per message and attempt (150).
+    assert accepted <= 3 * 4
+
+
+async def test_wedged_connection_is_freed_by_its_timeout(recorder):
+    recorder.rcpt_action["slow@example.com"] = "stall"
+    env = Envelope("sender@example.com", ["slow@example.com"])
+    async with make_pool(recorder.port, max_connections=2, socket_timeout=0.3) as pool:
+        stuck = asyncio.ensure_future(pool.send(body(1), env))
+        others = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(2, 8)))
+        result = await stuck
+    assert all(r.response.code == 250 for r in others)
+    assert result.response.code == 250  # retried after the timeout, on a fresh connection
+    assert sorted(recorder.delivered) == list(range(1, 8))
+
+
+async def test_cancelled_send_leaves_no_half_transaction(recorder):
+    recorder.data_delay = 0.2
+    async with make_pool(recorder.port, max_connections=1) as pool:
+        first = asyncio.ensure_future(pool.send(body(1), ENV))
+        second = asyncio.ensure_future(pool.send(body(2), ENV))  # pipelined behind 1
+        queued = asyncio.ensure_future(pool.send(body(3), ENV))
+        await asyncio.sleep(0.05)
+        first.cancel()  # in flight: the transaction completes on the connection
+        queued.cancel()  # still queued: dropped without being sent
+        recorder.data_delay = 0
+        result = await pool.send(body(4), ENV)
+        assert (await second).response.code == 250
+    assert result.response.code == 250
+    assert first.cancelled() and queued.cancelled()
+    assert recorder.delivered == [1, 2, 4]
+    assert recorder.ehlo == 1
+
+
+async def test_close_finishes_in_flight_and_fails_the_queue(recorder):
+    recorder.data_delay = 0.2
+    pool = make_pool(recorder.port, max_connections=1)
+    tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(4)]
+    await asyncio.sleep(0.05)
+    await pool.close()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0].response.code == 250
+    assert all(isinstance(r, SMTPPoolClosed) for r in results[2:])
+    assert recorder.quit == 1
+    with pytest.raises(SMTPPoolClosed):
+        await pool.send(body(9), ENV)
+
+
+async def test_backpressure_bounds_the_queue(recorder):
+    recorder.data_delay = 0.02
+    async with make_pool(recorder.port, max_connections=1, max_queue=3) as pool:
+        tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(20)]
+        peak = 0
+        while not all(t.done() for t in tasks):
+            peak = max(peak, len(pool._pending))
+            await asyncio.sleep(0.005)
+    assert peak <= 3
+    assert sorted(recorder.delivered) == list(range(20))
+
+
+async def test_send_many_yields_every_result_and_keeps_a_bounded_window(recorder):
+    async with make_pool(recorder.port, max_connections=2, max_queue=4) as pool:
+
+        async def source():
+            for i in range(300):
+                yield (ENV, body(i))
+
+        seen = []
+        async for item, result in pool.send_many(source(), window=8):
+            seen.append(message_number(item[1]))
+            assert result.response.code == 250
+            assert len(pool._pending) <= 4
+    assert sorted(seen) == list(range(300))
+    assert sorted(recorder.delivered) == list(range(300))
+
+
+async def test_send_many_yields_errors_instead_of_raising(recorder):
+    recorder.rcpt_action["nobody@example.com"] = "550 no"
+    bad = Envelope("sender@example.com", ["nobody@example.com"])
+    async with make_pool(recorder.port) as pool:
+        outcomes = [r async for _, r in pool.send_many([(ENV, body(1)), (bad, body(2))])]
+    assert sum(isinstance(r, SMTPRecipientsRefused) for r in outcomes) == 1
+    assert recorder.delivered == [1]
+
+
+async def test_idle_notification(recorder):
+    recorder.data_delay = 0.1
+    # Without pipelining one busy connection is a full pool (with it, the slot would
+    # take a second message at once, behind the first one's dot).
+    pool = make_pool(recorder.port, max_connections=1, pipelining=False)
+    calls = []
+    pool.on_idle(lambda: calls.append(pool.is_idle()))
+    assert pool.is_idle()
+    task = asyncio.ensure_future(pool.send(body(1), ENV))
+    await asyncio.sleep(0.02)
+    assert not pool.is_idle()
+    await pool.wait_idle()
+    assert pool.is_idle() and task.done()
+    assert calls and all(calls)
+    await pool.close()
+
+
+async def test_pipelining_across_messages():
+    """The next MAIL arrives before the server answered the previous message's dot."""
+    events: list[str] = []
+
+    async def server(reader, writer):
+        writer.write(b"220 pipe.test ESMTP\r\n")
+        await reader.readline()
+        writer.write(b"250-pipe.test\r\n250 PIPELINING\r\n")
+        buffered = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            buffered += chunk
+            while True:
+                if buffered.startswith(b"MAIL"):
+                    end = buffered.find(b"DATA\r\n")
+                    if end < 0:
+                        break
+                    events.append("envelope")
+                    count = buffered[:end].count(b"\r\n")
+                    writer.write(b"250 ok\r\n" * count + b"354 go\r\n")
+                    buffered = buffered[end + 6:]
+                elif b"\r\n.\r\n" in buffered:
+                    _, buffered = buffered.split(b"\r\n.\r\n", 1)
+                    events.append("dot")
+                    await asyncio.sleep(0.05)  # the client must not wait for this reply
+                    # Whatever arrived meanwhile shows whether the next envelope was sent.
+                    try:
+                        more = await asyncio.wait_for(reader.read(65536), 0.05)
+                    except asyncio.TimeoutError:
+                        more = b""
+                    buffered += more
+                    if b"MAIL FROM" in more:
+                        events.append("next-envelope-before-reply")
+                    writer.write(b"250 accepted\r\n")
+                elif buffered.startswith(b"QUIT"):
+                    writer.write(b"221 bye\r\n")
+                    writer.close()
+                    return
+                else:
+                    break
+
+    srv = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        async with make_pool(port, max_connections=1) as pool:
+            results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(5)))
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert all(r.response.code == 250 for r in results)
+    assert events.count("dot") == 5
+    assert events.count("next-envelope-before-reply") >= 3
+
+
+async def test_auth_over_starttls_and_verify(server_ssl_context, client_ssl_context):
+    from fastsmtp._server_auth import AuthResult
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"user", b"pw"))
+
+    handler = Recorder()
+    server = SMTPServer(handler, host="127.0.0.1", port=0, tls_context=server_ssl_context,
+                        require_auth=True, authenticator=authenticator)
+    await server.start()
+    try:
+        pool = SMTPPool(host="127.0.0.1", port=server.port, tls=client_ssl_context,
+                        require_tls=True, auth={"user": "user", "pass": "pw"})
+        await pool.verify()
+        assert (await pool.send(body(1), ENV)).response.code == 250
+        await pool.close()
+        wrong = SMTPPool(host="127.0.0.1", port=server.port, tls=client_ssl_context,
+                         auth=("user", "wrong"))
+        with pytest.raises(SMTPAuthError):
+            await wrong.verify()
+        with pytest.raises(SMTPAuthError):
+            await wrong.send(body(2), ENV)
+        await wrong.close()
+    finally:
+        await server.close()
+    assert handler.delivered == [1]
+
+
+def test_url_options_and_services():
+    opts = parse_url("smtps://me%40example.com:p%40ss@mail.example.com:2465/"
+                     "?maxConnections=8&rate_limit=5&socketTimeout=2.5&tls.verify=false")
+    assert opts["host"] == "mail.example.com" and opts["port"] == 2465 and opts["secure"]
+    assert opts["auth"] == Auth("me@example.com", "p@ss")
+    assert opts["max_connections"] == 8 and opts["rate_limit"] == 5
+    assert opts["socket_timeout"] == 2.5 and opts["tls"] == {"verify": False}
+    assert "p@ss" not in repr(opts["auth"])
+    with pytest.raises(ValueError, match="unknown option"):
+        parse_url("smtp://host/?max_conections=3")
+    with pytest.raises(ValueError, match="scheme"):
+        parse_url("http://host/")
+    pool = SMTPPool("smtp://localhost:2525?max_messages=7", max_connections=2)
+    assert pool.pool_options == PoolOptions(max_connections=2, max_messages=7)
+    assert (pool.options.host, pool.options.port) == ("localhost", 2525)
+    gmail = SMTPPool(service="Gmail", auth=("me@gmail.com", "x"))
+    assert (gmail.options.host, gmail.options.port, gmail.options.secure) == \
+        ("smtp.gmail.com", 465, True)
+    outlook = SMTPPool(service="outlook.com")
+    assert outlook.options.require_tls and outlook.options.port == 587
+    with pytest.raises(ValueError):
+        SMTPPool(max_connections=0)
