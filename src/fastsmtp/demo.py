@@ -20,6 +20,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ._loop import loop_name, new_event_loop
+
 __all__ = ["add_demo_parser", "cmd_demo", "run_demo", "DemoReport", "body_checksum"]
 
 _CHECKSUM_MOD = 1 << 128
@@ -28,21 +30,6 @@ _CHECKSUM_MOD = 1 << 128
 def body_checksum(content: bytes) -> int:
     """A 128-bit digest of one message; digests are summed so order does not matter."""
     return int.from_bytes(hashlib.blake2b(content, digest_size=16).digest(), "big")
-
-
-def _event_loop_name(loop: asyncio.AbstractEventLoop) -> str:
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-
-
-def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class _CountingHandler:
@@ -62,7 +49,7 @@ def _serve(pipe: Connection, use_uvloop: bool) -> None:
     """Child process: run the server until the parent says stop, then report."""
     from .server import SMTPServer
 
-    loop = _new_loop(use_uvloop)
+    loop = new_event_loop(None if use_uvloop else False)
     handler = _CountingHandler()
 
     async def main() -> None:
@@ -179,7 +166,7 @@ async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | N
         progress.update(accepted, failed, final=True)
     return dict(accepted=accepted, failed=failed, errors=errors, elapsed=elapsed, cpu=cpu,
                 client_checksum=checksum, implementation=IMPLEMENTATION,
-                loop=_event_loop_name(loop))
+                loop=loop_name(loop))
 
 
 def run_demo(args: argparse.Namespace, progress: bool = True) -> DemoReport:
@@ -192,7 +179,7 @@ def run_demo(args: argparse.Namespace, progress: bool = True) -> DemoReport:
         if not parent.poll(30):
             raise RuntimeError("the demo server did not start")
         port = parent.recv()
-        loop = _new_loop(not args.no_uvloop)
+        loop = new_event_loop(False if args.no_uvloop else None)
         try:
             sent = loop.run_until_complete(
                 _send_all(port, args, _Progress(args.messages) if progress else None)

@@ -55,6 +55,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import ServerReader
+from ._loop import new_event_loop
 from ._session import (
     ACT_CLOSE,
     ACT_DATA,
@@ -667,19 +668,6 @@ class SMTPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's when installed (unless ``use_uvloop`` is False)."""
-    if use_uvloop is not False:
-        try:
-            import uvloop
-        except ImportError:
-            if use_uvloop:
-                raise
-        else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
-    return asyncio.new_event_loop()
 
 
 class SMTPServerThread:
