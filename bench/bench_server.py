@@ -22,43 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from peer_programs import free_port, require, run_source, sink_command, start_listening
+
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 SESSIONS = 8
-SOURCE_TIMEOUT = 600.0  # seconds; any single smtp-source run is bounded by this
-READY_TIMEOUT = 20.0
-
-
-def _program(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sink exited early with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.recv(512)  # the greeting
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
 # -- sinks run in child processes ---------------------------------------------------------
@@ -96,48 +68,16 @@ def _serve_aiosmtpd(port: int) -> None:
 @contextmanager
 def sink(kind: str) -> Iterator[int]:
     """Start one sink in its own process; yield its port; stop it."""
-    port = _free_port()
+    port = free_port()
     if kind == "smtp-sink":
-        program = _program("smtp-sink")
-        if program is None:
-            raise FileNotFoundError("smtp-sink is not installed")
-        cmd = [program]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
-        cmd += [f"127.0.0.1:{port}", "1024"]
+        cmd = sink_command(port)
     else:
         cmd = [sys.executable, __file__, "--serve", kind, str(port)]
     # The caller's PYTHONPATH wins, so a built tree (compiled core) can be measured.
     path = os.environ.get("PYTHONPATH", "")
     env = dict(os.environ, PYTHONPATH=(path + os.pathsep if path else "") + SRC)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    try:
-        _wait_listening(port, proc)
+    with start_listening(cmd, port, env):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def run_source(port: int, messages: int, size: int, sessions: int = SESSIONS) -> float:
-    """Send ``messages`` of ``size`` bytes with smtp-source; return messages per second."""
-    program = _program("smtp-source")
-    if program is None:
-        raise FileNotFoundError("smtp-source is not installed")
-    cmd = [
-        program, "-s", str(sessions), "-m", str(messages), "-l", str(size),
-        "-f", "a@example.org", "-t", "b@example.org", f"127.0.0.1:{port}",
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, timeout=SOURCE_TIMEOUT)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0 or done.stderr.strip():
-        raise RuntimeError(f"smtp-source failed: {done.stderr.decode(errors='replace')}")
-    return messages / elapsed
 
 
 SINKS = ("fastsmtp", "aiosmtpd", "smtp-sink")
@@ -185,13 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _smoke(benchmark, kind: str, size: int) -> None:  # type: ignore[no-untyped-def]
-    import pytest
-
-    for program in ("smtp-source", "smtp-sink") if kind == "smtp-sink" else ("smtp-source",):
-        if _program(program) is None:
-            if os.environ.get("FASTSMTP_REQUIRE_PEERS") == "1":
-                pytest.fail(f"{program} is not installed")
-            pytest.skip(f"{program} is not installed")
+    require("smtp-source", *(("smtp-sink",) if kind == "smtp-sink" else ()))
     with sink(kind) as port:
         rate = benchmark.pedantic(run_source, args=(port, 100, size), rounds=1, iterations=1)
     assert rate is None or rate > 0
