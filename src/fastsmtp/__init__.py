@@ -1,5 +1,11 @@
 """fastsmtp: a fast asyncio SMTP client, connection pool and server.
 
+* :class:`SMTPPool` sends many messages over a pool of connections (nodemailer-smtp-pool);
+  :class:`SyncSMTPPool` is its blocking facade.
+* :class:`SMTPConnection` is one client connection (smtp-connection).
+* :class:`SMTPServer` (and the threaded :class:`SMTPServerThread`) is the server
+  (simplesmtp's server), taking aiosmtpd-style handlers.
+
 ``fastsmtp.IMPLEMENTATION`` tells which byte codec runs: ``"cython"`` (compiled) or
 ``"python"`` (the pure-Python twin); ``FASTSMTP_IMPLEMENTATION`` chooses it.
 """
@@ -24,13 +30,38 @@ from .errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
+from .connection import SendResult, SMTPConnection
+from .handlers import Maildir, Printing, Sink, StreamingHandler
+from .message import DSN, Envelope
+from .options import ConnectionOptions
+from .pool import Auth, PoolOptions, SMTPPool, parse_url
 from .reply import Reply
+from .server import SMTPServer, SMTPServerThread
+from .services import lookup_service
+from .sync import SyncSMTPPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION",
+    "Auth",
+    "ConnectionOptions",
+    "DSN",
+    "Envelope",
+    "Maildir",
+    "PoolOptions",
+    "Printing",
     "Reply",
+    "SMTPConnection",
+    "SMTPPool",
+    "SMTPServer",
+    "SMTPServerThread",
+    "SendResult",
+    "Sink",
+    "StreamingHandler",
+    "SyncSMTPPool",
+    "lookup_service",
+    "parse_url",
     "SMTPAuthError",
     "SMTPConnectionError",
     "SMTPDataRefused",
