@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import re
 import socket
 import ssl
 from collections import deque
@@ -60,7 +59,13 @@ from .errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
-from .message import Envelope, MessageSource, envelope_from_message, message_payload
+from .message import (
+    CONTROL_CHARS,
+    Envelope,
+    MessageSource,
+    envelope_from_message,
+    message_payload,
+)
 from .options import ConnectionOptions
 from .protocol import RawReply, SMTPClientProtocol
 from .reply import Reply
@@ -81,7 +86,7 @@ JOIN_LIMIT = 256 * 1024
 
 # Control characters, DEL, C1 controls and the Unicode line separators: none may appear
 # in a command line, whatever field it came from.
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_FORBIDDEN = CONTROL_CHARS
 
 _DATA = b"DATA\r\n"
 _RSET = b"RSET\r\n"

@@ -15,6 +15,7 @@ chunk under write backpressure.
 from __future__ import annotations
 
 import copy
+import re
 import email.utils
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ __all__ = [
 #: Bytes read at a time from a file object message.
 FILE_CHUNK = 64 * 1024
 
+#: Characters never allowed in a command line or DSN value: C0 controls, DEL, C1 controls
+#: and the Unicode line separators. The command builder uses this same pattern.
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 NOTIFY_VALUES = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 RET_VALUES = frozenset({"FULL", "HDRS"})
 
@@ -52,8 +57,15 @@ def xtext(value: str) -> str:
     """Encode ``value`` as RFC 3461 xtext.
 
     Every character outside ``!``..``~``, and ``+`` and ``=`` themselves, becomes ``+XX``
-    (upper-case hex of each UTF-8 byte).
+    (upper-case hex of each UTF-8 byte). Control characters are refused rather than
+    encoded: RFC 3461 values are printable text, so a CR or LF here is an injection
+    attempt, not data.
+
+    Raises:
+        SMTPEnvelopeError: ``value`` contains a control character.
     """
+    if CONTROL_CHARS.search(value) is not None:
+        raise SMTPEnvelopeError(f"control character in DSN value {value[:60]!r}")
     if value.isascii() and value.isprintable() and "+" not in value and "=" not in value \
             and " " not in value:
         return value  # the common case: nothing to escape, no copy

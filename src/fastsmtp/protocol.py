@@ -174,10 +174,11 @@ class SMTPClientProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.pause_reading()
         dropped = self._parser.clear()
+        fut = waiter[0]
         if more or dropped:
+            self._waiters.appendleft(waiter)  # so that fail() fails it too
             self.fail(SMTPTLSError("the server sent data after its 220 reply to STARTTLS"))
             return
-        fut = waiter[0]
         if not fut.done():
             fut.set_result(waiter[2])
 
