@@ -737,36 +737,22 @@ class SMTPConnection:
             SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
                 broke before the final dot; it is closed and nothing was delivered.
         """
-        if envelope is None:
-            if not isinstance(message, Message):
-                raise TypeError("envelope=None needs an email.message.Message")
-            envelope = envelope_from_message(message)
-        payload = message_payload(message)
-        size = envelope.size
-        if size is None and isinstance(payload, (bytes, bytearray, memoryview)):
-            size = len(payload)
-        commands = self._mail_commands(envelope, size)  # validates before any write
+        envelope, payload, commands = self._prepare(envelope, message)  # nothing written yet
         await self._acquire_turn()
         self._pending += 1
         released = False
         try:
             accepted, rejected, errors = await self._envelope(envelope, commands)
-            proto = self._proto
-            assert proto is not None
             await self._write_body(payload)
-            size_out = self._encoder.bytes_out  # read now: the next message reuses it
+            size = self._encoder.bytes_out  # read now: the next message reuses the encoder
             # The dot is written: from here on a lost connection means "maybe delivered".
-            dot = proto.expect(len(accepted) if self.options.lmtp else 1)
+            dot = self._proto.expect(  # type: ignore[union-attr]
+                len(accepted) if self.options.lmtp else 1
+            )
             if self.capabilities.pipelining:
                 released = True
                 self._release_turn()  # the next transaction may pipeline behind our dot
-            try:
-                replies = await dot
-            except SMTPError as exc:
-                raise SMTPMaybeDelivered(
-                    f"the connection failed after the message was sent: {exc.message}",
-                    reply=exc.reply,
-                ) from exc
+            return await self._finish(dot, accepted, rejected, errors, size)
         except (SMTPEnvelopeError, SMTPDataRefused):
             raise  # a refusal of this message; the connection stays usable
         except BaseException as exc:
@@ -776,33 +762,74 @@ class SMTPConnection:
             self._pending -= 1
             if not released:
                 self._release_turn()
+
+    def _prepare(
+        self, envelope: Envelope | None, message: MessageSource
+    ) -> tuple[Envelope, Any, list[bytes]]:
+        """Validate and build everything a transaction writes, before writing anything."""
+        if envelope is None:
+            if not isinstance(message, Message):
+                raise TypeError("envelope=None needs an email.message.Message")
+            envelope = envelope_from_message(message)
+        payload = message_payload(message)
+        size = envelope.size
+        if size is None and isinstance(payload, (bytes, bytearray, memoryview)):
+            size = len(payload)
+        commands = self._mail_commands(envelope, size)
+        commands.append(_DATA)
+        return envelope, payload, commands
+
+    async def _finish(
+        self,
+        dot: asyncio.Future[list[RawReply]],
+        accepted: list[str],
+        rejected: list[str],
+        errors: list[SMTPEnvelopeError],
+        size: int,
+    ) -> SendResult:
+        """Await the reply to the final dot and build the result."""
+        try:
+            replies = await dot
+        except SMTPError as exc:
+            raise SMTPMaybeDelivered(
+                f"the connection failed after the message was sent: {exc.message}",
+                reply=exc.reply,
+            ) from exc
         self.last_used = self._loop.time()  # type: ignore[union-attr]
         if self.options.lmtp:
-            return self._lmtp_result(accepted, rejected, errors, replies, size_out)
+            return self._lmtp_result(accepted, rejected, errors, replies, size)
         raw = replies[0]
         if raw[0] != 250:
             raise self._reply_error(raw, "message refused", SMTPDataRefused)
         self.messages_sent += 1
-        return SendResult(accepted, rejected, errors, size_out, raw)
+        return SendResult(accepted, rejected, errors, size, raw)
 
     async def _envelope(
-        self, envelope: Envelope, commands: list[bytes]
+        self,
+        envelope: Envelope,
+        commands: list[bytes],
+        written: asyncio.Future[list[RawReply]] | None = None,
     ) -> tuple[list[str], list[str], list[SMTPEnvelopeError]]:
-        """Send MAIL, RCPT..., DATA; return accepted/rejected recipients once DATA got 354."""
+        """Send MAIL, RCPT..., DATA; return accepted/rejected recipients once DATA got 354.
+
+        ``written`` is the reply future of commands already written (pipelined behind the
+        previous message by :meth:`send_many`).
+        """
         proto = self._proto
         assert proto is not None
         rcpt_to = envelope.rcpt_to
-        if self.capabilities.pipelining:
-            commands.append(_DATA)
-            self._write(b"".join(commands))
-            replies = await proto.expect(len(commands))
+        if written is not None or self.capabilities.pipelining:
+            if written is None:
+                self._write(b"".join(commands))
+                written = proto.expect(len(commands))
+            replies = await written
             mail = replies[0]
-            data = replies[-1]
+            data: RawReply | None = replies[-1]
         else:
             mail = await self._command_reply(commands[0])
             replies = [mail]
             if mail[0] == 250:
-                for line in commands[1:]:
+                for line in commands[1:-1]:
                     replies.append(await self._command_reply(line))
             data = None
         if mail[0] != 250:
@@ -843,17 +870,20 @@ class SMTPConnection:
         if raw[0] != 250:
             raise self._reply_error(raw, "RSET refused", SMTPProtocolError)
 
-    async def _write_body(self, payload: Any) -> None:
+    async def _write_body(self, payload: Any, tail: bytes = b"") -> None:
+        """Write the message data and the final dot (plus ``tail``) under backpressure.
+
+        ``tail`` (the next message's pipelined commands) goes in the same write as the
+        dot, so a pipelined message costs one write.
+        """
         encoder = self._encoder
-        proto = self._proto
-        assert proto is not None
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
             end = encoder.end()
             if len(data) <= JOIN_LIMIT:
-                self._write(data + end if type(data) is bytes else bytes(data) + end)
+                self._write(b"".join((data, end, tail)))
             else:
-                self._write_many((data, end))
+                self._write_many((data, end + tail))
             return
         if isinstance(payload, AsyncIterable):
             async for chunk in payload:
@@ -861,7 +891,7 @@ class SMTPConnection:
         else:
             for chunk in payload:
                 await self._write_chunk(chunk)
-        self._write(encoder.end())
+        self._write(encoder.end() + tail)
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -905,49 +935,107 @@ class SMTPConnection:
     async def send_many(
         self,
         messages: Iterable[tuple[Envelope | None, MessageSource]],
-        *,
-        window: int = 8,
     ) -> list[SendResult | Exception]:
-        """Send several messages, pipelined across messages when the server allows.
+        """Send several messages back to back, pipelined across messages when possible.
 
-        Up to ``window`` sends run at once on this connection; with PIPELINING each one
-        writes its MAIL/RCPT/DATA right behind the previous message's final dot, so a
-        message costs about one round trip instead of two.
+        With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
+        the previous message's final dot (RFC 2920), so each message costs one write and
+        about one round trip instead of two. Without it, this is a loop over
+        :meth:`send`.
 
         Args:
-            messages: ``(envelope, message)`` pairs, as for :meth:`send`.
-            window: Transactions in flight at most.
+            messages: ``(envelope, message)`` pairs, as for :meth:`send`; consumed lazily.
 
         Returns:
-            One :class:`SendResult` or exception (an
-            :class:`~fastsmtp.errors.SMTPError`, or ``TypeError`` for an unsupported
-            message source) per message, in order. After the connection breaks, the remaining messages fail with the
-            connection's error without being sent.
+            One :class:`SendResult` or exception per message, in order: a refusal
+            (:class:`~fastsmtp.errors.SMTPError`), a local validation error, or, once the
+            connection broke, the connection's error for every message not yet finished
+            (:class:`~fastsmtp.errors.SMTPMaybeDelivered` for the one whose dot was
+            written).
         """
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        loop = asyncio.get_running_loop()
         results: list[Any] = []
-        inflight: deque[asyncio.Future[SendResult]] = deque()
+        it = iter(messages)
+        if not self.capabilities.pipelining:
+            for envelope, message in it:
+                try:
+                    results.append(await self.send(envelope, message))
+                except Exception as exc:  # noqa: BLE001 - reported per message
+                    results.append(exc)
+            return results
 
-        def collect(task: asyncio.Future[SendResult]) -> None:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, Exception):
-                raise exc
-            results.append(exc if exc is not None else task.result())
+        def prepare() -> tuple[int, Any, Any, list[bytes]] | None:
+            # The next valid message; invalid ones get their error in place.
+            for envelope, message in it:
+                results.append(None)
+                try:
+                    prepared = self._prepare(envelope, message)
+                except Exception as exc:  # noqa: BLE001 - reported per message
+                    results[-1] = exc
+                    continue
+                return (len(results) - 1, *prepared)
+            return None
 
+        await self._acquire_turn()
+        self._pending += 1
+        proto = self._proto
+        assert proto is not None
+        dot_index = -1
         try:
-            for envelope, message in messages:
-                if len(inflight) >= window:
-                    task = inflight.popleft()
-                    await asyncio.wait((task,))
-                    collect(task)
-                inflight.append(loop.create_task(self.send(envelope, message)))
-            while inflight:
-                task = inflight.popleft()
-                await asyncio.wait((task,))
-                collect(task)
+            cur = prepare()
+            written = None
+            if cur is not None:
+                self._write(b"".join(cur[3]))
+                written = proto.expect(len(cur[3]))
+            dot: Any = None
+            while True:
+                if dot is not None:
+                    # The previous dot's reply comes before this envelope's replies.
+                    try:
+                        results[dot_index] = await self._finish(*dot)
+                    except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+                        results[dot_index] = exc
+                    dot = None
+                if cur is None:
+                    break
+                index, envelope, payload, commands = cur
+                try:
+                    accepted, rejected, errors = await self._envelope(
+                        envelope, commands, written
+                    )
+                except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+                    results[index] = exc
+                    cur = prepare()
+                    if cur is not None:
+                        self._write(b"".join(cur[3]))
+                        written = proto.expect(len(cur[3]))
+                    continue
+                cur = prepare()
+                await self._write_body(payload, b"".join(cur[3]) if cur is not None else b"")
+                dot_index = index
+                dot = (proto.expect(len(accepted) if self.options.lmtp else 1),
+                       accepted, rejected, errors, self._encoder.bytes_out)
+                if cur is not None:
+                    written = proto.expect(len(cur[3]))
+        except BaseException as exc:
+            self._abort(exc)
+            if not isinstance(exc, Exception):
+                raise
+            other: Exception = exc
+            if isinstance(exc, SMTPMaybeDelivered):
+                # Only the message whose dot was written may have been delivered; the
+                # ones behind it were not, and may be retried.
+                if dot_index >= 0 and results[dot_index] is None:
+                    results[dot_index] = exc
+                cause = exc.__cause__
+                other = cause if isinstance(cause, SMTPError) else SMTPConnectionError(
+                    exc.message
+                )
+            for i, result in enumerate(results):
+                if result is None:
+                    results[i] = other
+            for _ in it:
+                results.append(other)
         finally:
-            for task in inflight:
-                task.cancel()
+            self._pending -= 1
+            self._release_turn()
         return results
