@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .campaign import add_send_parser
 from .demo import add_demo_parser
 
 __all__ = ["main", "build_parser", "load_users", "UsersAuthenticator", "SUBCOMMANDS"]
@@ -151,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 #: Every subcommand's parser declaration, in help order.
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_demo_parser, add_serve_parser]
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_demo_parser, add_serve_parser, add_send_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
