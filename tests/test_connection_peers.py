@@ -515,3 +515,63 @@ async def test_concurrent_use_is_serialized() -> None:
             one, two = await asyncio.gather(conn.noop(), conn.noop())
             assert (one.message, two.message) == ("one", "two")
     peer.check()
+
+
+async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
+    """Two concurrent send() calls: the second envelope goes out before the first reply."""
+    env1, env2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\n"),
+        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
+        Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m2\r\n.\r\n"), Send(b"250 second\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            first, second = await asyncio.gather(conn.send(env1, b"m1"), conn.send(env2, b"m2"))
+            assert (first.response.message, second.response.message) == ("first", "second")
+            assert conn.is_usable and conn.messages_sent == 2
+    peer.check()
+
+
+async def test_send_many_connection_lost_after_a_dot() -> None:
+    """Only the message whose dot was written is 'maybe delivered'; the rest may be retried."""
+    env = Envelope("a@x.test", "b@x.test")
+    cmds = b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    script = greet(PIPE_EHLO) + [
+        Expect(cmds), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\n" + cmds), Close(),
+    ]
+    bad = Envelope("a@x.test", "b@x.test\r\nRSET")
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        results = await conn.send_many(
+            [(env, b"m1"), (bad, b"xx"), (env, b"m2"), (env, b"m3")]
+        )
+        assert isinstance(results[0], SMTPMaybeDelivered)
+        assert isinstance(results[1], SMTPEnvelopeError)  # refused locally, never written
+        assert isinstance(results[2], SMTPServerDisconnected)
+        assert not isinstance(results[2], SMTPMaybeDelivered)
+        assert isinstance(results[3], SMTPServerDisconnected)
+        assert not conn.is_usable
+    peer.check()
+
+
+async def test_send_many_refusals_do_not_stop_the_batch() -> None:
+    env = Envelope("a@x.test", "b@x.test")
+    cmds = b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    script = greet(PIPE_EHLO) + [
+        Expect(cmds), Send(b"250 ok\r\n550 no\r\n554 no recipients\r\n"),
+        Expect(b"RSET\r\n"), Send(b"250 reset\r\n"),
+        Expect(cmds), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m2\r\n.\r\n"), Send(b"250 two\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            results = await conn.send_many([(env, b"m1"), (env, b"m2")])
+            assert isinstance(results[0], SMTPRecipientsRefused)
+            assert results[1].response.message == "two"
+    peer.check()

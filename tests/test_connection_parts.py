@@ -1,0 +1,201 @@
+"""The sans-IO parts of the client: options, EHLO capabilities, SASL, envelopes, sources."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import ssl
+from email.message import EmailMessage
+
+import pytest
+
+from fastsmtp.auth import CramMD5, Login, Plain, XOAuth2, choose_mechanism, decode_challenge
+from fastsmtp.ehlo import parse_ehlo
+from fastsmtp.errors import SMTPAuthError, SMTPEnvelopeError
+from fastsmtp.message import DSN, Envelope, envelope_from_message, message_payload, xtext
+from fastsmtp.options import ConnectionOptions, default_port, make_ssl_context
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_port_defaults() -> None:
+    assert ConnectionOptions().port == 587
+    assert ConnectionOptions(secure=True).port == 465
+    assert ConnectionOptions(lmtp=True).port == 24
+    assert ConnectionOptions(port=25).port == 25
+    assert default_port(secure=True, lmtp=True) == 465
+
+
+def test_timeouts_are_float_seconds() -> None:
+    opts = ConnectionOptions(connection_timeout=5, greeting_timeout=0.5)
+    assert opts.connection_timeout == 5.0 and isinstance(opts.connection_timeout, float)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            ConnectionOptions(socket_timeout=bad)
+    with pytest.raises(TypeError):
+        ConnectionOptions(socket_timeout="10")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"port": 0}, {"port": 70000}, {"host": ""}, {"auth_method": "NTLM"},
+        {"require_tls": True, "ignore_tls": True},
+        {"require_tls": True, "opportunistic_tls": True},
+        {"tls": {"verify_peer": False}}, {"local_address": ("x", "y")},
+    ],
+)
+def test_invalid_options(kwargs) -> None:
+    with pytest.raises(ValueError):
+        ConnectionOptions(**kwargs)
+
+
+def test_options_are_frozen_and_tls_built_once() -> None:
+    opts = ConnectionOptions(auth_method="plain")
+    assert opts.auth_method == "PLAIN"
+    with pytest.raises(AttributeError):
+        opts.host = "x"  # type: ignore[misc]
+    assert opts.ssl_context.verify_mode == ssl.CERT_REQUIRED and opts.ssl_context.check_hostname
+    ctx = ssl.create_default_context()
+    assert ConnectionOptions(tls=ctx).ssl_context is ctx
+    loose = make_ssl_context({"verify": False})
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    assert ConnectionOptions(tls={"server_hostname": "mx.test"}).server_hostname == "mx.test"
+
+
+# -- EHLO --------------------------------------------------------------------------------
+
+
+def test_parse_ehlo() -> None:
+    caps = parse_ehlo([
+        "mx.test greets you", "PIPELINING", "SIZE 35882577", "auth=LOGIN", "AUTH PLAIN xoauth2",
+        "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES", "CHUNKING", "STARTTLS",
+    ])
+    assert caps.greeting == "mx.test greets you"
+    assert caps.size == 35882577 and caps.pipelining and caps.starttls
+    assert caps.auth == {"LOGIN", "PLAIN", "XOAUTH2"}
+    assert caps.eightbitmime and caps.smtputf8 and caps.dsn and caps.enhancedstatuscodes
+    assert caps.chunking and "chunking" in caps
+
+
+def test_parse_ehlo_size_variants() -> None:
+    assert parse_ehlo(["x"]).size is None
+    assert parse_ehlo(["x", "SIZE"]).size == 0
+    assert parse_ehlo(["x", "SIZE nonsense"]).size == 0
+    assert parse_ehlo(["x", "SIZE ²"]).size == 0
+    assert parse_ehlo([]).greeting == ""
+
+
+# -- SASL --------------------------------------------------------------------------------
+
+
+def test_plain_and_xoauth2_initial_responses() -> None:
+    assert Plain("u", "p").start() == b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n"
+    raw = b"user=u@x\x01auth=Bearer tok\x01\x01"
+    assert XOAuth2("u@x", "tok").start() == b"AUTH XOAUTH2 " + base64.b64encode(raw) + b"\r\n"
+    mech = XOAuth2("u@x", "tok")
+    assert mech.step(b'{"status":"400"}') == b"\r\n" and mech.error == b'{"status":"400"}'
+    with pytest.raises(SMTPAuthError):
+        mech.step(b"again")
+
+
+def test_login_and_cram_md5_steps() -> None:
+    login = Login("user", "pass\r\nQUIT")
+    assert login.start() == b"AUTH LOGIN\r\n"
+    assert login.step(b"Username:") == base64.b64encode(b"user") + b"\r\n"
+    assert login.step(b"Password:") == base64.b64encode(b"pass\r\nQUIT") + b"\r\n"
+    with pytest.raises(SMTPAuthError):
+        login.step(b"more?")
+    cram = CramMD5("tim", "tanstaaftanstaaf")
+    challenge = b"<1896.697170952@postoffice.reston.mci.net>"
+    digest = hmac.new(b"tanstaaftanstaaf", challenge, hashlib.md5).hexdigest()
+    # RFC 2195's example answer.
+    assert digest == "b913a602c7eda7a495b4e6e7334d3890"
+    assert cram.step(challenge) == base64.b64encode(b"tim " + digest.encode()) + b"\r\n"
+
+
+def test_decode_challenge() -> None:
+    assert decode_challenge(b"VXNlcm5hbWU6") == b"Username:"
+    with pytest.raises(SMTPAuthError):
+        decode_challenge(b"not base64!")
+
+
+def test_choose_mechanism() -> None:
+    assert choose_mechanism({"LOGIN", "PLAIN", "CRAM-MD5"}) == "CRAM-MD5"
+    assert choose_mechanism({"LOGIN", "PLAIN"}) == "PLAIN"
+    assert choose_mechanism({"LOGIN"}) == "LOGIN"
+    assert choose_mechanism({"LOGIN", "PLAIN"}, preferred="LOGIN") == "LOGIN"
+    assert choose_mechanism({"XOAUTH2", "PLAIN"}, token=True) == "XOAUTH2"
+    for offered, kwargs in [
+        (set(), {}), ({"NTLM"}, {}), ({"PLAIN"}, {"preferred": "LOGIN"}),
+        ({"PLAIN"}, {"token": True}), ({"XOAUTH2"}, {"preferred": "XOAUTH2"}),
+    ]:
+        with pytest.raises(SMTPAuthError):
+            choose_mechanism(offered, **kwargs)
+
+
+# -- envelopes and messages ------------------------------------------------------------
+
+
+def test_envelope_normalization_and_validation() -> None:
+    env = Envelope("", ["a@x", "b@x"])
+    assert env.rcpt_to == ("a@x", "b@x") and env.mail_from == "" and not env.smtputf8
+    assert Envelope("a@x", "b@x").rcpt_to == ("b@x",)
+    assert Envelope("a@x", iter(["b@x"])).rcpt_to == ("b@x",)
+    assert Envelope("ä@x", "b@x").smtputf8
+    for bad in [dict(rcpt_to=()), dict(rcpt_to=[""]), dict(size=-1), dict(size=True),
+                dict(mail_from=None), dict(dsn="FULL")]:
+        kwargs = {"mail_from": "a@x", "rcpt_to": "b@x", **bad}
+        with pytest.raises(SMTPEnvelopeError):
+            Envelope(**kwargs)
+
+
+def test_dsn() -> None:
+    dsn = DSN(ret="full", envid="QQ 3+4=7", notify=["failure", "delay"], orcpt="rfc822;ü@x")
+    assert dsn.mail_params() == " RET=FULL ENVID=QQ+203+2B4+3D7"
+    assert dsn.rcpt_params() == " NOTIFY=FAILURE,DELAY ORCPT=rfc822;+C3+BC@x"
+    assert DSN(notify="never").rcpt_params() == " NOTIFY=NEVER"
+    for bad in [dict(ret="ALL"), dict(notify="NEVER,SUCCESS"), dict(notify="sometimes"),
+                dict(notify=""), dict(envid="")]:
+        with pytest.raises(SMTPEnvelopeError):
+            DSN(**bad)
+
+
+def test_xtext() -> None:
+    plain = "abc-123"
+    assert xtext(plain) is plain
+    assert xtext("a+b=c") == "a+2Bb+3Dc"
+    for bad in ("a\rb", "a\nb", "\x00", "\x7f", "\x85"):
+        with pytest.raises(SMTPEnvelopeError):
+            xtext(bad)
+
+
+def test_envelope_from_message_sender_wins_and_dedup() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@x.test"
+    msg["Sender"] = "Secretary <s@x.test>"
+    msg["To"] = "b@x.test, c@x.test"
+    msg["Cc"] = "b@x.test"
+    env = envelope_from_message(msg)
+    assert env.mail_from == "s@x.test" and env.rcpt_to == ("b@x.test", "c@x.test")
+    with pytest.raises(SMTPEnvelopeError):
+        envelope_from_message(EmailMessage())
+
+
+def test_message_payload_kinds() -> None:
+    data = b"x\r\n"
+    assert message_payload(data) is data
+    assert message_payload("é") == "é".encode()
+    chunks = list(message_payload(io.BytesIO(b"a" * 70000)))  # type: ignore[arg-type]
+    assert [len(c) for c in chunks] == [65536, 4464]
+    with pytest.raises(TypeError):
+        list(message_payload(io.StringIO("text")))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        message_payload(42)  # type: ignore[arg-type]
+    msg = EmailMessage()
+    msg["Bcc"] = "hidden@x.test"
+    msg.set_content("hi")
+    out = message_payload(msg)
+    assert b"Bcc" not in out and b"\r\n" in out and msg["Bcc"] == "hidden@x.test"
