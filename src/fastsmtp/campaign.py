@@ -403,8 +403,9 @@ class MessageTemplate:
         for child in node.children:
             out.append(b"--" + node.boundary + b"\r\n")
             self._render_node(child, row, out, inner)
-            if not out[-1].endswith(b"\n"):
-                out.append(b"\r\n")
+            # The CRLF before a delimiter belongs to the delimiter (RFC 2046 5.1.1): one
+            # more keeps the part's own last line break.
+            out.append(b"\r\n")
         out.append(b"--" + node.boundary + b"--\r\n")
 
 
@@ -427,11 +428,13 @@ def check_address(address: str) -> str | None:
         return "empty address"
     if len(address) > 254:
         return "longer than 254 characters"
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in address):
-        return "contains whitespace or a control character"
+    if any(ord(c) < 32 or ord(c) == 127 for c in address):
+        return "contains a control character"
     local, at, domain = address.rpartition("@")
     if not at or not local:
         return "no local@domain"
+    if any(c.isspace() for c in domain) or (not local.startswith('"') and any(c.isspace() for c in local)):
+        return "contains whitespace"  # only a quoted local part may hold a space
     if len(local.encode("utf-8")) > 64:
         return "local part longer than 64 bytes"
     if not (_QUOTED.fullmatch(local) or all(_ATEXT.fullmatch(p) for p in local.split("."))):
