@@ -273,7 +273,7 @@ class _Job:
 class _Slot:
     """One worker task and the connection it owns."""
 
-    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer")
+    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer", "room")
 
     def __init__(self) -> None:
         self.conn: SMTPConnection | None = None
@@ -282,6 +282,15 @@ class _Slot:
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[_Job | None] | None = None  # set while idle
         self.timer: asyncio.TimerHandle | None = None  # idle timeout
+        # Set while the worker waits for one of ``tasks`` to end (its pipeline is full).
+        self.room: asyncio.Future[None] | None = None
+
+    def finished(self, task: asyncio.Task[None]) -> None:
+        """Done callback of a transaction task: free its place in the pipeline."""
+        self.tasks.discard(task)
+        room, self.room = self.room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
 
 def _replayable(message: MessageSource) -> bool:
@@ -462,7 +471,11 @@ class SMTPPool:
 
         def start(item: Any) -> None:
             envelope, message = item if isinstance(item, tuple) else (None, item)
-            task = loop.create_task(self._submit(message, envelope))
+            # The job's own future when it can be queued at once (the common case): a
+            # Task per message only when the sender has to wait for queue space.
+            task = self._submit_nowait(message, envelope)
+            if task is None:
+                task = loop.create_task(self._submit(message, envelope))
             outstanding[task] = item
             task.add_done_callback(finished)
 
@@ -565,6 +578,27 @@ class SMTPPool:
         self._enqueue(job)
         return await job.future  # type: ignore[no-any-return]
 
+    def _submit_nowait(
+        self, message: MessageSource, envelope: Envelope | None
+    ) -> asyncio.Future[Any] | None:
+        """Queue a job without waiting: its future, or None when ``_submit`` must run.
+
+        Only the plain case is taken here (open pool, envelope given, queue space free and
+        nobody waiting for it, so FIFO order among waiting senders holds); everything
+        else goes through ``_submit``. Cancelling the returned future drops the job like
+        cancelling ``_submit`` does (``_next_pending`` skips it, ``_settle`` ignores it).
+        """
+        if (
+            self._closing
+            or envelope is None
+            or self._space_waiters
+            or len(self._pending) >= self.pool_options.max_queue
+        ):
+            return None
+        job = _Job(envelope, message, self._get_loop().create_future())
+        self._enqueue(job)
+        return job.future
+
     def _enqueue(self, job: _Job, front: bool = False) -> None:
         while self._idle:
             slot = self._idle.pop()  # LIFO: the warmest connection
@@ -661,13 +695,17 @@ class SMTPPool:
 
     async def _run(self, slot: _Slot, first: _Job) -> None:
         opts = self.pool_options
+        loop = self._get_loop()
         job: _Job | None = first
         try:
             while True:
                 if job is None:
-                    job = await self._take(slot)
+                    # A queued job is taken without the _take() coroutine (the hot path).
+                    job = self._next_pending()
                     if job is None:
-                        return
+                        job = await self._take(slot)
+                        if job is None:
+                            return
                 conn = slot.conn
                 if conn is not None and (not conn.is_connected or job.avoid is conn):
                     await self._retire(slot)
@@ -684,12 +722,15 @@ class SMTPPool:
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 slot.count += 1
-                task = asyncio.ensure_future(self._deliver(conn, job))
+                task = loop.create_task(self._deliver(conn, job))
                 slot.tasks.add(task)
-                task.add_done_callback(slot.tasks.discard)
+                task.add_done_callback(slot.finished)
                 depth = PIPELINE_DEPTH if opts.pipelining and conn.capabilities.pipelining else 1
                 while len(slot.tasks) >= depth:
-                    await asyncio.wait(slot.tasks, return_when=asyncio.FIRST_COMPLETED)
+                    # One future woken by slot.finished: asyncio.wait(FIRST_COMPLETED)
+                    # would add and remove a callback on every task each time.
+                    slot.room = loop.create_future()
+                    await slot.room
                 if slot.count >= opts.max_messages:
                     await self._retire(slot)
                 job = None
