@@ -79,3 +79,19 @@ def require_peer(program: str) -> str:
 def tmp_maildir(tmp_path) -> Iterator[str]:
     """A fresh directory path for Maildir tests."""
     yield str(tmp_path / "Maildir")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a ``python -m fastsmtp`` child that imports *this* fastsmtp.
+
+    The child gets the directory the tests imported fastsmtp from at the front of its
+    PYTHONPATH: ``src/`` in a development checkout run with ``PYTHONPATH=src``, the
+    virtualenv's site-packages (with the compiled core) under ``make test``. Pointing it
+    at ``src/`` unconditionally would load a tree without the compiled core in CI.
+    """
+    import fastsmtp
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastsmtp.__file__)))
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""),
+                **extra)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import child_env
 from test_server_support import WAIT, greeted, serve
 
 from fastsmtp.cli import build_parser, load_users
 from fastsmtp.handlers import Maildir, Printing, Sink
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 def maildir_files(path: str, sub: str) -> list[Path]:
@@ -84,7 +84,7 @@ def test_users_file_and_parser(tmp_path: Path) -> None:
 
 
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastsmtp", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -146,7 +146,7 @@ def test_cli_serve_print_and_sigterm() -> None:
 def test_cli_refuses_users_without_tls(tmp_path: Path) -> None:
     users = tmp_path / "users"
     users.write_text("a:b\n")
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = child_env()
     done = subprocess.run(
         [sys.executable, "-m", "fastsmtp", "serve", "--port", "0", "--users", str(users)],
         capture_output=True, text=True, env=env, timeout=WAIT,
