@@ -22,12 +22,10 @@ whole set-up; run with ``--benchmark-disable``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import smtplib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from bench_server import sink as server_process
 from peer_programs import require, smtp_sink

@@ -66,7 +66,12 @@ from .message import (
     envelope_from_message,
     message_payload,
 )
-from .options import ConnectionOptions
+from .options import (
+    DEFAULT_CONNECTION_TIMEOUT,
+    DEFAULT_GREETING_TIMEOUT,
+    DEFAULT_SOCKET_TIMEOUT,
+    ConnectionOptions,
+)
 from .protocol import RawReply, SMTPClientProtocol
 from .reply import Reply
 
@@ -223,8 +228,8 @@ class SMTPConnection:
         sock: An already connected socket to use instead of connecting.
         lmtp: Speak LMTP (RFC 2033).
         allow_plaintext_auth: Allow AUTH without TLS.
-        options: A prepared :class:`~fastsmtp.options.ConnectionOptions` (then the
-            keyword options above must be left out).
+        options: A prepared :class:`~fastsmtp.options.ConnectionOptions` (a pool shares
+            one); it replaces every option above except ``sock`` and ``logger``.
 
     Attributes:
         options: The validated options.
@@ -240,15 +245,36 @@ class SMTPConnection:
         host: str = "localhost",
         port: int | None = None,
         *,
-        sock: socket.socket | None = None,
+        secure: bool = False,
+        ignore_tls: bool = False,
+        require_tls: bool = False,
+        opportunistic_tls: bool = False,
+        name: str | None = None,
+        local_address: str | tuple[str, int] | None = None,
+        connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
+        greeting_timeout: float = DEFAULT_GREETING_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         logger: logging.Logger | None = None,
+        debug: bool = False,
+        auth_method: str | None = None,
+        tls: ssl.SSLContext | Mapping[str, Any] | None = None,
+        sock: socket.socket | None = None,
+        lmtp: bool = False,
+        allow_plaintext_auth: bool = False,
         options: ConnectionOptions | None = None,
-        **kwargs: Any,
     ) -> None:
         if options is None:
-            options = ConnectionOptions(host=host, port=port, **kwargs)
-        elif kwargs or host != "localhost" or port is not None:
-            raise TypeError("pass either options or individual keyword options, not both")
+            options = ConnectionOptions(
+                host=host, port=port, secure=secure, ignore_tls=ignore_tls,
+                require_tls=require_tls, opportunistic_tls=opportunistic_tls, name=name,
+                local_address=local_address, connection_timeout=connection_timeout,
+                greeting_timeout=greeting_timeout, socket_timeout=socket_timeout,
+                auth_method=auth_method, tls=tls, lmtp=lmtp,
+                allow_plaintext_auth=allow_plaintext_auth, debug=debug,
+            )
+        elif host != "localhost" or port is not None:
+            # The other keywords are ignored with options: it already holds them all.
+            raise TypeError("pass either options or host/port, not both")
         self.options = options
         self._sock = sock
         self.logger = logger or _log

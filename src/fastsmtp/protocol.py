@@ -32,7 +32,6 @@ from typing import Any
 
 from ._codec import ReplyParser
 from .errors import (
-    SMTPConnectionError,
     SMTPError,
     SMTPProtocolError,
     SMTPServerDisconnected,
@@ -284,8 +283,3 @@ class SMTPClientProtocol(asyncio.Protocol):
                 transport.abort()
             else:
                 transport.close()
-
-
-def closed_error(message: str = "the connection is closed") -> SMTPConnectionError:
-    """The error used when the client itself closed the connection."""
-    return SMTPConnectionError(message)
