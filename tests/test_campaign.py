@@ -470,12 +470,23 @@ def test_existing_journal_refused_unless_resume_or_restart(
     assert recorder.count() == 3
     proc = run_send(tmp_path, "r.csv", *BASIC, "--server", url, "--resume")
     assert proc.returncode == 0 and recorder.count() == 3  # all done already: nothing resent
+    # --restart against a server that fails its check keeps the old journal.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        dead = f"smtp://127.0.0.1:{hole.getsockname()[1]}/?max_attempts=1"
+        proc = run_send(tmp_path, "r.csv", *BASIC, "--server", dead, "--restart")
+    assert proc.returncode == 3
+    assert (tmp_path / "r.results.journal.sqlite").exists()
+    proc = run_send(tmp_path, "r.csv", *BASIC, "--server", url, "--resume")
+    assert proc.returncode == 0 and recorder.count() == 3
     proc = run_send(tmp_path, "r.csv", *BASIC, "--server", url, "--restart")
     assert proc.returncode == 0 and recorder.count() == 6  # asked for: everyone again
-    # A journal of another destination is not resumed against this one.
-    proc = run_send(tmp_path, "r.csv", *BASIC, "--server", f"smtp://127.0.0.1:{thread.port}/",
-                    "--resume", "--results", "other.csv")
+    # --resume needs the journal, and the campaign's own destination.
+    proc = run_send(tmp_path, "r.csv", *BASIC, "--server", url, "--resume", "--results", "o.csv")
     assert proc.returncode == 2 and "no journal" in proc.stderr
+    proc = run_send(tmp_path, "r.csv", *BASIC, "--resume", "--results", "r.results.csv")
+    assert proc.returncode == 2 and "belongs to a campaign sent to smtp://127.0.0.1" in proc.stderr
+    assert recorder.count() == 6 and not (tmp_path / "fastsmtp-outbox").exists()
 
 
 def test_usage_errors(tmp_path: Path) -> None:

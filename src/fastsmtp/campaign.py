@@ -316,13 +316,15 @@ class MessageTemplate:
                 content_type=_fold("Content-Type", f'{ctype}{params}; boundary="{boundary}"'),
                 boundary=boundary.encode("ascii"),
             )
-            node.children = [self._compile(sub) for sub in part.get_payload()]  # type: ignore[union-attr]
+            subparts: list[Message] = part.get_payload()  # type: ignore[assignment]
+            node.children = [self._compile(sub) for sub in subparts]
             return node
         if part.get_content_maintype() == "text" and not part.is_attachment():
             try:
                 content = part.get_content()  # type: ignore[attr-defined]
             except (LookupError, AttributeError):
-                content = part.get_payload(decode=True).decode("utf-8", "replace")  # type: ignore[union-attr]
+                payload: bytes = part.get_payload(decode=True)  # type: ignore[assignment]
+                content = payload.decode("utf-8", "replace")
             return _Node(
                 "text",
                 headers=b"" if top else self._constant_headers(part),
@@ -433,8 +435,9 @@ def check_address(address: str) -> str | None:
     local, at, domain = address.rpartition("@")
     if not at or not local:
         return "no local@domain"
-    if any(c.isspace() for c in domain) or (not local.startswith('"') and any(c.isspace() for c in local)):
-        return "contains whitespace"  # only a quoted local part may hold a space
+    # Only a quoted local part may hold a space.
+    if any(c.isspace() for c in (domain if local.startswith('"') else address)):
+        return "contains whitespace"
     if len(local.encode("utf-8")) > 64:
         return "local part longer than 64 bytes"
     if not (_QUOTED.fullmatch(local) or all(_ATEXT.fullmatch(p) for p in local.split("."))):
@@ -484,7 +487,8 @@ def _open_csv(path: str) -> tuple[TextIO, Any, list[str], str]:
     if "email" not in lowered:
         fh.close()
         raise CampaignInputError(
-            f"{path}: no 'email' column in the header line (columns: {', '.join(columns) or 'none'})"
+            f"{path}: no 'email' column in the header line "
+            f"(columns: {', '.join(columns) or 'none'})"
         )
     return fh, reader, columns, columns[lowered.index("email")]
 
@@ -515,7 +519,8 @@ def read_recipients(path: str) -> Iterator[tuple[int, dict[str, str | None]]]:
                     yield start, row
                 start = reader.line_num + 1
         except UnicodeDecodeError as exc:
-            raise CampaignInputError(f"{path}: after line {start - 1}: not UTF-8 text ({exc.reason})") from None
+            raise CampaignInputError(
+                f"{path}: after line {start - 1}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
             raise CampaignInputError(f"{path}: line {reader.line_num}: {exc}") from None
 
@@ -798,7 +803,8 @@ def classify(outcome: SendResult | BaseException) -> tuple[str, int | None, str]
         error = outcome.rejected_errors[0] if outcome.rejected_errors else None
         code = error.response_code if error is not None else None
         text = (error.response or str(error)) if error is not None else "recipient refused"
-        return ("deferred" if code is not None and code < 500 else "rejected"), code, _one_line(text)
+        status = "deferred" if code is not None and code < 500 else "rejected"
+        return status, code, _one_line(text)
     if isinstance(outcome, SMTPPoolClosed):
         return "pending", None, ""
     if isinstance(outcome, SMTPMaybeDelivered):
@@ -836,6 +842,9 @@ class Progress:
                  tty: bool | None = None) -> None:
         self.total = total
         self.counts = {s: counts.get(s, 0) for s in STATUSES}
+        # Rows left 'sending' by a crash are uncertain, unlike the ones this run marks.
+        self.stale = self.counts["sending"]
+        self.counts["sending"] = 0
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.started = time.monotonic()
@@ -845,6 +854,10 @@ class Progress:
 
     def moved(self, old: str | None, new: str) -> None:
         """A recipient went from status ``old`` (None: not in the journal) to ``new``."""
+        if old == "sending" and new == "sending":  # a stale row resent (--resend-uncertain)
+            self.stale -= 1
+            self.counts["sending"] += 1
+            return
         if old is not None:
             self.counts[old] -= 1
         self.counts[new] += 1
@@ -854,7 +867,8 @@ class Progress:
     def line(self) -> str:
         """The progress text."""
         c = self.counts
-        finished = sum(c[s] for s in ("accepted", "rejected", "deferred", "maybe-delivered", "failed"))
+        uncertain = c["maybe-delivered"] + self.stale
+        finished = uncertain + sum(c[s] for s in ("accepted", "rejected", "deferred", "failed"))
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done_this_run / elapsed
         remaining = max(self.total - finished, 0)
@@ -863,7 +877,7 @@ class Progress:
         bar = "#" * int(fraction * 20)
         return (f"[{bar:<20}] {fraction:4.0%} {finished}/{self.total} sent {c['accepted']} "
                 f"failed {c['rejected'] + c['failed']} deferred {c['deferred']} "
-                f"uncertain {c['maybe-delivered']}  {rate:.1f} msg/s ETA {eta}")
+                f"uncertain {uncertain}  {rate:.1f} msg/s ETA {eta}")
 
     def draw(self, force: bool = False) -> None:
         """Redraw (terminal) or print a line when its period has passed (or ``force``)."""
@@ -904,7 +918,11 @@ class CampaignConfig:
         journal: The journal database.
         resume: Continue the campaign in ``journal``.
         resend_uncertain: Send again to recipients whose delivery is unknown.
-        window: Messages outstanding in the pool at most.
+        restart: Discard an existing journal (only once the server check passed).
+        window: Messages outstanding in the pool at most; 0 picks
+            ``max(8, 2 * connections * PIPELINE_DEPTH)``: enough to keep every connection
+            pipelined, small enough that few messages are in doubt after a crash.
+        info: What the validation pass learned about the recipient list.
     """
 
     recipients: str
@@ -917,6 +935,7 @@ class CampaignConfig:
     journal: str
     resume: bool = False
     resend_uncertain: bool = False
+    restart: bool = False
     window: int = 16
     info: Recipients | None = None
 
@@ -963,15 +982,11 @@ async def run_campaign(config: CampaignConfig, stream: TextIO = sys.stderr) -> i
             print(f"fastsmtp send: cannot use the server {config.destination}: {exc}; "
                   "nothing was sent", file=stream)
             return EXIT_SERVER
+        if config.restart:
+            _remove_journal(config.journal)  # only now: a failed check keeps the old one
         journal = Journal(config.journal, create=not config.resume)
         try:
-            if config.resume:
-                if journal.get_meta("destination") not in (None, config.destination):
-                    raise CampaignInputError(
-                        f"the journal {config.journal} belongs to a campaign sent to "
-                        f"{journal.get_meta('destination')}, not {config.destination}"
-                    )
-            else:
+            if not config.resume:
                 journal.set_meta({"destination": config.destination, "sender": config.sender,
                                   "recipients": os.path.abspath(config.recipients),
                                   "created": email.utils.formatdate(localtime=True)})
@@ -1001,11 +1016,13 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             progress.moved("sending", status)
         journal.committed.clear()
 
-    def due() -> Iterator[tuple[str, str, int, dict[str, str | None]]]:
+    def due() -> Iterator[tuple[str, str | None, str, int, dict[str, str | None]]]:
         for line, key, row in unique_rows(config.recipients):
-            status = journal.status(key)
+            # A new journal knows no address yet (and unique_rows skips duplicates):
+            # only a resumed campaign needs the look-up.
+            status = journal.status(key) if config.resume else None
             if should_send(status, config.resend_uncertain):
-                yield key, row["email"] or "", line, row
+                yield key, status, row["email"] or "", line, row
 
     def source() -> Iterator[tuple[Envelope, bytes]]:
         candidates = due()
@@ -1013,14 +1030,13 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             batch = list(islice(candidates, batch_size))
             if not batch:
                 return
-            before = {key: journal.status(key) for key, _, _, _ in batch}
-            journal.mark_sending((key, address, line) for key, address, line, _ in batch)
-            for key in before:
-                progress.moved(before[key], "sending")
+            journal.mark_sending((key, address, line) for key, _, address, line, _ in batch)
+            for _, before, _, _, _ in batch:
+                progress.moved(before, "sending")
             take_committed()
-            for index, (key, address, _line, row) in enumerate(batch):
+            for index, (key, _, address, _line, row) in enumerate(batch):
                 if stop.requested:
-                    journal.reset(k for k, _, _, _ in batch[index:])
+                    journal.reset(k for k, _, _, _, _ in batch[index:])
                     return
                 try:
                     data = template.render(row)  # type: ignore[arg-type]
@@ -1043,7 +1059,8 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
         async for (envelope, _), outcome in pool.send_many(source(), window=window):
             status, code, text = classify(outcome)
             journal.record(address_key(envelope.rcpt_to[0]), status, code, text)
-            if journal.buffered >= batch_size or time.monotonic() - journal.last_flush >= FLUSH_INTERVAL:
+            if journal.buffered >= batch_size \
+                    or time.monotonic() - journal.last_flush >= FLUSH_INTERVAL:
                 journal.flush()
                 take_committed()
         journal.flush()
@@ -1098,7 +1115,8 @@ def _summary(config: CampaignConfig, journal: Journal, counts: Mapping[str, int]
         f"({progress.done_this_run / max(elapsed, 1e-9):.1f} msg/s)",
     ]
     if config.info.duplicates:
-        out.append(f"  {config.info.duplicates} duplicate line(s) skipped (one message per address)")
+        out.append(f"  {config.info.duplicates} duplicate line(s) skipped "
+                   "(one message per address)")
     uncertain = journal.uncertain()
     if uncertain:
         out.append(f"  {len(uncertain)} uncertain (maybe delivered; not resent: "
@@ -1163,19 +1181,23 @@ def add_send_parser(subparsers: Any) -> None:
     html.add_argument("--html", help="HTML body (a string)")
     html.add_argument("--html-file", metavar="FILE", help="HTML body from a UTF-8 file")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--server", metavar="URL", help="smtp://user@host:587 or smtps://user@host:465")
-    where.add_argument("--service", metavar="NAME", help="a well-known service (gmail, outlook365, ...)")
+    where.add_argument("--server", metavar="URL",
+                       help="smtp://user@host:587 or smtps://user@host:465")
+    where.add_argument("--service", metavar="NAME",
+                       help="a well-known service (gmail, outlook365, ...)")
     p.add_argument("--user", help="login name (with --service, or to override the URL's)")
     p.add_argument("--password-env", default=PASSWORD_ENV, metavar="VAR",
                    help="environment variable holding the password (default: %(default)s)")
     p.add_argument("--maildir", default="fastsmtp-outbox",
                    help="Maildir of the embedded server used without --server/--service "
                    "(default: %(default)s)")
-    p.add_argument("--connections", type=int, default=5, help="connections at most (default: %(default)s)")
+    p.add_argument("--connections", type=int, default=5,
+                   help="connections at most (default: %(default)s)")
     p.add_argument("--max-messages", type=int, default=100,
                    help="messages per connection before it is renewed (default: %(default)s)")
     p.add_argument("--rate-limit", type=int, help="messages per --rate-delta seconds at most")
-    p.add_argument("--rate-delta", type=float, default=1.0, help="rate window in seconds (default: 1)")
+    p.add_argument("--rate-delta", type=float, default=1.0,
+                   help="rate window in seconds (default: 1)")
     p.add_argument("--results", metavar="FILE",
                    help="results CSV (default: <recipients>.results.csv beside the list, "
                    "<recipients>.preview-results.csv for the embedded server)")
@@ -1204,6 +1226,7 @@ def _read_text(value: str | None, path: str | None, what: str) -> str | None:
 
 def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     """SMTPPool keyword arguments and a description of the destination (no secret in it)."""
+    from .options import default_port
     from .pool import Auth, parse_url
     from .services import lookup_service
 
@@ -1229,7 +1252,9 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
         kwargs.pop("auth", None)
         if not user and parts.username:
             user = unquote(parts.username)
-        destination = f"{'smtps' if kwargs.get('secure') else 'smtp'}://{parts.hostname}:{kwargs.get('port', '')}"
+        secure = bool(kwargs.get("secure"))
+        port = kwargs.get("port") or default_port(secure=secure)
+        destination = f"{'smtps' if secure else 'smtp'}://{parts.hostname}:{port}"
     else:
         try:
             service = lookup_service(args.service)
@@ -1248,10 +1273,6 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
             password = getpass.getpass(f"Password for {user} ({destination}): ")
         kwargs["auth"] = Auth(user, password)
         destination += f" as {user}"
-    for name, value in (("max_connections", args.connections), ("max_messages", args.max_messages),
-                        ("rate_limit", args.rate_limit)):
-        if value is not None and value < 1:
-            raise CampaignInputError(f"--{name.replace('_', '-')} must be at least 1")
     return kwargs, destination
 
 
@@ -1273,6 +1294,21 @@ def _remove_journal(path: str) -> None:
             pass
 
 
+def _check_destination(path: str, destination: str) -> None:
+    """Refuse to resume a campaign against another server than the one it started with."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path).absolute().as_posix()}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'destination'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise CampaignInputError(f"cannot read the journal {path}: {exc}") from None
+    if row is not None and row[0] != destination:
+        raise CampaignInputError(
+            f"the journal {path} belongs to a campaign sent to {row[0]}, not {destination}")
+
+
 def prepare(args: argparse.Namespace) -> CampaignConfig:
     """Check the arguments, the template and the whole recipient list (nothing is sent).
 
@@ -1292,11 +1328,13 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
         template = MessageTemplate.from_eml(args.template, args.sender)
     else:
         if args.subject is None:
-            raise CampaignInputError("give --template FILE.eml, or --subject with --text and/or --html")
+            raise CampaignInputError(
+                "give --template FILE.eml, or --subject with --text and/or --html")
         template = MessageTemplate.from_parts(args.sender, args.subject, text, html)
-    if args.connections < 1 or args.max_messages < 1 or (args.rate_limit is not None and args.rate_limit < 1) \
-            or not args.rate_delta > 0:
-        raise CampaignInputError("--connections, --max-messages, --rate-limit and --rate-delta must be positive")
+    if args.connections < 1 or args.max_messages < 1 or not args.rate_delta > 0 \
+            or (args.rate_limit is not None and args.rate_limit < 1):
+        raise CampaignInputError(
+            "--connections, --max-messages, --rate-limit and --rate-delta must be positive")
     embedded = args.server is None and args.service is None
     results, journal = _resolve_paths(args, embedded)
     if not os.path.exists(args.recipients):
@@ -1312,16 +1350,16 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
     if info.total == 0:
         raise CampaignInputError(f"{args.recipients}: no recipients")
     pool_kwargs, destination = _pool_kwargs(args)
+    if args.resume:
+        _check_destination(journal, destination)
     if pool_kwargs is not None:
         pool_kwargs.update(max_connections=args.connections, max_messages=args.max_messages,
                            rate_limit=args.rate_limit, rate_delta=args.rate_delta)
-    if args.restart:
-        _remove_journal(journal)
     return CampaignConfig(
         recipients=args.recipients, template=template, sender=args.sender,
         pool_kwargs=pool_kwargs, destination=destination, maildir=args.maildir,
         results=results, journal=journal, resume=args.resume,
-        resend_uncertain=args.resend_uncertain, window=0, info=info,
+        resend_uncertain=args.resend_uncertain, restart=args.restart, window=0, info=info,
     )
 
 
