@@ -671,3 +671,25 @@ def test_progress_lines() -> None:
     progress.draw()
     progress.finish()
     assert tty.getvalue().startswith("\r[") and tty.getvalue().endswith("\n")
+
+
+def test_body_files_and_bad_encodings(tmp_path: Path) -> None:
+    write_csv(tmp_path / "r.csv", ["email", "name"], [["a@example.com", "Ann"]])
+    (tmp_path / "body.txt").write_text("Text for {name}\n", encoding="utf-8")
+    (tmp_path / "body.html").write_text("<b>HTML for {name}</b>\n", encoding="utf-8")
+    proc = run_send(tmp_path, "r.csv", "--from", SENDER, "--subject", "s {name}",
+                    "--text-file", "body.txt", "--html-file", "body.html")
+    assert proc.returncode == 0, proc.stderr
+    [path] = list((tmp_path / "fastsmtp-outbox" / "new").iterdir())
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().strip() == "Text for Ann"
+    assert msg.get_body(("html",)).get_content().strip() == "<b>HTML for Ann</b>"
+    # A list that is not UTF-8, or a missing body file: usage errors, nothing sent.
+    (tmp_path / "latin1.csv").write_bytes("email,name\na@example.com,Jos\xe9\n".encode("latin-1"))
+    proc = run_send(tmp_path, "latin1.csv", "--from", SENDER, "--subject", "s", "--text", "{name}",
+                    "--maildir", "other")
+    assert proc.returncode == 2 and "line 2: not UTF-8" in proc.stderr
+    proc = run_send(tmp_path, "r.csv", "--from", SENDER, "--subject", "s", "--text-file", "nope.txt",
+                    "--maildir", "other")
+    assert proc.returncode == 2 and "nope.txt" in proc.stderr
+    assert not (tmp_path / "other").exists()

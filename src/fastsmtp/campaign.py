@@ -223,6 +223,9 @@ class _Node:
     children: list[_Node] = field(default_factory=list)
 
 
+#: What a header value must not contain: CR/LF (header injection) and other controls.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 # Headers that the compiled body writes itself, or that must differ per message.
 _CONTENT_HEADERS = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
 _DROPPED_HEADERS = frozenset({"bcc", "message-id"})
@@ -373,8 +376,9 @@ class MessageTemplate:
         out: list[bytes] = []
         for name, template in self._headers:
             value = template.render(row)
-            if "\r" in value or "\n" in value:
-                raise CampaignInputError(f"a value in the {name} header contains a line break")
+            if _HEADER_UNSAFE.search(value):
+                raise CampaignInputError(
+                    f"a value in the {name} header contains a line break or control character")
             out.append(_fold(name, value))
         if not self._has_date:
             out.append(_fold("Date", self._now()))
@@ -474,14 +478,39 @@ class Recipients:
     duplicates: int = 0
 
 
+def _not_utf8(path: str) -> CampaignInputError:
+    """The error for a file that is not UTF-8, naming its first bad line.
+
+    Text is decoded in chunks ahead of the CSV parser, so the parser's position does not
+    say where the bad byte is: the file is scanned again, line by line, to find it.
+    """
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return CampaignInputError(f"{path}: line {number}: not UTF-8 text "
+                                          f"(byte {raw[exc.start]:#04x} at column {exc.start + 1})")
+    return CampaignInputError(f"{path}: not UTF-8 text")
+
+
 def _open_csv(path: str) -> tuple[TextIO, Any, list[str], str]:
-    fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - returned to the caller
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - returned
+    except OSError as exc:
+        raise CampaignInputError(f"cannot read {path}: {exc.strerror}") from None
     reader = csv.reader(fh)
     try:
         header = next(reader)
     except StopIteration:
         fh.close()
         raise CampaignInputError(f"{path}: the file is empty (expected a header line)") from None
+    except UnicodeDecodeError:
+        fh.close()
+        raise _not_utf8(path) from None
+    except csv.Error as exc:
+        fh.close()
+        raise CampaignInputError(f"{path}: line 1: {exc}") from None
     columns = [c.strip() for c in header]
     lowered = [c.casefold() for c in columns]
     if "email" not in lowered:
@@ -518,9 +547,8 @@ def read_recipients(path: str) -> Iterator[tuple[int, dict[str, str | None]]]:
                         if row[email_column] is not None else None
                     yield start, row
                 start = reader.line_num + 1
-        except UnicodeDecodeError as exc:
-            raise CampaignInputError(
-                f"{path}: after line {start - 1}: not UTF-8 text ({exc.reason})") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
         except csv.Error as exc:
             raise CampaignInputError(f"{path}: line {reader.line_num}: {exc}") from None
 
@@ -554,9 +582,10 @@ def validate_recipients(path: str, template: MessageTemplate) -> Recipients:
                 bad = True
         for name in header_fields:
             value = row.get(name)
-            if value is not None and ("\r" in value or "\n" in value):
+            if value is not None and _HEADER_UNSAFE.search(value):
                 problems.append(f"line {line}: the value of {{{name}}} contains a line break "
-                                f"and {{{name}}} is used in a header (refused: header injection)")
+                                f"or control character and {{{name}}} is used in a header "
+                                "(refused: header injection)")
                 bad = True
         if address is None:
             continue  # already reported above if used; else the missing email is next
@@ -1005,8 +1034,13 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
     stop = _Stop()
     stop.pool = pool
     loop = asyncio.get_running_loop()
+    signals = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        try:
+            loop.add_signal_handler(sig, stop)
+            signals.append(sig)
+        except (NotImplementedError, RuntimeError):  # no signal handlers (Windows, thread)
+            pass
     template, sender = config.template, config.sender
     batch_size = min(MARK_BATCH, window)
 
@@ -1034,16 +1068,21 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             for _, before, _, _, _ in batch:
                 progress.moved(before, "sending")
             take_committed()
-            for index, (key, _, address, _line, row) in enumerate(batch):
-                if stop.requested:
-                    journal.reset(k for k, _, _, _, _ in batch[index:])
-                    return
-                try:
-                    data = template.render(row)  # type: ignore[arg-type]
-                except CampaignInputError as exc:
-                    journal.record(key, "failed", None, str(exc))
-                    continue
-                yield Envelope(sender, (address,)), data
+            handed = 0  # rows of the batch given to the pool (or settled here)
+            try:
+                for key, _, address, _line, row in batch:
+                    if stop.requested:
+                        return
+                    handed += 1
+                    try:
+                        data = template.render(row)  # type: ignore[arg-type]
+                    except CampaignInputError as exc:
+                        journal.record(key, "failed", None, str(exc))
+                        continue
+                    yield Envelope(sender, (address,)), data
+            finally:
+                # Stopped, or the generator was closed: the rest never reached the pool.
+                journal.reset(key for key, _, _, _, _ in batch[handed:])
 
     async def ticker() -> None:
         while True:
@@ -1067,7 +1106,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
         take_committed()
     finally:
         tick.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
         await pool.close()
         journal.flush()
