@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import child_env
 
 from fastsmtp.campaign import (
     CampaignInputError,
@@ -51,7 +52,6 @@ from fastsmtp.errors import (
 from fastsmtp.reply import Reply
 from fastsmtp.server import SMTPServerThread
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 RUN_TIMEOUT = 90.0  # seconds one `fastsmtp send` subprocess may take at most
 SENDER = "news@example.net"
 
@@ -60,8 +60,7 @@ SENDER = "news@example.net"
 
 
 def env_for(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else SRC
+    env = child_env()
     env.pop("FASTSMTP_PASSWORD", None)
     env.update(extra)
     return env
