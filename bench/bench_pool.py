@@ -5,6 +5,8 @@ everything) through 8 connections, each client in its own process so its CPU can
 measured on its own:
 
 * ``fastsmtp``: :class:`~fastsmtp.pool.SMTPPool` on uvloop, fed by ``send_many``;
+* ``fastsmtp-batch``: the same with ``batch_size=FAST_BATCH_SIZE`` (each message's
+  envelope in the same write as the previous message's dot);
 * ``aiosmtplib``: 8 ``SMTP`` clients on uvloop, each sending its share one by one;
 * ``smtplib``: 8 threads, one ``smtplib.SMTP`` connection each;
 * ``nodemailer``: its pooled transport (``bench/node/pool_bench.js``; needs
@@ -53,7 +55,7 @@ NODE_DIR = HERE / "node"
 CONNECTIONS = 8
 #: Seconds any one client run may take before it is killed.
 CLIENT_TIMEOUT = 900.0
-CLIENTS = ("fastsmtp", "aiosmtplib", "smtplib", "nodemailer", "smtp-source")
+CLIENTS = ("fastsmtp", "fastsmtp-batch", "aiosmtplib", "smtplib", "nodemailer", "smtp-source")
 MAIL_FROM = "a@example.com"
 RCPT_TO = "b@example.com"
 #: Targets from issue 4: throughput relative to smtp-source, CPU per 1 KB message.
@@ -91,18 +93,24 @@ def _report(start: float, cpu: float, sent: int, errors: int, error: str | None)
             "sent": sent, "errors": errors, "error": error}
 
 
-def _client_fastsmtp(port: int, count: int, message: bytes, connections: int) -> dict[str, Any]:
+def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
+                     batch: bool = False) -> dict[str, Any]:
     import uvloop
 
+    from fastsmtp import pool as pool_module
     from fastsmtp.message import Envelope
     from fastsmtp.pool import SMTPPool
+
+    # The batched mode (``batch_size``) where this tree has it; the defaults otherwise.
+    extra = {"batch_size": pool_module.FAST_BATCH_SIZE} if batch else {}
 
     async def main() -> dict[str, Any]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
         sent = errors = 0
         error = None
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
-                            max_connections=connections, max_messages=10**9) as pool:
+                            max_connections=connections, max_messages=10**9,
+                            **extra) as pool:
             start, cpu = time.perf_counter(), _cpu()
             items = ((envelope, message) for _ in range(count))
             async for _, result in pool.send_many(items):
@@ -228,8 +236,13 @@ def _client_memory(port: int, count: int, size: int, connections: int) -> dict[s
     return uvloop.run(main())
 
 
-_PY_CLIENTS = {"fastsmtp": _client_fastsmtp, "aiosmtplib": _client_aiosmtplib,
-               "smtplib": _client_smtplib}
+def _client_fastsmtp_batch(port: int, count: int, message: bytes,
+                           connections: int) -> dict[str, Any]:
+    return _client_fastsmtp(port, count, message, connections, batch=True)
+
+
+_PY_CLIENTS = {"fastsmtp": _client_fastsmtp, "fastsmtp-batch": _client_fastsmtp_batch,
+               "aiosmtplib": _client_aiosmtplib, "smtplib": _client_smtplib}
 
 
 # -- the parent: run each client in a child process and measure it -------------------------
@@ -492,6 +505,11 @@ def test_pool_fastsmtp_1k(benchmark: Any) -> None:
 def test_pool_fastsmtp_100k(benchmark: Any) -> None:
     """fastsmtp SMTPPool, 20 x 100 KB."""
     _smoke(benchmark, "fastsmtp", 20, 100 * 1024)
+
+
+def test_pool_fastsmtp_batch_1k(benchmark: Any) -> None:
+    """fastsmtp SMTPPool with batch_size=FAST_BATCH_SIZE, 200 x 1 KB."""
+    _smoke(benchmark, "fastsmtp-batch", SMOKE_COUNT, 1024)
 
 
 def test_pool_aiosmtplib_1k(benchmark: Any) -> None:
