@@ -11,7 +11,6 @@ import csv
 import email
 import email.policy
 import io
-import os
 import signal
 import socket
 import sqlite3

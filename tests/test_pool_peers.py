@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 
-import pytest
 from aiosmtpd.smtp import SMTP
 
 from conftest import require_peer

@@ -1045,7 +1045,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
     batch_size = min(MARK_BATCH, window)
 
     def take_committed() -> None:
-        for key, status in journal.committed:
+        for _key, status in journal.committed:
             # A recipient leaves 'sending' (marked in this run) for its outcome.
             progress.moved("sending", status)
         journal.committed.clear()
