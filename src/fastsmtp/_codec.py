@@ -27,7 +27,7 @@ def _load() -> tuple[str, ModuleType]:
     if wanted == "python":
         return "python", _core_py
     try:
-        from . import _core  # type: ignore[attr-defined]
+        from . import _core
     except ImportError:
         if wanted == "cython":
             raise

@@ -19,7 +19,14 @@ The codec knows only byte framing; it never sees a socket, a loop or a future.
 Limits are named constants; every buffer is bounded by them.
 """
 
-from collections.abc import Buffer
+import sys
+
+# collections.abc.Buffer is new in 3.12; type checkers know typing_extensions on older
+# versions (this stub is never imported at run time, so it adds no dependency).
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
 
 #: Longest reply line the parser holds, line ending included (RFC 5321 allows 512).
 MAX_REPLY_LINE: int  # 8192

@@ -19,7 +19,7 @@ def new_event_loop(use_uvloop: bool | None = None) -> asyncio.AbstractEventLoop:
             if use_uvloop:
                 raise
         else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 

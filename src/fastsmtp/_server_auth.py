@@ -58,7 +58,8 @@ class LoginPassword(NamedTuple):
     def __repr__(self) -> str:
         return f"LoginPassword(login={self.login!r}, password=...)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return repr(self)  # never the tuple's fields: the secret stays hidden
 
 
 class CramMD5Credentials(NamedTuple):
@@ -87,7 +88,8 @@ class CramMD5Credentials(NamedTuple):
     def __repr__(self) -> str:
         return f"CramMD5Credentials(login={self.login!r}, digest=...)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return repr(self)  # never the tuple's fields: the secret stays hidden
 
 
 class XOAuth2Credentials(NamedTuple):
@@ -104,7 +106,8 @@ class XOAuth2Credentials(NamedTuple):
     def __repr__(self) -> str:
         return f"XOAuth2Credentials(login={self.login!r}, token=...)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return repr(self)  # never the tuple's fields: the secret stays hidden
 
 
 @dataclass(frozen=True)
@@ -234,15 +237,16 @@ class SaslExchange:
             return CramMD5Credentials(user, self._challenge, digest.lower())
         # XOAUTH2: "user=" user "\x01auth=Bearer " token "\x01\x01"
         fields = data.split(b"\x01")
-        user = token = None
+        oauth_user: bytes | None = None
+        token: bytes | None = None
         for item in fields:
             if item.startswith(b"user="):
-                user = item[5:]
+                oauth_user = item[5:]
             elif item[:12].lower() == b"auth=bearer ":
                 token = item[12:]
-        if not user or not token:
+        if not oauth_user or not token:
             return _MALFORMED
-        return XOAuth2Credentials(user, token)
+        return XOAuth2Credentials(oauth_user, token)
 
 
 #: XOAUTH2 failure: a 334 carrying a JSON error, to which the client answers an empty line.
