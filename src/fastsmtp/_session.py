@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 from ._codec import core
 from ._server_auth import (
@@ -373,14 +373,14 @@ class ServerConfig:
         # handle_DATA: a handler that can stream never gets the whole message in memory.
         self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
 
-        self.greeting = f"220 {name} {self.banner}\r\n".encode("utf-8")
+        self.greeting = f"220 {name} {self.banner}\r\n".encode()
         self.r_closing = f"421 4.3.2 {name} Service shutting down, closing connection\r\n"
         self.r_busy = f"421 4.3.2 {name} Too many connections, try again later\r\n"
         self.r_timeout = f"421 4.4.2 {name} Error: timeout exceeded, closing connection\r\n"
         self.r_runaway = f"421 4.7.0 {name} Error: line too long, closing connection\r\n"
         self.r_bad_cmds = f"421 4.7.0 {name} Error: too many bad commands, closing connection\r\n"
         self.r_auth_fails = f"421 4.7.0 {name} Error: too many failed AUTH attempts\r\n"
-        self.r_helo = f"250 {name}\r\n".encode("utf-8")
+        self.r_helo = f"250 {name}\r\n".encode()
         self._ehlo_cache: dict[tuple[bool, bool], tuple[list[str], bytes]] = {}
         self.help = self._help_reply()
 
@@ -467,7 +467,7 @@ class ServerSession:
         self._auth_failures = 0
         self.session = Session(peer, loop)
         self._reset_connection_state()
-        dispatch: dict[bytes, Callable[[bytes], Any]] = {
+        dispatch: dict[bytes, Callable[[bytes], bytes | HookCall | None]] = {
             b"MAIL": self._cmd_mail,
             b"RCPT": self._cmd_rcpt,
             b"DATA": self._cmd_data,
@@ -912,6 +912,11 @@ class ServerSession:
     def _data_hook_failed(self) -> bytes | HookCall:
         return self._abort_call(R_LOCAL_ERROR)
 
+    # A reply in gives a reply (or the abort hook) out; None stays None without the hook.
+    @overload
+    def _abort_call(self, reply: bytes) -> bytes | HookCall: ...
+    @overload
+    def _abort_call(self, reply: None) -> HookCall | None: ...
     def _abort_call(self, reply: bytes | None) -> bytes | HookCall | None:
         """End a refused or broken message: tell a streaming handler, then reply."""
         config = self.config

@@ -15,12 +15,12 @@ chunk under write backpressure.
 from __future__ import annotations
 
 import copy
-import re
 import email.utils
+import re
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
-from typing import IO, Union
+from typing import IO, cast
 
 from .errors import SMTPEnvelopeError
 
@@ -46,11 +46,12 @@ NOTIFY_VALUES = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 RET_VALUES = frozenset({"FULL", "HDRS"})
 
 #: What ``SMTPConnection.send`` accepts as a message.
-MessageSource = Union[
-    bytes, bytearray, memoryview, str, Message, IO[bytes], Iterable[bytes], AsyncIterable[bytes]
-]
+MessageSource = (
+    bytes | bytearray | memoryview | str | Message
+    | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
+)
 #: What :func:`message_payload` returns: whole bytes, or chunks to stream.
-Payload = Union[bytes, bytearray, memoryview, Iterable[bytes], AsyncIterable[bytes]]
+Payload = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
 
 
 def xtext(value: str) -> str:
@@ -253,7 +254,11 @@ def message_payload(message: MessageSource) -> Payload:
             return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         return message.as_bytes()
     if hasattr(message, "read"):
-        return _file_chunks(message)  # type: ignore[arg-type]
-    if isinstance(message, (Iterable, AsyncIterable)):
-        return message
+        # A file object: typing.IO is no runtime class, so "has read()" is the test.
+        return _file_chunks(cast("IO[bytes]", message))
+    # A fresh name: on the parameter itself mypy's isinstance below would widen back to
+    # the declared union (bytes, str and Message are iterable too).
+    stream = message
+    if isinstance(stream, (Iterable, AsyncIterable)):
+        return stream
     raise TypeError(f"cannot send a message of type {type(message).__name__}")
