@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from email.message import Message
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, cast
 
 from ._codec import DataEncoder
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
@@ -81,7 +81,7 @@ _log = logging.getLogger("fastsmtp.connection")
 
 #: An XOAUTH2 token provider: ``await provider(user, refresh=False) -> token``. It is
 #: called again with ``refresh=True`` when the server rejected the token it returned.
-TokenProvider = Callable[..., Union[Awaitable[str], str]]
+TokenProvider = Callable[..., Awaitable[str] | str]
 
 #: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
 #: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
@@ -380,8 +380,10 @@ class SMTPConnection:
             if self._sock is not None:
                 coro = loop.create_connection(lambda: proto, sock=self._sock, **kwargs)
             else:
+                # ConnectionOptions.__post_init__ replaced a None port with the default.
+                port = cast(int, opts.port)
                 coro = loop.create_connection(
-                    lambda: proto, opts.host, opts.port, local_addr=opts.local_addr, **kwargs
+                    lambda: proto, opts.host, port, local_addr=opts.local_addr, **kwargs
                 )
             await asyncio.wait_for(coro, opts.connection_timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -455,7 +457,7 @@ class SMTPConnection:
             raise SMTPTLSError(f"TLS handshake failed: {exc}") from exc
         if transport is None:
             raise SMTPTLSError("TLS handshake failed: the connection was closed")
-        proto.transport = transport  # type: ignore[assignment]
+        proto.transport = transport
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
@@ -924,15 +926,17 @@ class SMTPConnection:
             chunk = chunk.encode("utf-8")
         if not chunk:
             return
-        self._write(self._encoder.encode(chunk))  # type: ignore[arg-type]
+        self._write(self._encoder.encode(chunk))
         proto = self._proto
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
 
     def _write_many(self, parts: Iterable[bytes]) -> None:
         proto = self._proto
-        if proto is None or proto.error is not None:
-            raise proto.error if proto is not None else SMTPConnectionError("not open")
+        if proto is None:
+            raise SMTPConnectionError("not open")
+        if proto.error is not None:
+            raise proto.error
         if self._trace:
             self.logger.debug("C: <message data>")
         proto.transport.writelines(parts)  # type: ignore[union-attr]
