@@ -17,8 +17,9 @@ import hashlib
 import multiprocessing
 import sys
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypedDict
 
 from ._loop import loop_name, new_event_loop
 
@@ -113,11 +114,48 @@ class _Progress:
         self.stream.flush()
 
 
-class DemoReport:
-    """What one demo run measured (also printed as the summary)."""
+class _Sent(TypedDict):
+    """The client side's half of a :class:`DemoReport` (what ``_send_all`` measured)."""
 
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
+    accepted: int
+    failed: int
+    errors: dict[str, int]
+    elapsed: float
+    cpu: float
+    client_checksum: int
+    implementation: str
+    loop: str
+
+
+@dataclass(kw_only=True)
+class DemoReport:
+    """What one demo run measured (also printed as the summary).
+
+    Attributes:
+        messages: Messages the client was asked to send.
+        accepted: Messages the server accepted (per the client).
+        failed: Messages whose sending failed.
+        server_count: Messages the server reported receiving.
+        server_checksum: Sum of the received bodies' checksums (mod 2**128).
+        client_checksum: Sum of the sent bodies' checksums (mod 2**128).
+        errors: Failures counted by exception class name.
+        elapsed: Wall-clock seconds of the sending.
+        cpu: Client process CPU seconds of the sending.
+        implementation: The codec core the client used (``cython`` or ``python``).
+        loop: The client's event loop (``uvloop`` or ``asyncio``).
+    """
+
+    messages: int
+    accepted: int
+    failed: int
+    server_count: int
+    server_checksum: int
+    client_checksum: int
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    cpu: float = 0.0
+    implementation: str = ""
+    loop: str = ""
 
     @property
     def ok(self) -> bool:
@@ -130,7 +168,7 @@ class DemoReport:
         )
 
 
-async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | None) -> dict[str, Any]:
+async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | None) -> _Sent:
     from . import IMPLEMENTATION
     from .message import Envelope
     from .pool import SMTPPool
@@ -164,9 +202,9 @@ async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | N
     cpu = time.process_time() - cpu0
     if progress is not None:
         progress.update(accepted, failed, final=True)
-    return dict(accepted=accepted, failed=failed, errors=errors, elapsed=elapsed, cpu=cpu,
-                client_checksum=checksum, implementation=IMPLEMENTATION,
-                loop=loop_name(loop))
+    return _Sent(accepted=accepted, failed=failed, errors=errors, elapsed=elapsed, cpu=cpu,
+                 client_checksum=checksum, implementation=IMPLEMENTATION,
+                 loop=loop_name(loop))
 
 
 def run_demo(args: argparse.Namespace, progress: bool = True) -> DemoReport:
