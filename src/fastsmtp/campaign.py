@@ -58,11 +58,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage, Message
+from email.headerregistry import BaseHeader
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 from .connection import SendResult
@@ -192,7 +193,8 @@ def _fold(name: str, value: str) -> bytes:
     # policy.fold(name, str) only refolds long lines; a parsed header object also
     # RFC 2047-encodes non-ASCII words (and only the display names of address headers).
     policy = email.policy.SMTP
-    return policy.header_factory(name, value).fold(policy=policy).encode("ascii")
+    header: BaseHeader = policy.header_factory(name, value)
+    return header.fold(policy=policy).encode("ascii")
 
 
 def _encode_text(text: str) -> tuple[bytes, bytes]:
@@ -240,11 +242,12 @@ class MessageTemplate:
     when the template lacks them; ``Bcc`` is dropped (it would reveal the list).
 
     Args:
-        message: The template message.
+        message: The template message (modern email API: parts need ``is_attachment``
+            and ``get_content``, as parsed with ``email.policy.default``).
         sender: The ``--from`` address (From header default, Message-ID domain).
     """
 
-    def __init__(self, message: Message, sender: str) -> None:
+    def __init__(self, message: EmailMessage, sender: str) -> None:
         self.sender = sender
         self._domain = sender.rpartition("@")[2] or "localhost"
         self._msgid_base = secrets.token_hex(8)
@@ -305,12 +308,12 @@ class MessageTemplate:
             message.set_content(html or "", subtype="html")
         return cls(message, sender)
 
-    def _compile(self, part: Message, top: bool = False) -> _Node:
+    def _compile(self, part: MIMEPart, top: bool = False) -> _Node:
         ctype = part.get_content_type()
         if part.is_multipart():
             boundary = part.get_boundary() or ("=_fastsmtp_" + secrets.token_hex(12))
             params = "".join(
-                f'; {k}="{v}"' for k, v in part.get_params(header="content-type")[1:]
+                f'; {k}="{v}"' for k, v in (part.get_params(header="content-type") or [])[1:]
                 if k.lower() != "boundary"
             )
             node = _Node(
@@ -319,14 +322,15 @@ class MessageTemplate:
                 content_type=_fold("Content-Type", f'{ctype}{params}; boundary="{boundary}"'),
                 boundary=boundary.encode("ascii"),
             )
-            subparts: list[Message] = part.get_payload()  # type: ignore[assignment]
+            subparts = cast("list[MIMEPart]", part.get_payload())  # multipart: a list
             node.children = [self._compile(sub) for sub in subparts]
             return node
         if part.get_content_maintype() == "text" and not part.is_attachment():
             try:
-                content = part.get_content()  # type: ignore[attr-defined]
+                content = part.get_content()
             except (LookupError, AttributeError):
-                payload: bytes = part.get_payload(decode=True)  # type: ignore[assignment]
+                # Not multipart, so decoding gives the bytes of the body.
+                payload = cast(bytes, part.get_payload(decode=True))
                 content = payload.decode("utf-8", "replace")
             return _Node(
                 "text",
@@ -717,7 +721,7 @@ class Journal:
 
     def uncertain(self) -> list[tuple[str, int, str]]:
         """``(email, line, status)`` of every recipient whose delivery is unknown."""
-        return [tuple(r) for r in self._db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self._db.execute(
             "SELECT email, line, status FROM recipients "
             "WHERE status IN ('sending', 'maybe-delivered') ORDER BY line")]
 
@@ -1404,7 +1408,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Run ``fastsmtp send``; return the exit status (see the ``EXIT_*`` constants)."""
-    from .server import new_event_loop
+    from ._loop import new_event_loop
 
     try:
         config = prepare(args)
