@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from ._codec import IMPLEMENTATION
+from .connection import SendResult, SMTPConnection
 from .errors import (
     SMTPAuthError,
     SMTPConnectionError,
@@ -30,7 +31,6 @@ from .errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
-from .connection import SendResult, SMTPConnection
 from .handlers import Maildir, Printing, Sink, StreamingHandler
 from .message import DSN, Envelope
 from .options import ConnectionOptions

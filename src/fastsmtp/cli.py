@@ -101,8 +101,8 @@ def add_serve_parser(subparsers: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``fastsmtp serve`` until SIGINT/SIGTERM; return the exit status."""
-    from .handlers import Maildir, Printing
     from ._loop import new_event_loop
+    from .handlers import Maildir, Printing
     from .server import SMTPServer
 
     options: dict[str, Any] = {"max_size": args.max_size, "lmtp": args.lmtp}
