@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SOURCES := $(wildcard src/fastsmtp/*.py src/fastsmtp/*.pyx src/fastsmtp/*.pxd src/fastsmtp/*.pyi) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: demo test test-fast bench bench-smoke clean
+.PHONY: demo test test-fast bench bench-smoke lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: .make-installed
 	$(PY) -c "import fastsmtp, sys; print('fastsmtp', fastsmtp.__version__, 'core:', fastsmtp.IMPLEMENTATION)"
 	FASTSMTP_IMPLEMENTATION=cython $(PY) -m pytest -q -p no:cacheprovider tests
 	FASTSMTP_IMPLEMENTATION=python $(PY) -m pytest -q -p no:cacheprovider tests
+
+# Static checks: strict mypy (pyproject [tool.mypy]) and ruff's correctness, bugbear,
+# pyupgrade and import-order rules. B905 (zip() without strict=) is left off on purpose.
+lint: .make-installed
+	$(VENV)/bin/mypy src/fastsmtp
+	$(VENV)/bin/ruff check --select F,E9,B,UP,I --ignore B905 src
 
 bench: .make-installed
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops
