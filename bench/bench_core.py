@@ -40,7 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+try:
+    import fastsmtp  # noqa: F401  (an installed build, with its compiled core)
+except ImportError:  # a checkout that was never installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from fastsmtp import _core_py  # noqa: E402
 

@@ -25,11 +25,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from peer_programs import free_port, require, run_source, sink_command, start_listening
+from peer_programs import child_env, free_port, require, run_source, sink_command, start_listening
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 SESSIONS = 8
 
 
@@ -73,10 +71,7 @@ def sink(kind: str) -> Iterator[int]:
         cmd = sink_command(port)
     else:
         cmd = [sys.executable, __file__, "--serve", kind, str(port)]
-    # The caller's PYTHONPATH wins, so a built tree (compiled core) can be measured.
-    path = os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, PYTHONPATH=(path + os.pathsep if path else "") + SRC)
-    with start_listening(cmd, port, env):
+    with start_listening(cmd, port, child_env()):
         yield port
 
 

@@ -141,3 +141,26 @@ def run_source(
     if done.returncode != 0 or done.stderr.strip():
         raise RuntimeError(f"smtp-source failed: {done.stderr.decode(errors='replace')}")
     return messages / elapsed
+
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def package_root() -> str:
+    """The directory fastsmtp is imported from: an installed build, else ``src/``.
+
+    Benchmarks must measure the build that is installed (with its compiled core), not a
+    source tree that may have none; ``src/`` is only the fallback for a checkout that was
+    never installed.
+    """
+    try:
+        import fastsmtp
+    except ImportError:
+        return SRC
+    return os.path.dirname(os.path.dirname(os.path.abspath(fastsmtp.__file__)))
+
+
+def child_env() -> dict[str, str]:
+    """Environment for a benchmark child process: it imports the same fastsmtp as we do."""
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, PYTHONPATH=package_root() + (os.pathsep + path if path else ""))
