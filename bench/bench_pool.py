@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peer_programs import program, require, smtp_sink, source_command
+from peer_programs import child_env, program, require, smtp_sink, source_command
 
 HERE = Path(__file__).resolve().parent
-SRC = str(HERE.parent / "src")
 NODE_DIR = HERE / "node"
 CONNECTIONS = 8
 #: Seconds any one client run may take before it is killed.
@@ -129,7 +128,7 @@ def _client_aiosmtplib(port: int, count: int, message: bytes, connections: int) 
     import uvloop
 
     async def main() -> dict[str, Any]:
-        outcome = {"sent": 0, "errors": 0, "error": None}
+        outcome: dict[str, Any] = {"sent": 0, "errors": 0, "error": None}
 
         async def worker(share: int) -> None:
             smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False,
@@ -157,7 +156,7 @@ def _client_aiosmtplib(port: int, count: int, message: bytes, connections: int) 
 def _client_smtplib(port: int, count: int, message: bytes, connections: int) -> dict[str, Any]:
     import smtplib
 
-    outcome = {"sent": 0, "errors": 0, "error": None}
+    outcome: dict[str, Any] = {"sent": 0, "errors": 0, "error": None}
     lock = threading.Lock()
 
     def worker(share: int) -> None:
@@ -277,12 +276,6 @@ class Result:
         return (self.cpu_process if whole else self.cpu_send) / self.count * 1e6
 
 
-def _env() -> dict[str, str]:
-    # The caller's PYTHONPATH wins, so a built tree (compiled core) can be measured.
-    path = os.environ.get("PYTHONPATH", "")
-    return dict(os.environ, PYTHONPATH=(path + os.pathsep if path else "") + SRC)
-
-
 def node_ready() -> str | None:
     """Why nodemailer cannot run (None when it can)."""
     if program("node") is None:
@@ -318,8 +311,8 @@ def run_client(kind: str, port: int, count: int, size: int,
         cmd = client_command(kind, port, count, message_file, connections, size)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, timeout=CLIENT_TIMEOUT, env=_env(),
-                              cwd=str(NODE_DIR) if kind == "nodemailer" else None)
+        done = subprocess.run(cmd, capture_output=True, timeout=CLIENT_TIMEOUT,
+                              env=child_env(), cwd=str(NODE_DIR) if kind == "nodemailer" else None)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_process = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -391,14 +384,14 @@ def memory_run(count: int, size: int = 200, batch: bool = False) -> Result:
         cmd = [sys.executable, __file__, "--memory-client", str(port), str(count), str(size),
                str(CONNECTIONS), str(int(batch))]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(cmd, capture_output=True, timeout=CLIENT_TIMEOUT * 4, env=_env())
+        done = subprocess.run(cmd, capture_output=True, timeout=CLIENT_TIMEOUT * 4, env=child_env())
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"memory client failed: {done.stderr.decode(errors='replace')[-2000:]}")
     out = json.loads(done.stdout.decode().strip().splitlines()[-1])
     cpu_process = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Result("fastsmtp-batch" if batch else "fastsmtp", count, out["elapsed"], out["cpu"], cpu_process, out["sent"],
-                  out["errors"], out.get("error"),
+    return Result("fastsmtp-batch" if batch else "fastsmtp", count, out["elapsed"], out["cpu"],
+                  cpu_process, out["sent"], out["errors"], out.get("error"),
                   {"samples": out["samples"], "maxrss": out["maxrss"]})
 
 
@@ -433,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.client:
         kind, port, count, path, conns = args.client
-        result = _PY_CLIENTS[kind](int(port), int(count), Path(path).read_bytes(), int(conns))
-        print(json.dumps(result))
+        report = _PY_CLIENTS[kind](int(port), int(count), Path(path).read_bytes(), int(conns))
+        print(json.dumps(report))
         return 0
     if args.memory_client:
         port, count, size, conns, batch = (int(v) for v in args.memory_client)
