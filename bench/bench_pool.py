@@ -4,9 +4,11 @@ Every client sends the same raw message to one Postfix ``smtp-sink`` (C, discard
 everything) through 8 connections, each client in its own process so its CPU can be
 measured on its own:
 
-* ``fastsmtp``: :class:`~fastsmtp.pool.SMTPPool` on uvloop, fed by ``send_many``;
-* ``fastsmtp-batch``: the same with ``batch_size=FAST_BATCH_SIZE`` (each message's
-  envelope in the same write as the previous message's dot);
+* ``fastsmtp``: :class:`~fastsmtp.pool.SMTPPool` on uvloop with its defaults, fed by
+  ``send_many`` (batched: each message's envelope rides in the same write as the previous
+  message's dot);
+* ``fastsmtp-unbatched``: the same with ``batch_size=1`` (one task per message, up to
+  ``PIPELINE_DEPTH`` in flight per connection: the path a rate-limited pool takes);
 * ``aiosmtplib``: 8 ``SMTP`` clients on uvloop, each sending its share one by one;
 * ``smtplib``: 8 threads, one ``smtplib.SMTP`` connection each;
 * ``nodemailer``: its pooled transport (``bench/node/pool_bench.js``; needs
@@ -54,7 +56,7 @@ NODE_DIR = HERE / "node"
 CONNECTIONS = 8
 #: Seconds any one client run may take before it is killed.
 CLIENT_TIMEOUT = 900.0
-CLIENTS = ("fastsmtp", "fastsmtp-batch", "aiosmtplib", "smtplib", "nodemailer", "smtp-source")
+CLIENTS = ("fastsmtp", "fastsmtp-unbatched", "aiosmtplib", "smtplib", "nodemailer", "smtp-source")
 MAIL_FROM = "a@example.com"
 RCPT_TO = "b@example.com"
 #: Targets from issue 4: throughput relative to smtp-source, CPU per 1 KB message.
@@ -93,15 +95,14 @@ def _report(start: float, cpu: float, sent: int, errors: int, error: str | None)
 
 
 def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
-                     batch: bool = False) -> dict[str, Any]:
+                     unbatched: bool = False) -> dict[str, Any]:
     import uvloop
 
     from fastsmtp import pool as pool_module
     from fastsmtp.message import Envelope
     from fastsmtp.pool import SMTPPool
 
-    # The batched mode (``batch_size``) where this tree has it; the defaults otherwise.
-    extra = {"batch_size": pool_module.FAST_BATCH_SIZE} if batch else {}
+    extra = {"batch_size": 1} if unbatched else {}
 
     async def main() -> dict[str, Any]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
@@ -195,7 +196,7 @@ def _vmrss(field: bytes = b"VmRSS:") -> int:
 
 
 def _client_memory(port: int, count: int, size: int, connections: int,
-                   batch: bool) -> dict[str, Any]:
+                   unbatched: bool) -> dict[str, Any]:
     """Offer ``count`` distinct messages to send_many from a generator; sample VmRSS."""
     import uvloop
 
@@ -203,7 +204,7 @@ def _client_memory(port: int, count: int, size: int, connections: int,
     from fastsmtp.message import Envelope
     from fastsmtp.pool import SMTPPool
 
-    extra = {"batch_size": pool_module.FAST_BATCH_SIZE} if batch else {}
+    extra = {"batch_size": 1} if unbatched else {}
 
     template = make_message(size)
 
@@ -240,12 +241,12 @@ def _client_memory(port: int, count: int, size: int, connections: int,
     return uvloop.run(main())
 
 
-def _client_fastsmtp_batch(port: int, count: int, message: bytes,
+def _client_fastsmtp_unbatched(port: int, count: int, message: bytes,
                            connections: int) -> dict[str, Any]:
-    return _client_fastsmtp(port, count, message, connections, batch=True)
+    return _client_fastsmtp(port, count, message, connections, unbatched=True)
 
 
-_PY_CLIENTS = {"fastsmtp": _client_fastsmtp, "fastsmtp-batch": _client_fastsmtp_batch,
+_PY_CLIENTS = {"fastsmtp": _client_fastsmtp, "fastsmtp-unbatched": _client_fastsmtp_unbatched,
                "aiosmtplib": _client_aiosmtplib, "smtplib": _client_smtplib}
 
 
@@ -378,11 +379,11 @@ def table(results: dict[str, dict[str, Result]], loads: list[tuple[str, int, int
     return "\n".join(rows)
 
 
-def memory_run(count: int, size: int = 200, batch: bool = False) -> Result:
+def memory_run(count: int, size: int = 200, unbatched: bool = False) -> Result:
     """The flat-memory run: ``count`` messages through send_many, RSS sampled."""
     with smtp_sink() as port:
         cmd = [sys.executable, __file__, "--memory-client", str(port), str(count), str(size),
-               str(CONNECTIONS), str(int(batch))]
+               str(CONNECTIONS), str(int(unbatched))]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(cmd, capture_output=True, timeout=CLIENT_TIMEOUT * 4, env=child_env())
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -390,7 +391,7 @@ def memory_run(count: int, size: int = 200, batch: bool = False) -> Result:
         raise RuntimeError(f"memory client failed: {done.stderr.decode(errors='replace')[-2000:]}")
     out = json.loads(done.stdout.decode().strip().splitlines()[-1])
     cpu_process = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Result("fastsmtp-batch" if batch else "fastsmtp", count, out["elapsed"], out["cpu"],
+    return Result("fastsmtp-unbatched" if unbatched else "fastsmtp", count, out["elapsed"], out["cpu"],
                   cpu_process, out["sent"], out["errors"], out.get("error"),
                   {"samples": out["samples"], "maxrss": out["maxrss"]})
 
@@ -430,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
     if args.memory_client:
-        port, count, size, conns, batch = (int(v) for v in args.memory_client)
-        print(json.dumps(_client_memory(port, count, size, conns, bool(batch))))
+        port, count, size, conns, unbatched = (int(v) for v in args.memory_client)
+        print(json.dumps(_client_memory(port, count, size, conns, bool(unbatched))))
         return 0
 
     from fastsmtp._codec import IMPLEMENTATION
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results, loads))
         source = results["1 KB"].get("smtp-source")
         print()
-        for kind in ("fastsmtp", "fastsmtp-batch"):
+        for kind in ("fastsmtp", "fastsmtp-unbatched"):
             pool = results["1 KB"].get(kind)
             if pool is None or source is None:
                 continue
@@ -469,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cpu:.1f} µs CPU/msg (goal {TARGET_CPU_US:.0f}): {met_cpu}")
     if args.memory or args.memory_only:
         count = 1_000_000 // scale
-        for batch in (False, True):
-            result = memory_run(count, batch=batch)
+        for unbatched in (False, True):
+            result = memory_run(count, unbatched=unbatched)
             print(f"\nmemory, {result.client}: {count:,} messages of 200 bytes through "
                   f"send_many from a generator ({result.rate:,.0f} msgs/s, "
                   f"{result.cpu_us():.1f} µs CPU/msg, {result.errors} errors)\n")
@@ -510,9 +511,9 @@ def test_pool_fastsmtp_100k(benchmark: Any) -> None:
     _smoke(benchmark, "fastsmtp", 20, 100 * 1024)
 
 
-def test_pool_fastsmtp_batch_1k(benchmark: Any) -> None:
-    """fastsmtp SMTPPool with batch_size=FAST_BATCH_SIZE, 200 x 1 KB."""
-    _smoke(benchmark, "fastsmtp-batch", SMOKE_COUNT, 1024)
+def test_pool_fastsmtp_unbatched_1k(benchmark: Any) -> None:
+    """fastsmtp SMTPPool with batch_size=1 (one task per message), 200 x 1 KB."""
+    _smoke(benchmark, "fastsmtp-unbatched", SMOKE_COUNT, 1024)
 
 
 def test_pool_aiosmtplib_1k(benchmark: Any) -> None:
@@ -538,7 +539,7 @@ def test_pool_smtp_source_1k(benchmark: Any) -> None:
 def test_pool_memory_smoke() -> None:
     """The flat-memory run on 2,000 messages: every message sent, RSS sampled."""
     require("smtp-sink")
-    result = memory_run(2000, batch=True)
+    result = memory_run(2000)
     assert (result.sent, result.errors) == (2000, 0), result.error
     assert result.extra is not None and len(result.extra["samples"]) == 101
 

@@ -1,10 +1,11 @@
-"""SMTPPool with ``batch_size`` > 1: every behaviour of the default pool, plus batching.
+"""SMTPPool's two sending paths.
 
-The whole of ``test_pool.py`` runs again here with ``make_pool`` giving the pool
-``batch_size=FAST_BATCH_SIZE`` (so retries, maybe-delivered, cancellation, max_messages,
-idle and back-pressure rules are checked on the batched path too), except the test that
-detects cross-message pipelining from separate writes: batching sends the next envelope
-in the same write as the dot, which ``test_next_envelope_rides_with_the_dot`` checks.
+By default a connection sends runs of messages (``batch_size=FAST_BATCH_SIZE``); with a
+rate limit, or ``batch_size=1``, it keeps ``PIPELINE_DEPTH`` ``send()`` tasks in flight
+instead. ``test_pool.py`` covers the default; here the whole of it runs again with
+``batch_size=1`` (so retries, maybe-delivered, cancellation, max_messages, idle and
+back-pressure rules hold on that path too), plus tests specific to runs: the next
+envelope rides with the dot, a loss mid-run, runs and max_messages.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ from test_pool import *  # noqa: F401,F403 - the default pool's tests, run batch
 from test_pool import ENV, body
 
 from fastsmtp.errors import SMTPMaybeDelivered
-from fastsmtp.pool import FAST_BATCH_SIZE, SMTPPool
-
-del test_pipelining_across_messages  # noqa: F821 - replaced below (separate writes)
+from fastsmtp.pool import SMTPPool
 
 _make_pool = test_pool.make_pool
 
 
 @pytest.fixture(autouse=True)
-def batched(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every pool made by test_pool's helper sends in batches."""
+def one_task_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """test_pool's tests, rerun here, get pools on the one-task-per-message path."""
 
     def make_pool(port: int, **options: object) -> SMTPPool:
-        options.setdefault("batch_size", FAST_BATCH_SIZE)
+        options.setdefault("batch_size", 1)
         return _make_pool(port, **options)
 
     monkeypatch.setattr(test_pool, "make_pool", make_pool)
@@ -78,7 +77,7 @@ async def test_next_envelope_rides_with_the_dot() -> None:
     srv = await asyncio.start_server(server, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     try:
-        async with test_pool.make_pool(port, max_connections=1) as pool:
+        async with _make_pool(port, max_connections=1) as pool:
             results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(5)))
     finally:
         srv.close()
@@ -92,7 +91,7 @@ async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> N
     """A connection lost after message 3's dot: 3 is maybe delivered (never resent);
     the messages batched behind it were not written, so they are retried."""
     recorder.data_action[3] = "drop"
-    async with test_pool.make_pool(recorder.port, max_connections=1) as pool:
+    async with _make_pool(recorder.port, max_connections=1) as pool:
         results = await asyncio.gather(
             *(pool.send(body(i), ENV) for i in range(1, 9)), return_exceptions=True
         )
@@ -104,7 +103,7 @@ async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> N
 
 async def test_batches_respect_max_messages(recorder) -> None:
     """A batch never runs a connection past max_messages."""
-    async with test_pool.make_pool(recorder.port, max_connections=1, max_messages=4) as pool:
+    async with _make_pool(recorder.port, max_connections=1, max_messages=4) as pool:
         await asyncio.gather(*(pool.send(body(i), ENV) for i in range(10)))
     assert sorted(recorder.delivered) == list(range(10))
     assert recorder.ehlo == 3  # 4 + 4 + 2

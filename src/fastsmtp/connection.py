@@ -288,6 +288,7 @@ class SMTPConnection:
         self._encoder = DataEncoder()
         self._turn = False  # a transaction holds the write turn
         self._turn_waiters: deque[asyncio.Future[None]] = deque()
+        self._held = b""  # a final write kept for the next transaction to join (_write)
         self._pending = 0  # transactions started and not finished
         self._trace = False
         self._name = ""
@@ -465,7 +466,13 @@ class SMTPConnection:
 
     # -- low-level I/O -------------------------------------------------------------------
 
-    def _write(self, data: bytes, secret: bool = False) -> None:
+    def _write(self, data: bytes, secret: bool = False, hold: bool = False) -> None:
+        """Write ``data`` (after any held bytes); with ``hold``, keep it for the next write.
+
+        A transaction that hands the write turn to a waiting one holds its final write
+        (body and dot) so that the next message's MAIL/RCPT/DATA join it: one write
+        (one system call, one segment) per pipelined message instead of two.
+        """
         proto = self._proto
         if proto is None or self._state != _READY:
             raise SMTPConnectionError("the connection is not open")
@@ -473,7 +480,20 @@ class SMTPConnection:
             raise proto.error
         if self._trace:
             self._trace_write(data, secret)
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        if hold:
+            self._held = data
+            return
         proto.transport.write(data)  # type: ignore[union-attr]
+
+    def _flush_held(self) -> None:
+        """Write held bytes now: nobody is going to write behind them."""
+        held, self._held = self._held, b""
+        proto = self._proto
+        if held and proto is not None and proto.error is None and self._state == _READY:
+            proto.transport.write(held)  # type: ignore[union-attr]
 
     def _trace_write(self, data: bytes, secret: bool) -> None:
         if secret:
@@ -704,6 +724,8 @@ class SMTPConnection:
                 fut.set_result(None)  # hand over: the turn stays taken
                 return
         self._turn = False
+        if self._held:
+            self._flush_held()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -909,7 +931,7 @@ class SMTPConnection:
             data = encoder.encode(payload)
             end = encoder.end()
             if len(data) <= JOIN_LIMIT:
-                self._write(b"".join((data, end, tail)))
+                self._write(b"".join((data, end, tail)), hold=self._hold_final(tail))
             else:
                 self._write_many((data, end + tail))
             return
@@ -919,7 +941,12 @@ class SMTPConnection:
         else:
             for chunk in payload:
                 await self._write_chunk(chunk)
-        self._write(encoder.end() + tail)
+        self._write(encoder.end() + tail, hold=self._hold_final(tail))
+
+    def _hold_final(self, tail: bytes) -> bool:
+        """Hold the final write? Yes when another transaction waits for the turn and will
+        write right behind it (pipelining); _release_turn flushes if nobody takes over."""
+        return not tail and bool(self._turn_waiters) and self.capabilities.pipelining
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -939,6 +966,9 @@ class SMTPConnection:
             raise proto.error
         if self._trace:
             self.logger.debug("C: <message data>")
+        if self._held:
+            parts = (self._held, *parts)
+            self._held = b""
         proto.transport.writelines(parts)  # type: ignore[union-attr]
 
     def _lmtp_result(
@@ -965,6 +995,7 @@ class SMTPConnection:
     async def send_many(
         self,
         messages: Iterable[tuple[Envelope | None, MessageSource]],
+        on_result: Callable[[int, SendResult | Exception], object] | None = None,
     ) -> list[SendResult | Exception]:
         """Send several messages back to back, pipelined across messages when possible.
 
@@ -975,6 +1006,9 @@ class SMTPConnection:
 
         Args:
             messages: ``(envelope, message)`` pairs, as for :meth:`send`; consumed lazily.
+            on_result: Called as ``on_result(index, result_or_error)`` the moment each
+                message's outcome is known (a pool settles its callers with it instead
+                of waiting for the whole batch).
 
         Returns:
             One :class:`SendResult` or exception per message, in order: a refusal
@@ -985,12 +1019,20 @@ class SMTPConnection:
         """
         results: list[Any] = []
         it = iter(messages)
+
+        def settle(index: int, outcome: SendResult | Exception) -> None:
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
         if not self.capabilities.pipelining:
             for envelope, message in it:
+                results.append(None)
                 try:
-                    results.append(await self.send(envelope, message))
+                    outcome: Any = await self.send(envelope, message)
                 except Exception as exc:  # noqa: BLE001 - reported per message
-                    results.append(exc)
+                    outcome = exc
+                settle(len(results) - 1, outcome)
             return results
 
         def prepare() -> tuple[int, Any, Any, list[bytes]] | None:
@@ -1000,7 +1042,7 @@ class SMTPConnection:
                 try:
                     prepared = self._prepare(envelope, message)
                 except Exception as exc:  # noqa: BLE001 - reported per message
-                    results[-1] = exc
+                    settle(len(results) - 1, exc)
                     continue
                 return (len(results) - 1, *prepared)
             return None
@@ -1021,9 +1063,10 @@ class SMTPConnection:
                 if dot is not None:
                     # The previous dot's reply comes before this envelope's replies.
                     try:
-                        results[dot_index] = await self._finish(*dot)
+                        outcome = await self._finish(*dot)
                     except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                        results[dot_index] = exc
+                        outcome = exc
+                    settle(dot_index, outcome)
                     dot = None
                 if cur is None:
                     break
@@ -1033,7 +1076,7 @@ class SMTPConnection:
                         envelope, commands, written
                     )
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                    results[index] = exc
+                    settle(index, exc)
                     cur = prepare()
                     if cur is not None:
                         self._write(b"".join(cur[3]))
@@ -1055,16 +1098,17 @@ class SMTPConnection:
                 # Only the message whose dot was written may have been delivered; the
                 # ones behind it were not, and may be retried.
                 if dot_index >= 0 and results[dot_index] is None:
-                    results[dot_index] = exc
+                    settle(dot_index, exc)
                 cause = exc.__cause__
                 other = cause if isinstance(cause, SMTPError) else SMTPConnectionError(
                     exc.message
                 )
             for i, result in enumerate(results):
                 if result is None:
-                    results[i] = other
+                    settle(i, other)
             for _ in it:
-                results.append(other)
+                results.append(None)
+                settle(len(results) - 1, other)
         finally:
             self._pending -= 1
             self._release_turn()

@@ -9,12 +9,16 @@ at most ``max_connections`` slots. Idle slots wait on a LIFO stack, so the most 
 used (warm) connection takes the next job and surplus connections age out through
 ``idle_timeout`` (asyncpg's pool does the same).
 
-A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH),
-takes a rate-limit permit and starts the transaction. When the server offers PIPELINING
-the slot keeps up to ``PIPELINE_DEPTH`` transactions in flight on its connection: the
-connection's write turn lets the next message's MAIL/RCPT/DATA follow the previous
-message's final dot (RFC 2920), so a busy connection costs about one round trip per
-message while the bytes of two messages never interleave.
+A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH)
+and starts the transaction. When the server offers PIPELINING (RFC 2920) the next
+message's MAIL/RCPT/DATA follow the previous message's final dot, so a busy connection
+costs about one round trip and one write per message while the bytes of two messages
+never interleave. Without a rate limit a slot hands its connection a *run* of up to
+``batch_size`` jobs (:meth:`SMTPConnection.send_many`), pulling each next job from the
+queue only just before the previous dot is written, and settles every caller the moment
+its own reply arrives. With a rate limit (a permit must be taken before each message
+starts) or ``batch_size=1`` the slot keeps up to ``PIPELINE_DEPTH`` ``send()`` tasks in
+flight instead, and the connection's write turn gives the same one-write pipelining.
 
 Every job's future resolves exactly once (``_settle`` is the only place that resolves
 one). The retry rule: a failure before the final dot was written (connection refused or
@@ -40,8 +44,8 @@ import re
 import socket
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -50,14 +54,13 @@ from collections.abc import (
 )
 from dataclasses import dataclass, fields
 from email.message import Message
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .connection import SendResult, SMTPConnection
+from .connection import SendResult, SMTPConnection, TokenProvider
 from .errors import (
     SMTPAuthError,
     SMTPConnectionError,
-    SMTPError,
     SMTPMaybeDelivered,
     SMTPPoolClosed,
     SMTPProtocolError,
@@ -74,17 +77,16 @@ __all__ = ["SMTPPool", "PoolOptions", "Auth", "parse_url", "PIPELINE_DEPTH", "FA
 
 _log = logging.getLogger("fastsmtp.pool")
 
-#: Transactions one connection keeps in flight when the server offers PIPELINING: the
-#: next message's envelope rides behind the previous message's dot.
-PIPELINE_DEPTH = 2
-#: A good ``batch_size`` for throughput (see :class:`PoolOptions`): about 3x the messages
-#: per second of the default and half the CPU per message against a fast local server.
+#: ``send()`` tasks one connection keeps in flight (with ``batch_size=1`` or a rate limit)
+#: when the server offers PIPELINING: enough that the next one is always waiting for the
+#: write turn when a dot is written, so its envelope rides in the same write.
+PIPELINE_DEPTH = 4
+#: The default ``batch_size`` (see :class:`PoolOptions`): long enough that a run's set-up
+#: is paid rarely, short enough that other slots get queued jobs too.
 FAST_BATCH_SIZE = 32
 
-#: A token provider for XOAUTH2: ``provider(user, *, refresh: bool) -> str`` (sync/async).
-TokenProvider = Callable[..., Union[str, Awaitable[str]]]
 #: The ``get_socket`` hook: ``async get_socket(options) -> socket | None``.
-GetSocket = Callable[[ConnectionOptions], Awaitable[Union[socket.socket, None]]]
+GetSocket = Callable[[ConnectionOptions], Awaitable[socket.socket | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +126,8 @@ class Auth:
             return cls(user, password)
         if isinstance(value, Mapping):
             token = value.get("xoauth2")
-            password = None if token is not None else value.get("pass", value.get("password"))
-            return cls(str(value.get("user", "")), password, token)
+            secret = None if token is not None else value.get("pass", value.get("password"))
+            return cls(str(value.get("user", "")), secret, token)
         raise TypeError("auth must be an Auth, a (user, password) tuple or a mapping")
 
 
@@ -145,13 +147,12 @@ class PoolOptions:
         retry_delay_max: Cap of the backoff (also of the pool's reconnect backoff).
         idle_timeout: Seconds an unused connection is kept open.
         pipelining: Pipeline consecutive messages on a connection (when offered).
-        batch_size: Messages a connection may send as one batch while more are queued
+        batch_size: Messages a connection may send as one run while more are queued
             (with PIPELINING and no rate limit): each message's envelope then goes out in
-            the same write as the previous message's final dot, and the batch's results
-            are all known when its last message is answered (so results wait for at most
-            ``batch_size`` messages). 1 (the default): one transaction at a time, each
-            result as soon as its own reply arrives. ``FAST_BATCH_SIZE`` is a good value
-            for bulk sending.
+            the same write as the previous message's final dot, one write per message.
+            Each caller still gets its result the moment its own reply arrives. 1: one
+            task per message, up to ``PIPELINE_DEPTH`` in flight per connection (the
+            path a rate-limited pool always takes).
     """
 
     max_connections: int = 5
@@ -164,7 +165,7 @@ class PoolOptions:
     retry_delay_max: float = 30.0
     idle_timeout: float = 30.0
     pipelining: bool = True
-    batch_size: int = 1
+    batch_size: int = FAST_BATCH_SIZE
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_messages", "max_queue", "max_attempts",
@@ -469,7 +470,7 @@ class SMTPPool:
         messages: Iterable[Any] | AsyncIterable[Any],
         *,
         window: int | None = None,
-    ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
+    ) -> AsyncGenerator[tuple[Any, SendResult | Exception], None]:
         """Send many messages; yield ``(item, result or error)`` as each one finishes.
 
         Each item is a message (an EmailMessage gives its own envelope) or an
@@ -800,7 +801,7 @@ class SMTPPool:
 
     def _backoff(self, attempt: int) -> float:
         opts = self.pool_options
-        return min(opts.retry_delay_max, opts.retry_delay * (2 ** max(0, attempt - 1)))
+        return min(opts.retry_delay_max, opts.retry_delay * (1 << max(0, attempt - 1)))
 
     def _connect_failed(self, job: _Job, exc: BaseException) -> None:
         """A connection could not be opened: back off the pool, charge the waiting jobs."""
@@ -861,19 +862,26 @@ class SMTPPool:
                 slot.count += 1
                 yield job.envelope, job.message
 
-        try:
-            results: list[Any] = await conn.send_many(items())
-        except BaseException as exc:
-            for job in batch:
-                self._failed(conn, job, exc)
-            raise
-        for job, result in zip(batch, results):
-            if isinstance(result, BaseException):
-                self._failed(conn, job, result)
-            elif result is None:  # not expected: send_many answers every message
-                self._failed(conn, job, SMTPConnectionError("no result for the message"))
+        done = [False] * 0  # grows with the batch: which jobs have their outcome
+
+        def on_result(index: int, outcome: SendResult | Exception) -> None:
+            # Each caller is settled the moment its own reply is in, not at batch end.
+            done.extend([False] * (index + 1 - len(done)))
+            done[index] = True
+            if isinstance(outcome, BaseException):
+                self._failed(conn, batch[index], outcome)
             else:
-                self._settle(job, result)
+                self._settle(batch[index], outcome)
+
+        try:
+            await conn.send_many(items(), on_result=on_result)
+        except BaseException as exc:
+            for index, job in enumerate(batch):
+                if index >= len(done) or not done[index]:
+                    self._failed(conn, job, exc)
+            raise
+        for index in range(len(done), len(batch)):  # not expected: every message is answered
+            self._failed(conn, batch[index], SMTPConnectionError("no result for the message"))
 
     def _failed(self, conn: SMTPConnection, job: _Job, exc: BaseException) -> None:
         """An attempt failed: retry the job later (see the module docs) or fail it."""
