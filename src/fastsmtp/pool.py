@@ -862,26 +862,41 @@ class SMTPPool:
                 slot.count += 1
                 yield job.envelope, job.message
 
-        done = [False] * 0  # grows with the batch: which jobs have their outcome
+        answered: set[int] = set()  # indexes in ``batch`` whose outcome was reported
+        deferred: list[tuple[_Job, SendResult | Exception]] = []
+
+        def conclude(job: _Job, outcome: SendResult | Exception) -> None:
+            if isinstance(outcome, BaseException):
+                self._failed(conn, job, outcome)
+            else:
+                self._settle(job, outcome)
 
         def on_result(index: int, outcome: SendResult | Exception) -> None:
-            # Each caller is settled the moment its own reply is in, not at batch end.
-            done.extend([False] * (index + 1 - len(done)))
-            done[index] = True
-            if isinstance(outcome, BaseException):
-                self._failed(conn, batch[index], outcome)
-            else:
-                self._settle(batch[index], outcome)
+            answered.add(index)
+            # With a backlog queued, outcomes are settled together at the end of the run:
+            # waking each caller per message costs about as much CPU again as sending it,
+            # and a backlog means nobody is starved for a result. With no backlog (a
+            # trickle of sends), each caller is settled the moment its reply is in.
+            deferred.append((batch[index], outcome))
+            if not self._pending:
+                for job, result in deferred:
+                    conclude(job, result)
+                deferred.clear()
 
         try:
             await conn.send_many(items(), on_result=on_result)
         except BaseException as exc:
+            for job, result in deferred:
+                conclude(job, result)
             for index, job in enumerate(batch):
-                if index >= len(done) or not done[index]:
+                if index not in answered:
                     self._failed(conn, job, exc)
             raise
-        for index in range(len(done), len(batch)):  # not expected: every message is answered
-            self._failed(conn, batch[index], SMTPConnectionError("no result for the message"))
+        for job, result in deferred:
+            conclude(job, result)
+        for index, job in enumerate(batch):
+            if index not in answered:  # not expected: send_many answers every message
+                self._failed(conn, job, SMTPConnectionError("no result for the message"))
 
     def _failed(self, conn: SMTPConnection, job: _Job, exc: BaseException) -> None:
         """An attempt failed: retry the job later (see the module docs) or fail it."""
