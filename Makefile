@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SOURCES := $(wildcard src/fastsmtp/*.py src/fastsmtp/*.pyx src/fastsmtp/*.pxd src/fastsmtp/*.pyi) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: demo test test-fast bench bench-smoke lint clean
+.PHONY: demo test bench bench-smoke lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(PY):
 	$(PY) -m pip install -q ".[test,bench]"
 	@touch $@
 
-demo: .make-installed
+# The demo needs nothing but the package (uvloop is used when available).
+.make-demo: $(PY) $(SOURCES)
+	$(PY) -m pip install -q ".[uvloop]"
+	@touch $@
+
+demo: .make-demo
 	$(VENV)/bin/fastsmtp demo
 
 # The whole suite, once on each core implementation.
@@ -38,4 +43,4 @@ bench-smoke: .make-installed
 	$(PY) -m pytest -q bench --benchmark-disable
 
 clean:
-	rm -rf $(VENV) build .make-installed
+	rm -rf $(VENV) build .make-installed .make-demo
