@@ -1293,6 +1293,7 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
                   f"of this machine; prefer ${args.password_env}", file=sys.stderr)
             password = kwargs["auth"].password
         kwargs.pop("auth", None)
+        kwargs.pop("user", None)  # a URL user without password: completed below
         if not user and parts.username:
             user = unquote(parts.username)
         secure = bool(kwargs.get("secure"))

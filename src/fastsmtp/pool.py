@@ -61,6 +61,7 @@ from .connection import SendResult, SMTPConnection, TokenProvider
 from .errors import (
     SMTPAuthError,
     SMTPConnectionError,
+    SMTPError,
     SMTPMaybeDelivered,
     SMTPPoolClosed,
     SMTPProtocolError,
@@ -240,7 +241,8 @@ def parse_url(url: str) -> dict[str, Any]:
     sets a TLS option (``tls.verify=false``). User and password are percent-decoded.
 
     Returns:
-        Keyword options for :class:`SMTPPool` (``auth`` as an :class:`Auth`).
+        Keyword options for :class:`SMTPPool` (``auth`` as an :class:`Auth`); a user
+        without a password comes back as ``user`` alone, for the caller to complete.
 
     Raises:
         ValueError: Unknown scheme or option, or a value of the wrong type.
@@ -255,7 +257,10 @@ def parse_url(url: str) -> dict[str, Any]:
     if parts.port is not None:
         options["port"] = parts.port
     if parts.username is not None:
-        options["auth"] = Auth(unquote(parts.username), unquote(parts.password or ""))
+        if parts.password is None:
+            options["user"] = unquote(parts.username)  # the password must come from elsewhere
+        else:
+            options["auth"] = Auth(unquote(parts.username), unquote(parts.password))
     types = _field_types()
     tls: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -294,7 +299,7 @@ class _Job:
 class _Slot:
     """One worker task and the connection it owns."""
 
-    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer", "room")
+    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer", "room", "blocker")
 
     def __init__(self) -> None:
         self.conn: SMTPConnection | None = None
@@ -305,6 +310,9 @@ class _Slot:
         self.timer: asyncio.TimerHandle | None = None  # idle timeout
         # Set while the worker waits for one of ``tasks`` to end (its pipeline is full).
         self.room: asyncio.Future[None] | None = None
+        # Set while the worker, holding a job, waits for a rate-limit permit or for the
+        # reconnect backoff: close() cancels it, so the job fails as "pool closed".
+        self.blocker: asyncio.Task[Any] | None = None
 
     def finished(self, task: asyncio.Task[None]) -> None:
         """Done callback of a transaction task: free its place in the pipeline."""
@@ -325,6 +333,8 @@ def _retryable(exc: BaseException) -> bool:
     """Did the attempt fail before the final dot, in a way a later attempt may not?"""
     if isinstance(exc, SMTPMaybeDelivered):
         return False  # never resend what may have been delivered
+    if isinstance(exc, SMTPError) and exc.reply is not None and exc.reply.is_permanent:
+        return False  # a 5xx (even a 554 greeting) will not change on a retry
     if isinstance(exc, (SMTPAuthError, SMTPTLSError)):
         return False  # configuration problems: retrying cannot help
     if isinstance(exc, (SMTPConnectionError, SMTPTimeoutError)):
@@ -345,8 +355,9 @@ class SMTPPool:
             result = await pool.send(email_message)  # envelope from From/To/Cc/Bcc
 
     Args:
-        url: Optional ``smtp://`` / ``smtps://`` URL (see :func:`parse_url`); keyword
-            options override what it says.
+        url: Optional ``smtp://`` / ``smtps://`` URL (see :func:`parse_url`), or a
+            mapping of options (nodemailer's camelCase names work); keyword options
+            override what it says.
         service: A well-known service name, alias or e-mail domain (``"gmail"``) that
             sets host, port and TLS mode (see :mod:`fastsmtp.services`).
         auth: Credentials: :class:`Auth`, ``(user, password)`` or a mapping with
@@ -362,7 +373,7 @@ class SMTPPool:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Mapping[str, Any] | None = None,
         *,
         service: str | None = None,
         auth: Auth | Mapping[str, Any] | tuple[str, str] | None = None,
@@ -370,11 +381,18 @@ class SMTPPool:
         logger: logging.Logger | None = None,
         **options: Any,
     ) -> None:
-        merged: dict[str, Any] = parse_url(url) if url else {}
+        if isinstance(url, Mapping):  # nodemailer-style options object (camelCase welcome)
+            merged: dict[str, Any] = {_option_name(k): v for k, v in url.items()}
+        else:
+            merged = parse_url(url) if url else {}
         service = options.pop("service", None) or service or merged.pop("service", None)
+        url_user = merged.pop("user", None)
         merged.update(options)
         if auth is not None:
             merged["auth"] = auth
+        elif url_user is not None and "auth" not in merged:
+            raise ValueError(f"the URL names the user {url_user!r} but no password: give "
+                             "auth=(user, password) or an XOAUTH2 token provider")
         if service is not None:
             known = lookup_service(service)
             merged.setdefault("host", known.host)
@@ -400,8 +418,9 @@ class SMTPPool:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._idle_callbacks: list[Callable[[], Any]] = []
         self._retry_timers: dict[_Job, asyncio.TimerHandle] = {}
-        self._connect_failures = 0
+        self._connect_failures = 0  # in a row, reset by a delivered message
         self._connect_not_before = 0.0
+        self._last_broken: SMTPConnection | None = None
         self._spawn_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -568,6 +587,9 @@ class SMTPPool:
                 self._spawn_timer.cancel()
             while self._idle:
                 self._wake(self._idle.pop(), None)
+            for slot in self._slots:
+                if slot.blocker is not None:
+                    slot.blocker.cancel()
         tasks = [slot.task for slot in self._slots if slot.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -595,6 +617,8 @@ class SMTPPool:
             except asyncio.CancelledError:
                 self._space_waiters.remove(waiter) if waiter in self._space_waiters else None
                 raise
+            if self._closing:  # close() ran while we waited for space
+                raise SMTPPoolClosed("the pool is closed")
         job = _Job(envelope, message, loop.create_future())
         self._enqueue(job)
         return await job.future  # type: ignore[no-any-return]
@@ -621,6 +645,9 @@ class SMTPPool:
         return job.future
 
     def _enqueue(self, job: _Job, front: bool = False) -> None:
+        if self._closing:  # nobody would ever take it
+            self._settle(job, SMTPPoolClosed("the pool was closed before the message was sent"))
+            return
         while self._idle:
             slot = self._idle.pop()  # LIFO: the warmest connection
             if slot.waiter is not None and not slot.waiter.done():
@@ -727,11 +754,18 @@ class SMTPPool:
                         job = await self._take(slot)
                         if job is None:
                             return
+                # The permit comes first: the connection is checked after the wait.
+                if self._limiter is not None and not await self._block(
+                        slot, job, self._limiter.acquire()):
+                    return
                 conn = slot.conn
                 if conn is not None and (not conn.is_connected or job.avoid is conn):
                     await self._retire(slot)
                     conn = None
                 if conn is None:
+                    backoff = self._connect_not_before - loop.time()
+                    if backoff > 0 and not await self._block(slot, job, asyncio.sleep(backoff)):
+                        return
                     try:
                         conn = slot.conn = await self._open()
                     except BaseException as exc:
@@ -740,8 +774,6 @@ class SMTPPool:
                             raise
                         return
                     slot.count = 0
-                if self._limiter is not None:
-                    await self._limiter.acquire()
                 slot.count += 1
                 pipelining = opts.pipelining and conn.capabilities.pipelining
                 if pipelining and opts.batch_size > 1 and self._limiter is None:
@@ -776,6 +808,21 @@ class SMTPPool:
             self._spawn()  # pending jobs left behind get a new slot (after any backoff)
             self._notify_idle()
 
+    async def _block(self, slot: _Slot, job: _Job, waiting: Awaitable[Any]) -> bool:
+        """Wait for ``waiting`` while holding ``job``; False (job failed) if the pool closed."""
+        blocker = slot.blocker = asyncio.ensure_future(waiting)
+        try:
+            await blocker
+        except asyncio.CancelledError:
+            if not (self._closing and blocker.cancelled()):
+                raise  # the worker itself was cancelled
+        finally:
+            slot.blocker = None
+        if self._closing:
+            self._settle(job, SMTPPoolClosed("the pool was closed before the message was sent"))
+            return False
+        return True
+
     async def _retire(self, slot: _Slot) -> None:
         """Finish the slot's transactions and QUIT its connection (errors ignored)."""
         conn, slot.conn = slot.conn, None
@@ -796,27 +843,35 @@ class SMTPPool:
         except BaseException:
             conn.close()
             raise
-        self._connect_failures = 0
         return conn
 
     def _backoff(self, attempt: int) -> float:
         opts = self.pool_options
         return min(opts.retry_delay_max, opts.retry_delay * (1 << max(0, attempt - 1)))
 
-    def _connect_failed(self, job: _Job, exc: BaseException) -> None:
-        """A connection could not be opened: back off the pool, charge the waiting jobs."""
+    def _back_off(self, exc: BaseException) -> None:
+        """Delay every new connection: the server is down or refuses whole sessions.
+
+        The count of such failures is reset only by a delivered message, not by a
+        successful connect: a server that greets and then answers 421 to every
+        transaction would otherwise get a hot reconnect loop.
+        """
         self._connect_failures += 1
         delay = self._backoff(self._connect_failures)
         self._connect_not_before = self._get_loop().time() + delay
-        self.logger.warning("cannot connect to %s:%s (%s); retrying in %.1f s",
+        self.logger.warning("connection to %s:%s failed (%s); new connections in %.1f s",
                             self.options.host, self.options.port, exc, delay)
-        waiting = [job, *self._pending]
+
+    def _connect_failed(self, job: _Job | None, exc: BaseException) -> None:
+        """A connection could not be opened: back off the pool, charge the waiting jobs."""
+        self._back_off(exc)
+        waiting = [job, *self._pending] if job is not None else list(self._pending)
         self._pending.clear()
         for queued in waiting:
             if queued.future.done():
                 continue
             queued.attempts += 1
-            if isinstance(exc, Exception) and _retryable(exc) \
+            if isinstance(exc, Exception) and _retryable(exc) and not self._closing \
                     and queued.attempts < self.pool_options.max_attempts:
                 self._pending.append(queued)
             else:
@@ -900,6 +955,17 @@ class SMTPPool:
 
     def _failed(self, conn: SMTPConnection, job: _Job, exc: BaseException) -> None:
         """An attempt failed: retry the job later (see the module docs) or fail it."""
+        closing = not conn.is_connected or (
+            isinstance(exc, SMTPError) and exc.reply is not None and exc.reply.code == 421)
+        if conn.messages_sent == 0 and closing and conn is not self._last_broken:
+            # A fresh connection broke before delivering anything: as bad as a failed
+            # connect (once per connection, however many jobs it was carrying), so the
+            # pool backs off and every waiting job is charged an attempt.
+            self._last_broken = conn
+            if _replayable(job.message):
+                self._connect_failed(job, exc)
+                return
+            self._connect_failed(None, exc)  # this job's stream is spent: it fails below
         job.attempts += 1
         if (
             isinstance(exc, Exception)
@@ -935,4 +1001,5 @@ class SMTPPool:
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
+            self._connect_failures = 0  # the server delivers: forget earlier failures
             future.set_result(outcome)
