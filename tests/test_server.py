@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import smtplib
+import socket
 import ssl
 import subprocess
 from base64 import b64encode
@@ -23,6 +24,7 @@ from fastsmtp._server_auth import AuthResult, CramMD5Credentials, XOAuth2Credent
 from fastsmtp.server import SMTPServer, SMTPServerThread
 
 USERS = {"alice": "s3cret", "bob": "hunter2"}
+R_354 = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 
 
 def aiosmtpd_style_authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
@@ -307,12 +309,12 @@ async def test_lmtp_one_reply_per_recipient() -> None:
         await client.close()
 
 
-async def test_streaming_handler_receives_chunks_with_backpressure() -> None:
+async def test_streaming_handler_receives_chunks_intact() -> None:
     class Streaming:
         def __init__(self) -> None:
             self.digest = hashlib.sha256()
             self.size = 0
-            self.largest_chunk = 0
+            self.chunks = 0
             self.calls: list[str] = []
 
         async def start_data(self, session: Any, envelope: Any) -> None:
@@ -321,7 +323,7 @@ async def test_streaming_handler_receives_chunks_with_backpressure() -> None:
         async def data_chunk(self, session: Any, envelope: Any, chunk: bytes) -> None:
             self.digest.update(chunk)
             self.size += len(chunk)
-            self.largest_chunk = max(self.largest_chunk, len(chunk))
+            self.chunks += 1
             await asyncio.sleep(0)
 
         async def data_ready(self, session: Any, envelope: Any) -> str:
@@ -340,7 +342,82 @@ async def test_streaming_handler_receives_chunks_with_backpressure() -> None:
     assert reply == f"2.0.0 OK {len(body)}"
     assert handler.digest.hexdigest() == hashlib.sha256(body).hexdigest()
     assert handler.calls == ["start", "ready"]
-    assert handler.largest_chunk < len(body) // 4
+    assert handler.chunks > 1  # handed over as it arrived, not as one message
+
+
+async def _sock_until(loop: asyncio.AbstractEventLoop, sock: socket.socket, end: bytes) -> bytes:
+    """Read from a raw non-blocking socket until the data ends with ``end`` (bounded)."""
+    data = b""
+    while not data.endswith(end):
+        part = await asyncio.wait_for(loop.sock_recv(sock, 65536), WAIT)
+        assert part, data
+        data += part
+    return data
+
+
+async def test_streaming_backpressure_stops_reading_while_data_chunk_blocks() -> None:
+    release = asyncio.Event()
+
+    class Blocking:
+        def __init__(self) -> None:
+            self.digest = hashlib.sha256()
+            self.size = 0
+            self.chunks = 0
+
+        async def data_chunk(self, session: Any, envelope: Any, chunk: bytes) -> None:
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            self.chunks += 1
+            if self.chunks == 1:
+                await release.wait()  # a sink that cannot keep up (a full disk queue)
+
+        async def data_ready(self, session: Any, envelope: Any) -> str:
+            return f"250 2.0.0 OK {self.size}"
+
+    handler = Blocking()
+    line = b"0123456789" * 7 + b"\r\n"
+    body = line * (32 * 1024 * 1024 // len(line))  # 32 MiB
+    payload = memoryview(body + b".\r\n")
+    loop = asyncio.get_running_loop()
+    async with serve(handler, max_size=0) as server:
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", server.port)), WAIT)
+            assert (await _sock_until(loop, sock, b"\r\n")).startswith(b"220 ")
+            await loop.sock_sendall(sock, b"HELO me\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+            replies = await _sock_until(loop, sock, b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            assert replies == b"250 test.local\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n" + R_354
+            (protocol,) = server._connections
+            # Send without blocking until the kernel refuses; between refusals the loop
+            # runs (the server reads if it still reads). 50 refusals in a row with
+            # nothing accepted in between: the client is stalled.
+            sent = refusals = 0
+            for _ in range(100_000):
+                try:
+                    sent += sock.send(payload[sent : sent + 65536])
+                    refusals = 0
+                except BlockingIOError:
+                    refusals += 1
+                    if refusals >= 50 and handler.chunks == 1:
+                        break
+                    await asyncio.sleep(0.002)
+                assert sent < len(payload), "the whole message was sent while data_chunk blocked"
+            assert refusals >= 50, "the client never stalled"
+            # While the first chunk is being consumed: nothing more is read or handed over.
+            assert handler.chunks == 1
+            assert not protocol.transport.is_reading()
+            assert protocol._reader.buffered < 1024 * 1024
+            assert sent < len(payload) // 2
+            release.set()
+            await asyncio.wait_for(loop.sock_sendall(sock, payload[sent:]), 60)
+            assert await _sock_until(loop, sock, b"\r\n") == f"250 2.0.0 OK {len(body)}\r\n".encode()
+            await loop.sock_sendall(sock, b"QUIT\r\n")
+            assert await _sock_until(loop, sock, b"\r\n") == b"221 2.0.0 Bye\r\n"
+        finally:
+            sock.close()
+    assert handler.size == len(body)
+    assert handler.digest.hexdigest() == hashlib.sha256(body).hexdigest()
 
 
 async def test_streaming_start_data_may_refuse() -> None:

@@ -20,7 +20,6 @@ from fastsmtp.cli import build_parser, load_users
 from fastsmtp.handlers import Maildir, Printing, Sink
 
 
-
 def maildir_files(path: str, sub: str) -> list[Path]:
     return sorted(Path(path, sub).iterdir())
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from test_server_support import Recorder, RawClient, greeted, serve, wait_until
+from test_server_support import RawClient, Recorder, greeted, serve, wait_until
 
 from fastsmtp._codec import core
 from fastsmtp.server import SMTPServer, SMTPServerProtocol
@@ -479,3 +479,70 @@ async def test_session_fed_byte_by_byte() -> None:
         await client.expect(EHLO_PLAIN + TRANSACTION_REPLIES + b"250 2.0.0 OK: queued\r\n221 2.0.0 Bye\r\n")
         await client.close()
     assert handler.messages == [("a@x.org", ["b@y.org"], b"a\r\n.b\r\n")]
+
+
+async def test_handler_reply_is_always_one_wire_reply(caplog: Any) -> None:
+    replies = {
+        "inject@y": "250 OK\n250 injected",  # two complete replies before the fix
+        "dash@y": "250-a\r\n250-b",  # never ends: the client would wait for ever
+        "mixed@y": "250-a\n550 b",
+        "nul@y": "250 a\x00b",
+        "esc@y": "250 \x1b[31mred",
+    }
+
+    class Replies:
+        def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+            envelope.rcpt_tos.append(address)
+            return replies[address]
+
+    caplog.set_level(logging.ERROR, logger="fastsmtp.server")
+    async with serve(Replies()) as server:
+        client = await greeted(server.port)
+        await client.command(b"HELO me")
+        # Pipelined: each command must get exactly one reply, in order, or the client
+        # would take the injected line as the answer to the next command.
+        rcpts = b"".join(b"RCPT TO:<" + a.encode() + b">\r\n" for a in replies)
+        await client.send(b"MAIL FROM:<a@x>\r\n" + rcpts + b"NOOP\r\n")
+        await client.expect(
+            b"250 2.1.0 OK\r\n"
+            b"250-OK\r\n250 injected\r\n"
+            b"250-a\r\n250 b\r\n"
+            + b"451 4.3.0 Error: local error in processing\r\n" * 3
+            + b"250 2.0.0 OK\r\n"
+        )
+        await client.close()
+    refused = [r.getMessage() for r in caplog.records if "invalid reply" in r.getMessage()]
+    assert len(refused) == 3  # logged for the operator, never sent
+
+
+async def test_banner_and_name_cannot_put_line_breaks_on_the_wire() -> None:
+    with pytest.raises(ValueError):
+        SMTPServer(Recorder(), banner="hi\r\n250 fake\nx")
+    with pytest.raises(ValueError):
+        SMTPServer(Recorder(), name="mx.example\r\n250 fake")
+    with pytest.raises(ValueError):
+        SMTPServer(Recorder(), name="mx example")
+    async with serve(banner="ESMTP ready; no UCE") as server:
+        client = await RawClient.connect(server.port)
+        await client.expect(b"220 test.local ESMTP ready; no UCE\r\n")
+        assert await client.command(b"NOOP") == b"250 2.0.0 OK\r\n"
+        await client.close()
+
+
+async def test_no_data_hook_keeps_no_message_in_memory_even_unlimited() -> None:
+    # max_size=0 is unlimited; a handler without handle_DATA (a sink) must still not
+    # collect the message: nobody would read envelope.content.
+    envelopes: list[Any] = []
+
+    class RecipientsOnly:
+        def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> None:
+            envelopes.append(envelope)
+
+    async with serve(RecipientsOnly(), max_size=0) as server:
+        client = await greeted(server.port)
+        await client.command(b"EHLO me")
+        await client.send(TRANSACTION + b"line\r\n" * 100_000 + b".\r\n")
+        await client.expect(TRANSACTION_REPLIES + b"250 2.0.0 OK: message accepted\r\n")
+        await client.close()
+    assert len(envelopes) == 1
+    assert envelopes[0].content is None

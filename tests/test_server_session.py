@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastsmtp._codec import ServerReader, core
-from fastsmtp._session import ACT_CLOSE, ACT_DATA, HookCall, ServerConfig, ServerSession, encode_reply
+from fastsmtp._session import (
+    ACT_CLOSE,
+    ACT_DATA,
+    HookCall,
+    ServerConfig,
+    ServerSession,
+    encode_reply,
+)
 
 
 def drive(sm: ServerSession, reader: ServerReader, data: bytes) -> list[Any]:
@@ -53,13 +60,58 @@ def test_hook_calls_chain_and_failures() -> None:
 
 
 def test_reply_encoding_refuses_injection() -> None:
-    assert encode_reply("250 a\n250 b") == b"250 a\r\n250 b\r\n"
     assert encode_reply("250 ok\r\nMAIL FROM:<x>") is None
     assert encode_reply("hello") is None
     assert encode_reply(42) is None
+
+
+def test_reply_encoding_always_gives_one_reply() -> None:
+    # A handler's separators are rewritten: only the last line ends the reply.
+    assert encode_reply("250 OK\n250 injected") == b"250-OK\r\n250 injected\r\n"
+    assert encode_reply("250 a\r\n250 b\r250 c\n") == b"250-a\r\n250-b\r\n250 c\r\n"
+    assert encode_reply("250-a\n250-b") == b"250-a\r\n250 b\r\n"
+    assert encode_reply(b"250-a\r\n250") == b"250-a\r\n250\r\n"
+    assert encode_reply("550 5.1.1 \u00fcser unknown") == "550 5.1.1 \u00fcser unknown\r\n".encode()
+    # Lines that disagree on the code are several replies: refused.
+    assert encode_reply("250-a\n550 b") is None
+    assert encode_reply("250 a\n251 b") is None
+    # Control characters other than the line breaks: refused.
+    for bad in ("250 a\x00b", "250 \x1b[31mred", "250 a\tb", "250 a\x7f", "250 a\x85b", "250 a\n\n250 b"):
+        assert encode_reply(bad) is None, repr(bad)
 
 
 def test_runaway_line_closes() -> None:
     sm = ServerSession(ServerConfig(object(), name="s"))
     assert sm.receive_line(core.LINE_RUNAWAY, b"").startswith(b"421 4.7.0 s ")
     assert sm.action == ACT_CLOSE
+
+
+def test_name_and_banner_are_checked_for_control_characters() -> None:
+    for options in (
+        {"banner": "hi\r\n250 fake\nx"},
+        {"banner": "ready\x00"},
+        {"banner": "\x1b[2J"},
+        {"name": "mx\nexample"},
+        {"name": "mx\texample"},
+        {"name": "mx example"},
+        {"name": ""},
+    ):
+        name = options.pop("name", "s.example")
+        try:
+            ServerConfig(object(), name=name, **options)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted name={name!r} {options!r}")
+    config = ServerConfig(object(), name="s.example", banner="ESMTP ready - \u00e9t\u00e9")
+    assert config.greeting == "220 s.example ESMTP ready - \u00e9t\u00e9\r\n".encode()
+
+
+def test_loggable_masks_auth_data() -> None:
+    sm = ServerSession(ServerConfig(object(), name="s", enable_auth=True, auth_require_tls=False))
+    drive(sm, ServerReader(), b"EHLO c\r\n")
+    assert sm.loggable(b"MAIL FROM:<a@b>") == b"MAIL FROM:<a@b>"
+    assert sm.loggable(b"auth plain AGFAYgBj") == b"auth plain <hidden>"
+    assert sm.loggable(b"AUTH\tc2VjcmV0") == b"AUTH <hidden>"  # not a mechanism: could be the secret
+    assert sm.loggable(b"AUTH LOGIN") == b"AUTH LOGIN"
+    assert sm.receive_line(core.LINE_OK, b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+    assert sm.loggable(b"YWxpY2U=") == b"<hidden>"  # a SASL response

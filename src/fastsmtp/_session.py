@@ -83,6 +83,8 @@ _DATA_TOO_BIG = core.DATA_TOO_BIG
 # Control characters are never valid in a command; 8-bit bytes only in UTF-8 addresses.
 _CTL = re.compile(rb"[\x00-\x1f\x7f]")
 _REPLY_LINE = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
+# Control characters (C0, DEL, C1) in a reply, a banner or a name: never sent to a client.
+_REPLY_CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 # Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
 _HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
@@ -142,11 +144,15 @@ _REPLY_CACHE_MAX = 512
 
 
 def encode_reply(text: Any) -> bytes | None:
-    """Turn a reply returned by a hook into wire bytes, or None when it is not a reply.
+    """Turn a reply returned by a hook into wire bytes, or None when it is not one reply.
 
-    ``text`` may hold several lines separated by ``\\n`` or ``\\r\\n``; every line must
-    start with a 2xx-5xx code. Line endings are normalized, so a hook cannot inject a bare
-    CR or LF into the stream.
+    ``text`` may hold several lines separated by ``\\n``, ``\\r\\n`` or ``\\r``. It must
+    stay *one* reply, whatever the handler wrote: every line must start with the same
+    2xx-5xx code, and no line may hold a control character (NUL, ESC, TAB, DEL, C1 ...).
+    The separators are rewritten, ``code-`` on every line but the last and ``code `` on the
+    last one, and line endings become CRLF, so a handler can never end a reply early (a
+    pipelining client would read the rest as the replies to its next commands) nor put a
+    bare CR or LF on the wire. The caller answers 451 when None comes back.
     """
     cached = _REPLY_CACHE.get(text) if type(text) is str else None
     if cached is not None:
@@ -156,9 +162,15 @@ def encode_reply(text: Any) -> bytes | None:
     if not isinstance(text, str):
         return None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
-    if not all(_REPLY_LINE.match(line) for line in lines):
-        return None
-    out = "".join(line + "\r\n" for line in lines).encode("utf-8")
+    code = lines[0][:3]
+    for line in lines:
+        if _REPLY_LINE.match(line) is None or line[:3] != code or _REPLY_CTL.search(line):
+            return None
+    # The handler's own separators are not trusted: only the last line may end the reply.
+    wire = [f"{code}-{line[4:]}\r\n" for line in lines[:-1]]
+    text_of_last = lines[-1][4:]
+    wire.append(f"{code} {text_of_last}\r\n" if text_of_last else f"{code}\r\n")
+    out = "".join(wire).encode("utf-8")
     if len(_REPLY_CACHE) < _REPLY_CACHE_MAX:
         _REPLY_CACHE[text] = out
     return out
@@ -202,8 +214,8 @@ class Envelope:
         smtp_utf8: True when MAIL carried ``SMTPUTF8``.
         rcpt_tos: The accepted forward-paths.
         rcpt_options: RCPT parameters of all recipients.
-        content: The message (bytes, CRLF line endings, dots unstuffed); set for
-            ``handle_DATA``, not for streaming handlers.
+        content: The message (bytes, CRLF line endings, dots unstuffed); set only for a
+            ``handle_DATA`` hook (never for streaming handlers, nor without a DATA hook).
         original_content: The same bytes (aiosmtpd keeps the undecoded form here).
     """
 
@@ -221,6 +233,10 @@ class Envelope:
 
 
 def _no_result(_: Any) -> None:
+    return None
+
+
+def _no_reply() -> None:
     return None
 
 
@@ -265,8 +281,9 @@ class ServerConfig:
 
     Args:
         handler: The application's handler object (hooks are looked up once, here).
-        name: Server host name, used in the greeting, EHLO and 421 replies.
-        banner: Greeting text after the name.
+        name: Server host name, used in the greeting, EHLO and 421 replies (no spaces, no
+            control characters: ValueError).
+        banner: Greeting text after the name (no control characters: ValueError).
         timeout: Seconds a client may take for one command line (total, not only idle),
             and the longest silence during DATA.
         data_timeout: Seconds one message's DATA may take in total.
@@ -278,7 +295,8 @@ class ServerConfig:
         auth_methods: Mechanisms offered, a subset of PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
         auth_require_tls: Offer and accept AUTH only over TLS (default: True).
         authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``.
-        max_size: Largest message in bytes (SIZE), 0 for no limit.
+        max_size: Largest message in bytes (SIZE), 0 for no limit (a buffering
+            ``handle_DATA`` then holds messages of any size in memory).
         max_recipients: Most RCPTs in one transaction, 0 for no limit.
         disable_ehlo: Answer EHLO with 502 (HELO only).
         hidden_commands: Commands left out of HELP (they still work).
@@ -319,8 +337,12 @@ class ServerConfig:
             raise ValueError("max_size and max_recipients must be >= 0")
         if timeout <= 0 or data_timeout <= 0:
             raise ValueError("timeouts must be > 0")
-        if any(c in name for c in "\r\n ") or not name:
-            raise ValueError("name must be a non-empty host name without spaces")
+        # Both go verbatim into replies (greeting, EHLO, 421s): a CR or LF in them would put
+        # extra replies, or a bare LF, on the wire.
+        if not isinstance(name, str) or not name or " " in name or _REPLY_CTL.search(name):
+            raise ValueError("name must be a non-empty host name without spaces or control characters")
+        if banner is not None and (not isinstance(banner, str) or _REPLY_CTL.search(banner)):
+            raise ValueError("banner must be text without control characters (no CR, LF, NUL ...)")
         methods = tuple(m.upper() for m in auth_methods)
         unknown = [m for m in methods if m not in AUTH_MECHANISMS]
         if unknown:
@@ -369,6 +391,7 @@ class ServerConfig:
         self.hook_data_chunk = hook("data_chunk")
         self.hook_data_ready = hook("data_ready")
         self.hook_data_abort = hook("data_abort")
+        self.hook_close = hook("handle_CLOSE")
         # The streaming interface (the seed's startData/data/dataReady) wins over
         # handle_DATA: a handler that can stream never gets the whole message in memory.
         self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
@@ -465,6 +488,7 @@ class ServerSession:
         self._loop = loop
         self._bad_commands = 0
         self._auth_failures = 0
+        self._close_reported = False
         self.session = Session(peer, loop)
         self._reset_connection_state()
         dispatch: dict[bytes, Callable[[bytes], bytes | HookCall | None]] = {
@@ -544,6 +568,35 @@ class ServerSession:
             self.in_data = False
             return self._abort_call(None)
         return None
+
+    def closed(self) -> HookCall | None:
+        """The connection is closed: the ``handle_CLOSE`` call to make, at most once.
+
+        The seed's ``close`` event. Its result is ignored, its failure only logged: the
+        client is gone, there is nobody to answer.
+        """
+        hook = self.config.hook_close
+        if hook is None or self._close_reported:
+            return None
+        self._close_reported = True
+        return HookCall("handle_CLOSE", hook, (self.session, self.envelope), _no_result, _no_reply)
+
+    def loggable(self, line: bytes) -> bytes:
+        """``line`` as it may be logged, before it is passed to :meth:`receive_line`.
+
+        SASL responses (passwords, tokens, digests) and everything after an AUTH
+        mechanism (the initial response) are masked; so is a mechanism that is not one
+        we know (a confused client may have put its secret there).
+        """
+        if self._sasl is not None or self._xoauth2_failed:
+            return b"<hidden>"
+        parts = line.split(None, 2)
+        if not parts or parts[0].upper() != b"AUTH":
+            return line
+        mechanism = parts[1].upper() if len(parts) > 1 else b""
+        if mechanism.decode("ascii", "replace") not in AUTH_MECHANISMS:
+            return line[:4] + b" <hidden>"
+        return b" ".join(parts[:2]) + (b" <hidden>" if len(parts) > 2 else b"")
 
     # -- command lines --------------------------------------------------------------
 
@@ -855,7 +908,9 @@ class ServerSession:
                 _no_result,
                 server_arg=False,
             ).with_fail(self._chunk_failed)
-        self._chunks.append(chunk)
+        if config.hook_data is not None:
+            # Without handle_DATA nobody reads the content: a sink holds no message.
+            self._chunks.append(chunk)
         return None
 
     def _refused(self, flags: int) -> bool:
@@ -896,15 +951,15 @@ class ServerSession:
                 lambda _: ready,
                 server_arg=False,
             ).with_fail(self._data_hook_failed)
+        hook = config.hook_data
+        if hook is None:
+            return self._data_reply(None)
         chunks = self._chunks
         if chunk:
             chunks.append(chunk)
         content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         envelope.content = envelope.original_content = content
-        hook = config.hook_data
-        if hook is None:
-            return self._data_reply(None)
         return self._call("handle_DATA", hook, (session, envelope), self._data_reply).with_fail(
             self._data_hook_failed
         )

@@ -24,6 +24,12 @@ per-connection protocol object (``server.hostname``, ``server.server``, ``server
 * ``handle_RSET``, ``handle_QUIT(server, session, envelope)``,
   ``handle_NOOP(server, session, envelope, arg)``, ``handle_VRFY(server, session, envelope,
   address)``.
+* ``handle_CLOSE(server, session, envelope)`` -- the seed's ``close`` event: called once
+  when a client connection has closed, whoever closed it (QUIT, timeout, the client going
+  away, server shutdown), after ``data_abort`` for a message in progress. ``envelope`` is
+  the transaction in progress (empty after a completed one). Its result is ignored; an
+  exception (or running past ``handler_timeout``) is logged, never raised. fastsmtp's own
+  name: aiosmtpd has no such hook.
 * ``authenticator(server, session, envelope, mechanism, auth_data)`` -- the seed's
   ``authorizeUser``: returns an object with ``.success`` (aiosmtpd's ``AuthResult`` or
   :class:`fastsmtp._server_auth.AuthResult`) or a bool. ``auth_data`` is a
@@ -40,7 +46,18 @@ per-connection protocol object (``server.hostname``, ``server.server``, ``server
 
 A hook returning ``None`` gets the default handling. A hook that raises or runs longer
 than ``handler_timeout`` makes the command fail with 451 (the exception is logged, never
-sent). The reply to the final dot is sent only after the handler returned.
+sent). The reply to the final dot is sent only after the handler returned. A reply a hook
+returns must be *one* reply: every line with the same 2xx-5xx code and no control
+character; the separators are rewritten (``code-`` on all lines but the last), and any
+other reply is logged and answered with 451 instead (never sent).
+
+Traffic log
+-----------
+``debug=True`` (the seed's ``debug`` option) logs every connection, command line and reply
+at DEBUG on the ``fastsmtp.server`` logger (enable it, e.g. ``logging.basicConfig(level=
+logging.DEBUG)``). AUTH arguments and SASL responses are masked, and message data is
+logged as its size only. Without ``debug`` nothing of the traffic is logged: addresses are
+personal data.
 """
 
 from __future__ import annotations
@@ -125,7 +142,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._cmd_deadline = 0.0
         self._data_deadline = 0.0
         self._last_rx = 0.0
-        self._debug = log.isEnabledFor(logging.DEBUG)
+        # Checked once per connection: the per-line path pays one attribute test.
+        self._debug = server._debug and log.isEnabledFor(logging.DEBUG)
 
     # aiosmtpd handlers sometimes read these from the server object.
     @property
@@ -152,21 +170,23 @@ class SMTPServerProtocol(asyncio.Protocol):
         if server._max_clients and len(server._connections) >= server._max_clients:
             log.warning("too many connections (%d); refusing one", len(server._connections))
             self._closed = True
-            transport.write(config.r_busy.encode("utf-8"))  # type: ignore[attr-defined]
+            self._write(config.r_busy.encode("utf-8"))
             transport.close()
             return
         server._connections.add(self)
         peer = transport.get_extra_info("peername")
         sm = self._sm = ServerSession(config, peer, config.secure, self.loop)
+        if self._debug:
+            log.debug("%r connected%s", peer, " (TLS)" if config.secure else "")
         if config.secure:
             sm.session.ssl = _ssl_info(transport)
         if server._closing:
             sm.shutdown()
             self._closed = True
-            transport.write(config.r_closing.encode("utf-8"))  # type: ignore[attr-defined]
+            self._write(config.r_closing.encode("utf-8"))
             transport.close()
             return
-        transport.write(sm.greeting())  # type: ignore[attr-defined]
+        self._write(sm.greeting())
         now = self.loop.time()
         self._cmd_deadline = now + config.timeout
         self._timer = self.loop.call_at(self._cmd_deadline, self._on_timer)
@@ -180,10 +200,11 @@ class SMTPServerProtocol(asyncio.Protocol):
         sm = self._sm
         if sm is None:
             return
-        abort = sm.connection_lost()
-        if abort is not None:
-            # A message in progress is dropped: its handler is told, never asked to accept it.
-            self._run_detached(abort)
+        if self._debug:
+            log.debug("%r closed%s", sm.session.peer, f" ({exc})" if exc else "")
+        # A message in progress is dropped: its handler is told, never asked to accept it;
+        # then the seed's close event.
+        self._run_detached(sm.connection_lost(), sm.closed())
 
     def pause_writing(self) -> None:  # noqa: D102
         # A client that pipelines without reading our replies must not grow our buffer.
@@ -223,6 +244,8 @@ class SMTPServerProtocol(asyncio.Protocol):
                 item = reader.next_data()
                 if item is None:
                     break
+                if self._debug:
+                    log.debug("%r >> <%d bytes of message data>", sm.session.peer, len(item[0]))
                 r = sm.data_received(item[0], item[1])
             else:
                 item = reader.next_line()
@@ -252,17 +275,18 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._cmd_deadline = self.loop.time() + self._config.timeout
 
     def _log_line(self, sm: ServerSession, line: bytes) -> None:
-        # Never log SASL responses or AUTH arguments: they carry secrets.
-        if sm._sasl is not None or line[:4].upper() == b"AUTH":
-            line = line[:9] + b" <hidden>" if line[:4].upper() == b"AUTH" else b"<hidden>"
-        log.debug("%r >> %r", sm.session.peer, line)
+        log.debug("%r >> %r", sm.session.peer, sm.loggable(line))
+
+    def _write(self, data: bytes) -> None:
+        """Write replies (logged with ``debug``)."""
+        self.transport.write(data)
+        if self._debug:
+            peer = self._sm.session.peer if self._sm is not None else None
+            log.debug("%r << %r", peer, data)
 
     def _flush(self, out: list[bytes]) -> None:
         if out and not self._closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            if self._debug:
-                assert self._sm is not None
-                log.debug("%r << %r", self._sm.session.peer, out)
+            self._write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
     def _act(self, out: list[bytes]) -> bool:
@@ -379,11 +403,25 @@ class SMTPServerProtocol(asyncio.Protocol):
         if not self._busy and not self._closed and not self._write_paused:
             self.transport.resume_reading()
 
-    def _run_detached(self, call: HookCall) -> None:
-        """Run a hook whose reply nobody waits for (``data_abort`` after a disconnect)."""
-        r = self._invoke_quiet(call)
-        if r is not None:
-            self._spawn(r)
+    def _run_detached(self, *calls: HookCall | None) -> None:
+        """Run hooks whose replies nobody waits for (``data_abort``, ``handle_CLOSE``).
+
+        They run in the order given; once one turns out to be async, it and the rest run
+        in one task, so a close hook never runs before the abort it follows.
+        """
+        pending = [call for call in calls if call is not None]
+        while pending:
+            waiter = self._invoke_quiet(pending.pop(0))
+            if waiter is not None:
+                self._spawn(self._detached_rest(waiter, pending))
+                return
+
+    async def _detached_rest(self, waiter: Any, calls: list[HookCall]) -> None:
+        await waiter
+        for call in calls:
+            waiter = self._invoke_quiet(call)
+            if waiter is not None:
+                await waiter
 
     def _invoke_quiet(self, call: HookCall) -> Any:
         try:
@@ -459,7 +497,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         assert sm is not None
         log.info("%r timed out", sm.session.peer)
         abort = sm.connection_lost() if self._reader.in_data else None
-        self.transport.write(sm.timed_out())
+        self._write(sm.timed_out())
         self._close()
         if abort is not None:
             self._run_detached(abort)
@@ -475,7 +513,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             return
         reply = sm.shutdown()
         if reply is not None:
-            self.transport.write(reply)
+            self._write(reply)
             self._close()
 
     def _abort(self) -> None:
@@ -491,8 +529,10 @@ class SMTPServer:
         handler: The handler object (aiosmtpd-style hooks, all optional).
         host: Address to listen on (default ``127.0.0.1``).
         port: Port; 0 picks a free one (read :attr:`port` after :meth:`start`).
-        name: Server host name (default: ``socket.gethostname()``).
-        banner: Greeting text after the name.
+        name: Server host name (default: ``socket.gethostname()``); no spaces and no
+            control characters (ValueError).
+        banner: Greeting text after the name (the seed's ``SMTPBanner``); no control
+            characters (ValueError): it must not end the greeting early.
         timeout: Seconds per command line (total, so trickling clients are cut off too)
             and longest silence during DATA (default 60, the seed's).
         data_timeout: Seconds one message's DATA may take in total (default 600).
@@ -505,8 +545,11 @@ class SMTPServer:
         auth_methods: Mechanisms to offer (PLAIN, LOGIN, CRAM-MD5, XOAUTH2).
         auth_require_tls: Offer and accept AUTH only over TLS (default True).
         authenticator: The authenticator callable (else ``handler.authenticator``).
-        max_size: Largest message in bytes, advertised in SIZE and enforced (552);
-            0 for no limit (default 32 MiB).
+        max_size: Largest message in bytes, advertised in SIZE and enforced (552)
+            while it arrives (default 32 MiB). 0 means no limit, and then memory is
+            bounded only for streaming handlers (``data_chunk``/``data_ready``) and
+            handlers without ``handle_DATA``: a buffering ``handle_DATA`` gets
+            ``envelope.content`` whole, so one message of any size is held in memory.
         max_clients: Most simultaneous connections (421 beyond it); 0 for no limit.
         max_recipients: Most recipients per message (452 beyond it); 0 for no limit.
         disable_ehlo: Support HELO only.
@@ -518,6 +561,16 @@ class SMTPServer:
         close_timeout: Seconds :meth:`close` grants sessions in a transaction.
         smtputf8: Offer SMTPUTF8 (default True).
         reuse_port: Set SO_REUSEPORT on the listening socket.
+        debug: Log connections, commands and replies at DEBUG on ``fastsmtp.server``
+            (the seed's ``debug``), with AUTH data masked; see the module docstring.
+
+    Memory: command lines, pipelined input (reading pauses while a hook runs or the
+    client does not read its replies) and the reply cache are bounded; a message is
+    bounded by ``max_size`` unless the handler streams it or has no ``handle_DATA``.
+
+    Raises:
+        ValueError: An option is invalid (``secure`` without ``ssl_context``, a name or
+            banner with control characters, a negative limit ...).
     """
 
     def __init__(
@@ -551,6 +604,7 @@ class SMTPServer:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         smtputf8: bool = True,
         reuse_port: bool = False,
+        debug: bool = False,
     ) -> None:
         if secure and ssl_context is None:
             raise ValueError("secure=True needs an ssl_context")
@@ -588,6 +642,7 @@ class SMTPServer:
         self._handler_timeout = handler_timeout
         self._close_timeout = close_timeout
         self._reuse_port = reuse_port
+        self._debug = debug
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[SMTPServerProtocol] = set()
@@ -660,6 +715,11 @@ class SMTPServer:
                 conn._shutdown()
         for conn in list(self._connections):
             conn._abort()
+        # Aborted transports report connection_lost on a later loop iteration; the
+        # data_abort and handle_CLOSE tasks it starts must be among those waited for.
+        settle = loop.time() + 1.0
+        while self._connections and loop.time() < settle:
+            await asyncio.sleep(0.005)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(0.1, deadline - loop.time()))
         for task in list(self._tasks):
