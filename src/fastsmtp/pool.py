@@ -659,6 +659,19 @@ class SMTPPool:
             self._pending.append(job)
         self._spawn()
 
+    def _dispatch(self) -> None:
+        """Hand pending jobs to idle slots (warmest first), then start slots for the rest."""
+        while self._pending and self._idle:
+            slot = self._idle.pop()
+            if slot.waiter is None or slot.waiter.done():
+                continue
+            job = self._next_pending()
+            if job is None:
+                self._idle.append(slot)
+                break
+            self._wake(slot, job)
+        self._spawn()
+
     def _wake(self, slot: _Slot, job: _Job | None) -> None:
         if slot.timer is not None:
             slot.timer.cancel()
@@ -877,6 +890,7 @@ class SMTPPool:
             else:
                 self._settle(queued, exc)
         self._release_space(all_=True)
+        self._dispatch()
 
     async def _deliver(self, conn: SMTPConnection, job: _Job) -> None:
         try:
