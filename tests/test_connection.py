@@ -106,7 +106,7 @@ async def test_send_plaintext() -> None:
         assert not conn.is_usable
         await asyncio.wait_for(conn.closed, 5)
     assert handler.messages == [
-        ("a@example.com", ["b@example.com"], STORED, ["SIZE=" + str(len(MESSAGE))], False)
+        ("a@example.com", ["b@example.com"], STORED, ["SIZE=" + str(len(STORED))], False)
     ]
 
 

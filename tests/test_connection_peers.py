@@ -43,7 +43,7 @@ from peers import (
 PIPE_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
 QUIT = [Expect(b"QUIT\r\n"), Send(b"221 bye\r\n")]
 ENV = Envelope("a@x.test", ["b@x.test", "c@x.test"])
-ENV_CMDS = b"MAIL FROM:<a@x.test> SIZE=5\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"
+ENV_CMDS = b"MAIL FROM:<a@x.test> SIZE=7\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"
 
 
 def conn_for(peer: ScriptedPeer, **kwargs: Any) -> SMTPConnection:
@@ -53,8 +53,10 @@ def conn_for(peer: ScriptedPeer, **kwargs: Any) -> SMTPConnection:
 
 
 async def test_pipelined_send_exact_bytes() -> None:
+    # SIZE=8: the size the server counts, "hi\r\n.x\r\n" (CRLF-normalized, the final
+    # CRLF added, the dot not yet doubled: RFC 1870), not len(b"hi\n.x") == 5.
     script = greet(PIPE_EHLO) + [
-        Expect(ENV_CMDS),
+        Expect(ENV_CMDS.replace(b"SIZE=7", b"SIZE=8")),
         Send(b"250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n"),
         Expect(b"hi\r\n..x\r\n.\r\n"),
         Send(b"250 2.0.0 queued as X\r\n"),
@@ -73,11 +75,11 @@ async def test_pipelining_across_messages() -> None:
     """The second message's MAIL/RCPT/DATA arrive before the first dot is answered."""
     env1, env2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
     script = greet(PIPE_EHLO) + [
-        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
         Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m1\r\n.\r\n"),
         # No reply to the first dot yet: the client must pipeline the next envelope.
-        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
         Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m2\r\n.\r\n"),
         Send(b"550 second refused\r\n"),
@@ -429,7 +431,7 @@ async def test_disconnect_mid_data_is_not_maybe_delivered() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPServerDisconnected) as info:
-                await conn.send(Envelope("a@x.test", ["b@x.test", "c@x.test"], size=5),
+                await conn.send(Envelope("a@x.test", ["b@x.test", "c@x.test"], size=7),
                                 slow_body())
             assert not isinstance(info.value, SMTPMaybeDelivered)
             assert not conn.is_usable
@@ -512,10 +514,10 @@ async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
     """Two concurrent send() calls: the second envelope goes out before the first reply."""
     env1, env2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
     script = greet(PIPE_EHLO) + [
-        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
         Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m1\r\n.\r\n"),
-        Expect(b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
         Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m2\r\n.\r\n"), Send(b"250 second\r\n"),
     ] + QUIT
@@ -530,7 +532,7 @@ async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
 async def test_send_many_connection_lost_after_a_dot() -> None:
     """Only the message whose dot was written is 'maybe delivered'; the rest may be retried."""
     env = Envelope("a@x.test", "b@x.test")
-    cmds = b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    cmds = b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
     script = greet(PIPE_EHLO) + [
         Expect(cmds), Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m1\r\n.\r\n" + cmds), Close(),
@@ -553,7 +555,7 @@ async def test_send_many_connection_lost_after_a_dot() -> None:
 
 async def test_send_many_refusals_do_not_stop_the_batch() -> None:
     env = Envelope("a@x.test", "b@x.test")
-    cmds = b"MAIL FROM:<a@x.test> SIZE=2\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    cmds = b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
     script = greet(PIPE_EHLO) + [
         Expect(cmds), Send(b"250 ok\r\n550 no\r\n554 no recipients\r\n"),
         Expect(b"RSET\r\n"), Send(b"250 reset\r\n"),

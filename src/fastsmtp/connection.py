@@ -63,6 +63,8 @@ from .message import (
     CONTROL_CHARS,
     Envelope,
     MessageSource,
+    address_error,
+    data_size,
     envelope_from_message,
     message_payload,
 )
@@ -126,6 +128,29 @@ def _command(*parts: str, utf8: bool = False) -> bytes:
     if len(data) > MAX_COMMAND:
         raise SMTPEnvelopeError(f"command longer than {MAX_COMMAND} bytes")
     return data + b"\r\n"
+
+
+def _path(address: str) -> str:
+    """``<address>`` for MAIL FROM / RCPT TO: the one place where addresses are checked.
+
+    Checked here rather than in :class:`Envelope` because this is the only place an
+    address becomes protocol bytes: every envelope passes here, however it was built
+    (a subclass, an attribute set behind the frozen dataclass's back), just before
+    anything of its transaction is written.
+
+    Raises:
+        SMTPEnvelopeError: The address could break out of the angle brackets (see
+            :func:`~fastsmtp.message.address_error`). Nothing has been written.
+    """
+    why = address_error(address)
+    if why is not None:
+        raise SMTPEnvelopeError(f"invalid address {address[:60]!r}: {why}")
+    return "<" + address + ">"
+
+
+def _positive_or_negative(code: int) -> bool:
+    """A 2xx, 4xx or 5xx reply: what every command may get (3xx only where expected)."""
+    return 200 <= code < 300 or 400 <= code < 600
 
 
 _hostname: str | None = None
@@ -405,8 +430,8 @@ class SMTPConnection:
 
         greeting = (await proto.greeting)[0]
         if greeting[0] != 220:
-            raise SMTPConnectionError(
-                "the server refused the session", reply=_reply(greeting)
+            raise self._reply_error(
+                greeting, "the server refused the session", SMTPConnectionError
             )
         proto.set_timeout(opts.socket_timeout)
         await self._ehlo()
@@ -438,6 +463,9 @@ class SMTPConnection:
         self._write(_STARTTLS)
         raw = (await proto.expect(1, pause=True))[0]
         if raw[0] != 220:
+            if not 400 <= raw[0] < 600:
+                # Neither 220 nor a refusal: never fall back to plaintext on that.
+                raise self._reply_error(raw, "STARTTLS", SMTPTLSError)
             proto.transport.resume_reading()  # type: ignore[union-attr]
             if opts.opportunistic_tls:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
@@ -497,10 +525,14 @@ class SMTPConnection:
 
     def _trace_write(self, data: bytes, secret: bool) -> None:
         if secret:
-            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials.
-            words = data.split(b" ")
-            shown = b" ".join(words[:2]) + b" ****" if data.startswith(b"AUTH ") else b"****"
-            self.logger.debug("C: %s", shown.decode("ascii", "replace").strip())
+            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials. The line
+            # ending goes first: a CRLF must not end up inside the log record.
+            words = data.rstrip(b"\r\n").split(b" ")
+            if words[0] != b"AUTH":
+                shown = b"****"
+            else:
+                shown = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
+            self.logger.debug("C: %s", shown.decode("ascii", "replace"))
             return
         if len(data) > 2048:
             self.logger.debug("C: <%d bytes of data>", len(data))
@@ -524,13 +556,24 @@ class SMTPConnection:
     def _reply_error(
         self, raw: RawReply, what: str, cls: type[SMTPError] = SMTPResponseError
     ) -> SMTPError:
+        """The error for a reply that is not the one a command wanted.
+
+        A 421 and a reply outside 2xx/4xx/5xx (a 3xx where none is expected, e.g. 354
+        to MAIL) also break the connection: after a 421 the server is gone, and after an
+        unexpected 3xx client and server disagree on where the dialogue is (the server
+        may be reading message data), so nothing more may be sent on it.
+        """
         reply = _reply(raw)
+        error: SMTPError
         if raw[0] == 421:
             # The server is closing the connection: it must not be reused.
-            error: SMTPError = SMTPServerDisconnected(f"{what}: {reply}", reply=reply)
-            self._abort(error)
-            return error
-        return cls(f"{what}: {reply}", reply=reply)
+            error = SMTPServerDisconnected(f"{what}: {reply}", reply=reply)
+        elif not _positive_or_negative(raw[0]):
+            error = SMTPProtocolError(f"{what}: unexpected reply {reply}", reply=reply)
+        else:
+            return cls(f"{what}: {reply}", reply=reply)
+        self._abort(error)
+        return error
 
     def _abort(self, exc: BaseException | None = None) -> None:
         proto = self._proto
@@ -682,7 +725,9 @@ class SMTPConnection:
                 try:
                     answer = mech.step(decode_challenge(raw[1][0] if raw[1] else b""))
                 except SMTPAuthError:
-                    await self._command_reply(_CANCEL)
+                    cancelled = await self._command_reply(_CANCEL)
+                    if not _positive_or_negative(cancelled[0]):
+                        raise self._reply_error(cancelled, "AUTH cancel") from None
                     raise
                 raw = await self._command_reply(answer, secret=True)
         except SMTPAuthError:
@@ -695,6 +740,8 @@ class SMTPConnection:
             self._release_turn()
         if raw[0] == 235:
             return _reply(raw)
+        # Includes a 334 after MAX_STEPS challenges: the server still waits for an
+        # answer, so _reply_error closes the connection (any 3xx here).
         raise self._reply_error(raw, f"{mech.name} authentication failed", SMTPAuthError)
 
     # -- the write turn ------------------------------------------------------------------
@@ -753,9 +800,9 @@ class SMTPConnection:
         if dsn is not None and caps.dsn:
             params += dsn.mail_params()
             rcpt_params = dsn.rcpt_params()
-        lines = [_command("MAIL FROM:<" + envelope.mail_from + ">" + params, utf8=utf8)]
+        lines = [_command("MAIL FROM:" + _path(envelope.mail_from) + params, utf8=utf8)]
         for rcpt in envelope.rcpt_to:
-            lines.append(_command("RCPT TO:<" + rcpt + ">" + rcpt_params, utf8=utf8))
+            lines.append(_command("RCPT TO:" + _path(rcpt) + rcpt_params, utf8=utf8))
         return lines
 
     async def send(
@@ -824,7 +871,7 @@ class SMTPConnection:
         payload = message_payload(message)
         size = envelope.size
         if size is None and isinstance(payload, (bytes, bytearray, memoryview)):
-            size = len(payload)
+            size = data_size(payload)  # after CRLF normalization, as the server counts
         commands = self._mail_commands(envelope, size)
         commands.append(_DATA)
         return envelope, payload, commands
@@ -880,7 +927,10 @@ class SMTPConnection:
             replies = [mail]
             if mail[0] == 250:
                 for line in commands[1:-1]:
-                    replies.append(await self._command_reply(line))
+                    raw = await self._command_reply(line)
+                    replies.append(raw)
+                    if raw[0] == 421 or not _positive_or_negative(raw[0]):
+                        break  # the connection ends: the loop below raises for it
             data = None
         if mail[0] != 250:
             raise self._reply_error(mail, "sender refused", SMTPSenderRefused)
@@ -892,15 +942,19 @@ class SMTPConnection:
                 accepted.append(rcpt)
             else:
                 error = self._reply_error(raw, f"recipient {rcpt} refused", SMTPEnvelopeError)
-                if raw[0] == 421:
-                    raise error
+                if not isinstance(error, SMTPEnvelopeError):
+                    raise error  # 421 or a 3xx: the connection is closed
                 rejected.append(rcpt)
-                errors.append(error)  # type: ignore[arg-type]
+                errors.append(error)
+        if data is not None and data[0] != 354 and not _positive_or_negative(data[0]):
+            raise self._reply_error(data, "DATA")  # another 3xx than 354: closed
         if not accepted:
             if data is not None and data[0] == 354:
                 # A server must not accept DATA without a recipient; if one does, end the
                 # empty message at once rather than leave it waiting for data.
-                await self._command_reply(b".\r\n")
+                dot = await self._command_reply(b".\r\n")
+                if not _positive_or_negative(dot[0]):
+                    raise self._reply_error(dot, "empty message")
             await self._rset_quietly()
             raise SMTPRecipientsRefused(
                 "every recipient was refused", rejected=rejected, rejected_errors=errors,
@@ -910,7 +964,7 @@ class SMTPConnection:
             data = await self._command_reply(_DATA)
         if data[0] != 354:
             error = self._reply_error(data, "DATA refused", SMTPDataRefused)
-            if data[0] != 421:
+            if isinstance(error, SMTPDataRefused):
                 await self._rset_quietly()
             raise error
         return accepted, rejected, errors
@@ -980,6 +1034,9 @@ class SMTPConnection:
         size: int,
     ) -> SendResult:
         delivered: list[str] = []
+        for raw in replies:
+            if not _positive_or_negative(raw[0]):
+                raise self._reply_error(raw, "message")
         for rcpt, raw in zip(accepted, replies):
             if raw[0] == 250:
                 delivered.append(rcpt)

@@ -11,11 +11,29 @@ Two families, as in h11: *local* errors are misuse of the API or bad input found
 anything was written (``SMTPEnvelopeError`` for a bad address, ``SMTPMessageError`` for an
 oversized message); *remote* errors are a peer that misbehaves or refuses
 (``SMTPProtocolError``, ``SMTPResponseError`` and its subclasses).
+
+The codes, as in nodemailer:
+
+* ``ESMTP``: :class:`SMTPError` itself (no finer category);
+* ``EPROTOCOL``: the peer broke the protocol, e.g. answered with an unexpected reply;
+* ``ECONNECTION``: the connection could not be made, or the server closed it;
+* ``ESOCKET``: an OS-level socket error (``ECONNRESET``, ...) broke an established
+  connection (:class:`SMTPSocketError`);
+* ``ETIMEDOUT``: a connect, greeting or socket inactivity timeout expired;
+* ``ETLS``: TLS could not be set up or failed;
+* ``EAUTH``: authentication failed or is impossible;
+* ``EENVELOPE``: a bad or refused sender or recipient;
+* ``EMESSAGE``: a bad, oversized or refused message;
+* ``EMAYBE``: the connection was lost after the final dot (maybe delivered);
+* ``EPOOLCLOSED``: the pool closed before the message could be sent.
+
+Every error pickles (``SMTPError.__reduce__``), so it can cross a process boundary
+(``concurrent.futures``, ``multiprocessing``) with its reply and attributes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .reply import Reply
@@ -25,6 +43,7 @@ __all__ = [
     "SMTPProtocolError",
     "SMTPConnectionError",
     "SMTPServerDisconnected",
+    "SMTPSocketError",
     "SMTPTimeoutError",
     "SMTPTLSError",
     "SMTPAuthError",
@@ -56,6 +75,12 @@ class SMTPError(Exception):
         if code is not None:
             self.code = code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles as cls(*args) plus __dict__; a subclass whose __init__
+        # requires keyword-only arguments (SMTPRecipientsRefused) cannot be rebuilt that
+        # way. Build the object without __init__ and restore args and attributes instead.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
     @property
     def response(self) -> str | None:
         """The last server reply as text (``"550 5.1.1 No such user"``), if any."""
@@ -70,6 +95,13 @@ class SMTPError(Exception):
     def transient(self) -> bool:
         """True when retrying later may succeed (a 4xx reply or a lost connection)."""
         return self.reply is not None and self.reply.is_transient
+
+
+def _rebuild(cls: type[SMTPError], args: tuple[Any, ...]) -> SMTPError:
+    """Unpickle an error: a bare instance with its ``args``; ``__setstate__`` adds the rest."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class SMTPProtocolError(SMTPError):
@@ -92,6 +124,17 @@ class SMTPServerDisconnected(SMTPConnectionError):
     """The server closed the connection (possibly in the middle of a reply)."""
 
 
+class SMTPSocketError(SMTPServerDisconnected):
+    """An OS-level socket error (``ECONNRESET``, ``EPIPE``, ...) broke an established connection.
+
+    A subclass of :class:`SMTPServerDisconnected` (so code that handles a lost connection
+    keeps working) with its own code, ``ESOCKET``, as in nodemailer; the ``OSError`` is
+    the ``__cause__``.
+    """
+
+    code = "ESOCKET"
+
+
 class SMTPTimeoutError(SMTPError, TimeoutError):
     """A connect, greeting or socket inactivity timeout expired."""
 
@@ -102,8 +145,13 @@ class SMTPTimeoutError(SMTPError, TimeoutError):
         return True
 
 
-class SMTPTLSError(SMTPError):
-    """TLS could not be set up (STARTTLS missing or refused, handshake or verification failed)."""
+class SMTPTLSError(SMTPError, ConnectionError):
+    """TLS could not be set up (STARTTLS missing or refused, handshake or verification failed).
+
+    Also a :class:`ConnectionError`: the connection is unusable. It is not an
+    :class:`SMTPConnectionError`, whose failures are transient: a TLS failure is a
+    configuration problem that a retry does not fix.
+    """
 
     code = "ETLS"
 

@@ -4,6 +4,9 @@ An :class:`Envelope` is what goes into ``MAIL FROM`` and ``RCPT TO``; the messag
 goes after ``DATA``. Both are checked before anything is written, but *control
 characters* are refused in one place only: where the connection builds command lines
 (``SMTPConnection._command``), so no field can slip past a forgotten per-field check.
+Addresses are checked (:func:`address_error`) in one place too: where the connection
+puts them between angle brackets (``SMTPConnection._mail_commands``), the only place an
+address becomes protocol bytes, so every envelope is checked however it was made.
 
 A message may be given as ``bytes`` (or any bytes-like object), ``str`` (UTF-8),
 :class:`email.message.EmailMessage`, a binary file object, or a sync or async iterable
@@ -26,6 +29,8 @@ from .errors import SMTPEnvelopeError
 
 __all__ = [
     "DSN",
+    "address_error",
+    "data_size",
     "Envelope",
     "MessageSource",
     "Payload",
@@ -41,6 +46,17 @@ FILE_CHUNK = 64 * 1024
 #: Characters never allowed in a command line or DSN value: C0 controls, DEL, C1 controls
 #: and the Unicode line separators. The command builder uses this same pattern.
 CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+# A quoted local part (RFC 5321 Quoted-string) followed by "@": any character but the
+# quote and backslash, or a backslash pair. Angle brackets are refused even here: they are
+# legal inside quotes, but a server that finds the path's end at the first ">" would read
+# what follows as ESMTP parameters. (Control characters are refused before this runs.)
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\<>]|\\[^<>])*"(?=@)')
+# Outside a quoted local part: whitespace ends the path and starts a parameter, and an
+# angle bracket ends or opens one.
+_PATH_BREAK = re.compile(r"[\s<>]")
+#: RFC 3461 addr-type of ORCPT (an atom, e.g. ``rfc822``).
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9-]+")
 
 NOTIFY_VALUES = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 RET_VALUES = frozenset({"FULL", "HDRS"})
@@ -79,6 +95,56 @@ def xtext(value: str) -> str:
     return "".join(out)
 
 
+def address_error(address: str) -> str | None:
+    """Why ``address`` cannot be sent as an SMTP path (``<address>``), or None if it can.
+
+    Only what would break out of the angle brackets is refused, so that no address can
+    add ESMTP parameters or commands (``a@x.org> RET=FULL``): any control character,
+    ``<`` or ``>`` anywhere, and whitespace outside a quoted local part
+    (``"john doe"@example.com`` is fine). Everything else (the syntax of a mailbox, the
+    domain) is the server's to judge. The null sender ``""`` is valid here; an empty
+    recipient is refused by :class:`Envelope`.
+
+    Args:
+        address: A sender or recipient address, without angle brackets.
+    """
+    if CONTROL_CHARS.search(address) is not None:
+        return "control character in the address"
+    rest = address
+    if address.startswith('"'):
+        quoted = _QUOTED_LOCAL.match(address)
+        if quoted is not None:
+            rest = address[quoted.end():]
+    found = _PATH_BREAK.search(rest)
+    if found is not None:
+        if found.group() in "<>":
+            return "angle bracket in the address"
+        return "whitespace outside a quoted local part"
+    return None
+
+
+def data_size(data: bytes | bytearray | memoryview) -> int:
+    """The size a server counts for in-memory message data (RFC 1870 ``SIZE``).
+
+    That is the octets after line endings are normalized to CRLF (a bare LF or CR grows
+    by one) and a final CRLF is added when missing, but before dot-stuffing. Counting
+    takes three ``bytes.count`` scans (memchr speed), no copy. A ``memoryview`` has no
+    ``count``: its plain length is returned, an estimate.
+
+    Args:
+        data: The message as given to ``SMTPConnection.send``.
+    """
+    size = len(data)
+    if isinstance(data, memoryview) or not size:
+        return size
+    crlf = data.count(b"\r\n")
+    # Each bare LF and each bare CR becomes a CRLF: one more octet each.
+    size += data.count(b"\n") - crlf + data.count(b"\r") - crlf
+    if data[-1] not in (10, 13):
+        size += 2  # the encoder ends the last line before the final dot
+    return size
+
+
 @dataclass(frozen=True, slots=True)
 class DSN:
     """Delivery status notification parameters (RFC 3461).
@@ -88,7 +154,8 @@ class DSN:
         envid: The sender's envelope identifier (xtext-encoded on the wire).
         notify: When to notify: ``"NEVER"`` alone, or any of ``"SUCCESS"``,
             ``"FAILURE"``, ``"DELAY"``; given as a tuple or a comma-separated string.
-        orcpt: The original recipient, sent as ``ORCPT=rfc822;<xtext>`` with each RCPT.
+        orcpt: The original recipient, sent as ``ORCPT=rfc822;<xtext>`` with each RCPT;
+            ``"type;address"`` picks another address type (an atom, ``[A-Za-z0-9-]+``).
     """
 
     ret: str | None = None
@@ -117,6 +184,24 @@ class DSN:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise SMTPEnvelopeError(f"DSN {name} must be a non-empty string")
+        if self.orcpt is not None:
+            kind, value = self._orcpt()
+            # The type goes on the wire as is (only the value is xtext-encoded), so it
+            # must be an atom: "rfc822 NOTIFY=NEVER;x" would add a parameter.
+            if _ADDR_TYPE.fullmatch(kind) is None:
+                raise SMTPEnvelopeError(
+                    f"DSN orcpt address type {kind[:30]!r} is not an atom ([A-Za-z0-9-]+)"
+                )
+            if not value:
+                raise SMTPEnvelopeError("DSN orcpt has no address after its type")
+
+    def _orcpt(self) -> tuple[str, str]:
+        """``(addr-type, address)`` of ``orcpt``; a bare address is of type ``rfc822``."""
+        orcpt = self.orcpt or ""
+        if ";" not in orcpt:
+            return "rfc822", orcpt
+        kind, _, address = orcpt.partition(";")
+        return kind, address
 
     def mail_params(self) -> str:
         """The ``MAIL FROM`` parameters (leading space included), or ``""``."""
@@ -133,10 +218,8 @@ class DSN:
         if self.notify:
             out += " NOTIFY=" + ",".join(self.notify)
         if self.orcpt:
-            orcpt = self.orcpt
-            if ";" not in orcpt:
-                orcpt = "rfc822;" + orcpt
-            kind, _, address = orcpt.partition(";")
+            kind, address = self._orcpt()
+            # xtext refuses control characters in the address and escapes the rest.
             out += " ORCPT=" + kind + ";" + xtext(address)
         return out
 
@@ -149,8 +232,13 @@ class Envelope:
         mail_from: The reverse path; ``""`` is the null sender (``MAIL FROM:<>``), used for
             bounces.
         rcpt_to: One recipient or several; stored as a tuple.
-        size: Predicted message size in bytes: sent as ``SIZE=`` when the server offers
-            SIZE and checked against its limit before ``MAIL``.
+        size: Predicted message size in bytes (RFC 1870: after CRLF normalization,
+            before dot-stuffing): sent as ``SIZE=`` when the server offers SIZE and
+            checked against its limit before ``MAIL``. When None, an in-memory message's
+            size is computed (:func:`data_size`); a *stream* (file, iterable) has no
+            size then, so it is neither declared nor checked against the server's limit
+            before sending: the server refuses it after the data instead. Give ``size``
+            for large streams.
         use_8bit_mime: Announce ``BODY=8BITMIME`` (when the server offers it).
         dsn: Delivery status notification parameters (used when the server offers DSN).
         smtputf8: True when an address is not ASCII (computed).

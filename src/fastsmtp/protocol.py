@@ -35,6 +35,7 @@ from .errors import (
     SMTPError,
     SMTPProtocolError,
     SMTPServerDisconnected,
+    SMTPSocketError,
     SMTPTimeoutError,
     SMTPTLSError,
 )
@@ -51,7 +52,8 @@ class SMTPClientProtocol(asyncio.Protocol):
 
     Attributes:
         transport: The current transport (replaced by the connection after STARTTLS).
-        greeting: Future of the server's greeting (registered before any byte can arrive).
+        greeting: Future of the server's greeting (registered, and its timeout started,
+            when the connection is made: before any byte can arrive).
         closed: Future resolved (with None) once the connection is lost, for whatever reason.
         error: The error that broke the connection, or None while it is healthy.
         timeout: Seconds of silence allowed while something is awaited.
@@ -88,7 +90,10 @@ class SMTPClientProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time of the last sign of life (or of starting to wait)
         self.trace: Callable[[list[RawReply]], None] | None = None
-        self.greeting = self.expect(1)
+        # Registered (and its timer armed) in connection_made: the greeting timeout
+        # starts once TCP and, with implicit TLS, the handshake are done; until then the
+        # connection timeout applies.
+        self.greeting: asyncio.Future[list[RawReply]] = loop.create_future()
 
     # -- waiting for replies -----------------------------------------------------------
 
@@ -104,17 +109,20 @@ class SMTPClientProtocol(asyncio.Protocol):
         Returns:
             A future resolved with the raw replies, or failed with the connection error.
         """
-        fut = self._loop.create_future()
+        fut: asyncio.Future[list[RawReply]] = self._loop.create_future()
+        self._register(fut, count, pause)
+        return fut
+
+    def _register(self, fut: asyncio.Future[list[RawReply]], count: int, pause: bool) -> None:
         if self.error is not None:
             fut.set_exception(self.error)
             fut.exception()  # mark retrieved: the caller may never await it
-            return fut
+            return
         if not self._waiters:
             self._last = self._loop.time()
             if self._timer is None:
                 self._timer = self._loop.call_at(self._last + self.timeout, self._on_timer)
         self._waiters.append([fut, count, [], pause])
-        return fut
 
     def set_timeout(self, timeout: float) -> None:
         """Change the inactivity timeout (greeting -> socket timeout)."""
@@ -137,6 +145,9 @@ class SMTPClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if not self.greeting.done() and not self._waiters:
+            # The first waiter, before any byte can arrive; its timer starts now.
+            self._register(self.greeting, 1, False)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -202,13 +213,18 @@ class SMTPClientProtocol(asyncio.Protocol):
             head = self._waiters[0][2] if self._waiters else None
             if head and head[-1][0] == 421:
                 reply = Reply.from_core(*head[-1])
-            if exc is not None:
-                why = f"connection lost: {exc}"
+            error: SMTPServerDisconnected
+            if isinstance(exc, OSError):
+                # ECONNRESET, EPIPE, ...: the socket itself failed (nodemailer's ESOCKET).
+                error = SMTPSocketError(f"connection lost: {exc}", reply=reply)
+            elif exc is not None:
+                error = SMTPServerDisconnected(f"connection lost: {exc}", reply=reply)
             elif self._parser.buffered:
-                why = "the server closed the connection in the middle of a reply"
+                error = SMTPServerDisconnected(
+                    "the server closed the connection in the middle of a reply", reply=reply
+                )
             else:
-                why = "the server closed the connection"
-            error = SMTPServerDisconnected(why, reply=reply)
+                error = SMTPServerDisconnected("the server closed the connection", reply=reply)
             error.__cause__ = exc
             self.fail(error, abort=False)
         if self._drain_waiter is not None and not self._drain_waiter.done():
