@@ -91,8 +91,11 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], int]:
         env=env,
     )
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    for _ in range(20):  # with -vv other DEBUG lines may come first
+        line = proc.stderr.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if match is not None or not line:
+            break
     if match is None:
         proc.kill()
         raise AssertionError(f"no listening line: {line!r} {proc.communicate(timeout=WAIT)}")
@@ -151,3 +154,18 @@ def test_cli_refuses_users_without_tls(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--users needs --tls-cert" in done.stderr
+
+
+def test_cli_serve_vv_logs_the_traffic() -> None:
+    proc, port = start_cli("--print", "-vv")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+            client.sendmail("a@x", ["b@y"], b"Subject: logged\r\n\r\nhello\r\n")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert ">> b'mail FROM:<a@x> size=" in err  # smtplib's spelling
+    assert "<< b'250 2.1.0 OK\\r\\n'" in err

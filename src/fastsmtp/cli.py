@@ -106,6 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import SMTPServer
 
     options: dict[str, Any] = {"max_size": args.max_size, "lmtp": args.lmtp}
+    # -vv logs every command and reply (the server's debug traffic log, AUTH masked).
+    options["debug"] = getattr(args, "verbose", 0) >= 2
     if args.name:
         options["name"] = args.name
     if args.tls_cert:
