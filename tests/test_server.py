@@ -391,9 +391,10 @@ async def test_streaming_backpressure_stops_reading_while_data_chunk_blocks() ->
             (protocol,) = server._connections
             # Send without blocking until the kernel refuses; between refusals the loop
             # runs (the server reads if it still reads). 50 refusals in a row with
-            # nothing accepted in between: the client is stalled.
+            # nothing accepted in between: the client is stalled. (Bounded: at most
+            # 512 accepted sends of 64 KiB and 5,000 short sleeps.)
             sent = refusals = 0
-            for _ in range(100_000):
+            for _ in range(6000):
                 try:
                     sent += sock.send(payload[sent : sent + 65536])
                     refusals = 0
