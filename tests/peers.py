@@ -7,8 +7,13 @@ A script is a list of steps run in order for the first client that connects:
 * ``Expect(b"EHLO me\\r\\n")`` reads exactly that many bytes and records a mismatch;
 * ``ExpectData()`` reads a DATA payload up to and including ``\\r\\n.\\r\\n``;
 * ``StartTLS(ctx)`` upgrades the connection to TLS (server side);
-* ``Sleep(seconds)`` pauses; ``Close()`` closes the connection; ``Silence()`` keeps it
-  open, reading and discarding, until the client goes away.
+* ``Sleep(seconds)`` pauses; ``Close()`` closes the connection; ``Reset()`` aborts it
+  with a TCP RST (the client sees ``ECONNRESET``); ``Silence()`` keeps it open, reading
+  and discarding, until the client goes away.
+
+``ScriptedPeer(script, tls=ctx)`` speaks implicit TLS from the first byte;
+``accept_after=seconds`` listens at once but accepts (and so answers the TLS handshake)
+only that much later, like a slow server. ``peer.peername`` is the client's address.
 
 After the script ends the peer waits for the client to close. ``peer.check()`` raises
 ``AssertionError`` with every mismatch; ``peer.received`` holds all bytes read and
@@ -21,7 +26,9 @@ The pool's tests reuse this module.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "StartTLS",
     "Sleep",
     "Close",
+    "Reset",
     "Silence",
     "ScriptedPeer",
     "greet",
@@ -79,6 +87,11 @@ class Close:
 
 
 @dataclass
+class Reset:
+    """Abort the connection with a TCP RST (SO_LINGER 0)."""
+
+
+@dataclass
 class Silence:
     """Say nothing until the client closes (at most ``limit`` seconds)."""
 
@@ -95,6 +108,9 @@ class ScriptedPeer:
     """A one-connection scripted server; see the module docstring."""
 
     script: list[object]
+    tls: ssl.SSLContext | None = None
+    accept_after: float = 0.0
+    peername: tuple[str, int] | None = None
     received: bytearray = field(default_factory=bytearray)
     data: list[bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -103,16 +119,36 @@ class ScriptedPeer:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
     _writer: asyncio.StreamWriter | None = None
+    _starting: asyncio.Future[None] | None = None
+    _sock: socket.socket | None = None
 
     async def __aenter__(self) -> ScriptedPeer:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", 0, limit=1 << 24
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # Our own listening socket: the kernel completes TCP handshakes into its backlog
+        # even while nothing accepts (accept_after).
+        sock = self._sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        if self.accept_after > 0:
+            self._starting = asyncio.ensure_future(self._start(self.accept_after))
+        else:
+            await self._start(0)
         return self
 
+    async def _start(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._server = await asyncio.start_server(
+            self._handle, sock=self._sock, ssl=self.tls, limit=1 << 24
+        )
+
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self._server is None:
+            assert self._sock is not None
+            self._sock.close()
+            return
         self._server.close()
         if self._writer is not None:
             self._writer.transport.abort()
@@ -134,6 +170,7 @@ class ScriptedPeer:
             self.errors.append("unexpected second connection")
             return
         self._writer = writer
+        self.peername = writer.get_extra_info("peername")
         try:
             await self._play(reader, writer)
             # Wait for the client to close (bounded), recording anything else it sends.
@@ -185,6 +222,11 @@ class ScriptedPeer:
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, Close):
                 writer.close()
+                return
+            elif isinstance(step, Reset):
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
                 return
             elif isinstance(step, Silence):
                 try:

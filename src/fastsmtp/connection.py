@@ -777,6 +777,9 @@ class SMTPConnection:
     # -- sending -------------------------------------------------------------------------
 
     def _mail_commands(self, envelope: Envelope, size: int | None) -> list[bytes]:
+        # Addresses first: an injection attempt is reported as such, whatever the server.
+        sender = _path(envelope.mail_from)
+        recipients = [_path(rcpt) for rcpt in envelope.rcpt_to]
         caps = self.capabilities
         utf8 = envelope.smtputf8
         params = ""
@@ -800,9 +803,9 @@ class SMTPConnection:
         if dsn is not None and caps.dsn:
             params += dsn.mail_params()
             rcpt_params = dsn.rcpt_params()
-        lines = [_command("MAIL FROM:" + _path(envelope.mail_from) + params, utf8=utf8)]
-        for rcpt in envelope.rcpt_to:
-            lines.append(_command("RCPT TO:" + _path(rcpt) + rcpt_params, utf8=utf8))
+        lines = [_command("MAIL FROM:" + sender + params, utf8=utf8)]
+        for rcpt in recipients:
+            lines.append(_command("RCPT TO:" + rcpt + rcpt_params, utf8=utf8))
         return lines
 
     async def send(
