@@ -163,6 +163,18 @@ async def test_certificate_verified_by_default(server_ssl_context) -> None:
     assert handler.messages == []
 
 
+@pytest.mark.parametrize("tls", [{"rejectUnauthorized": False}, {"reject_unauthorized": "false"}])
+async def test_reject_unauthorized_false_accepts_an_untrusted_certificate(
+    server_ssl_context, tls
+) -> None:
+    # nodemailer's tls.rejectUnauthorized=false (as a pool URL passes it, text included).
+    async with aiosmtpd_server(implicit=server_ssl_context) as (port, handler):
+        async with conn_for(port, secure=True, tls=tls) as conn:
+            assert conn.secure
+            await conn.send(Envelope("a@example.com", "b@example.com"), b"hi\r\n")
+    assert handler.messages[0][2] == b"hi\r\n"
+
+
 async def test_require_tls_without_starttls() -> None:
     async with aiosmtpd_server() as (port, handler):
         conn = conn_for(port, require_tls=True)

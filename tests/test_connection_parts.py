@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import io
+import pickle
 import ssl
 from email.message import EmailMessage
 
@@ -13,9 +14,21 @@ import pytest
 
 from fastsmtp.auth import CramMD5, Login, Plain, XOAuth2, choose_mechanism, decode_challenge
 from fastsmtp.ehlo import parse_ehlo
+from fastsmtp import errors
+from fastsmtp._codec import DataEncoder
 from fastsmtp.errors import SMTPAuthError, SMTPEnvelopeError
-from fastsmtp.message import DSN, Envelope, envelope_from_message, message_payload, xtext
+from fastsmtp.message import (
+    DSN,
+    Envelope,
+    address_error,
+    data_size,
+    envelope_from_message,
+    message_payload,
+    xtext,
+)
 from fastsmtp.options import ConnectionOptions, default_port, make_ssl_context
+from fastsmtp.pool import parse_url
+from fastsmtp.reply import Reply
 
 # -- options -----------------------------------------------------------------------------
 
@@ -63,6 +76,81 @@ def test_options_are_frozen_and_tls_built_once() -> None:
     loose = make_ssl_context({"verify": False})
     assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
     assert ConnectionOptions(tls={"server_hostname": "mx.test"}).server_hostname == "mx.test"
+
+
+def test_repr_hides_the_tls_key_password() -> None:
+    opts = ConnectionOptions(tls={"verify": False, "certfile": None, "password": "hunter2"})
+    text = repr(opts)
+    assert "hunter2" not in text
+    assert "'password': '***'" in text and "'verify': False" in text
+    assert text.startswith("ConnectionOptions(host='localhost', port=587,")
+    assert "ssl_context" not in text  # fields with repr=False stay out, as before
+    assert opts.tls["password"] == "hunter2"  # only the repr hides it
+
+
+@pytest.mark.parametrize("key", ["rejectUnauthorized", "reject_unauthorized"])
+def test_reject_unauthorized_is_an_alias_of_verify(key) -> None:
+    for off in (False, "false", "FALSE"):
+        ctx = make_ssl_context({key: off})
+        assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
+    on = make_ssl_context({key: True})
+    assert on.verify_mode == ssl.CERT_REQUIRED and on.check_hostname
+    assert make_ssl_context({key: False, "verify": False}).verify_mode == ssl.CERT_NONE
+    with pytest.raises(ValueError, match="contradictory"):
+        make_ssl_context({key: False, "verify": True})
+    with pytest.raises(ValueError, match="bool"):
+        make_ssl_context({key: "maybe"})
+
+
+def test_reject_unauthorized_from_a_pool_url() -> None:
+    # parse_url passes tls.* values through as text; the options take "false".
+    options = parse_url("smtp://mx.test:2525/?tls.rejectUnauthorized=false")
+    opts = ConnectionOptions(host=options["host"], port=options["port"], tls=options["tls"])
+    assert opts.ssl_context.verify_mode == ssl.CERT_NONE
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _error_instances() -> list[errors.SMTPError]:
+    reply = Reply(550, ("5.1.1 no such user", "second line"))
+    out: list[errors.SMTPError] = []
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if cls is errors.SMTPRecipientsRefused:
+            refused = errors.SMTPEnvelopeError("recipient b refused", reply=reply)
+            out.append(cls("every recipient was refused", rejected=["b@x.test"],
+                           rejected_errors=[refused], reply=reply))
+        else:
+            out.append(cls(f"{name} happened", reply=reply))
+            out.append(cls(f"{name} happened", code="ECUSTOM"))
+    return out
+
+
+@pytest.mark.parametrize("error", _error_instances(), ids=lambda e: f"{type(e).__name__}-{e.code}")
+def test_every_error_pickles(error) -> None:
+    error.extra = {"kept": True}  # any attribute a caller added travels too
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert copy.args == error.args and str(copy) == str(error)
+    assert copy.message == error.message and copy.code == error.code
+    assert copy.reply == error.reply and copy.response == error.response
+    assert copy.transient == error.transient and copy.extra == {"kept": True}
+    if isinstance(error, errors.SMTPRecipientsRefused):
+        assert copy.rejected == ["b@x.test"]
+        [refused] = copy.rejected_errors
+        assert type(refused) is errors.SMTPEnvelopeError and refused.reply == error.reply
+
+
+def test_error_families() -> None:
+    from fastsmtp.pool import _retryable
+
+    tls = errors.SMTPTLSError("handshake failed")
+    assert isinstance(tls, ConnectionError) and tls.code == "ETLS"
+    assert not _retryable(tls)  # the pool checks TLS before ConnectionError
+    sock = errors.SMTPSocketError("connection lost: reset")
+    assert isinstance(sock, errors.SMTPServerDisconnected) and sock.code == "ESOCKET"
+    assert sock.transient and _retryable(sock)
 
 
 # -- EHLO --------------------------------------------------------------------------------
@@ -161,6 +249,53 @@ def test_dsn() -> None:
                 dict(notify=""), dict(envid="")]:
         with pytest.raises(SMTPEnvelopeError):
             DSN(**bad)
+
+
+def test_dsn_orcpt_type_is_an_atom() -> None:
+    assert DSN(orcpt="x-type;v 1").rcpt_params() == " ORCPT=x-type;v+201"
+    assert DSN(orcpt="b@x").rcpt_params() == " ORCPT=rfc822;b@x"
+    for bad in ("rfc822 NOTIFY=NEVER;z@z", ";z@z", "rfc 822;z@z", "rfc822;", "rfc822\r;z"):
+        with pytest.raises(SMTPEnvelopeError):
+            DSN(orcpt=bad)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@x.test", "", '"john doe"@example.com', '"a\\"b c"@x.test', "ü@x.test",
+     "a+tag@x.test", "@route,a@x.test"],
+)
+def test_address_error_accepts(address) -> None:
+    assert address_error(address) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("a@x.org> RET=FULL", "angle bracket"), ("<a@x.org>", "angle bracket"),
+        ('"a>b"@x.test', "angle bracket"), ("a b@x.test", "whitespace"),
+        ('"john doe"@x.test SIZE=1', "whitespace"), ('"open quote a@x.test', "whitespace"),
+        ("a@x.test\u3000", "whitespace"), ("a@x\r\n.test", "control"),
+        ("a\t@x.test", "control"), ("a@x.test\x7f", "control"), ("a@x\u2028", "control"),
+    ],
+)
+def test_address_error_refuses(address, why) -> None:
+    assert why in (address_error(address) or "")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"x", b"x\r\n", b"a\nb", b"a\rb\r", b"\r\r\n", b".a\n..b", b"\n" * 10,
+     bytearray(b"a\nb")],
+)
+def test_data_size_is_what_the_server_counts(data) -> None:
+    # The encoder's output minus dot-stuffing and the final ".\r\n": RFC 1870's size.
+    encoder = DataEncoder()
+    wire = bytes(encoder.encode(bytes(data))) + bytes(encoder.end())
+    stored = wire[:-3].replace(b"\r\n..", b"\r\n.")
+    if stored.startswith(b".."):
+        stored = stored[1:]
+    assert data_size(data) == len(stored)
+    assert data_size(memoryview(b"a\nb")) == 3  # no count() on a memoryview: len()
 
 
 def test_xtext() -> None:

@@ -28,6 +28,7 @@ from .errors import (
     SMTPResponseError,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPSocketError,
     SMTPTimeoutError,
     SMTPTLSError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "SMTPResponseError",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPSocketError",
     "SMTPTimeoutError",
     "SMTPTLSError",
     "__version__",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "PORT_LMTP",
     "AUTH_METHODS",
     "TLS_OPTION_KEYS",
+    "VERIFY_ALIASES",
+    "SECRET_TLS_KEYS",
     "default_port",
     "make_ssl_context",
 ]
@@ -58,6 +60,10 @@ AUTH_METHODS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"})
 TLS_OPTION_KEYS = frozenset(
     {
         "verify",  # bool, default True: verify the certificate chain and the host name
+        # nodemailer's name for verify (Node's tls.rejectUnauthorized), also in snake_case:
+        # pool URLs pass tls.rejectUnauthorized=false through as text.
+        "rejectUnauthorized",
+        "reject_unauthorized",
         "check_hostname",  # bool, default = verify
         "cafile",
         "capath",
@@ -88,11 +94,29 @@ def default_port(*, secure: bool, lmtp: bool = False) -> int:
     return PORT_LMTP if lmtp else PORT_SUBMISSION
 
 
+#: Aliases of ``verify`` in a ``tls`` mapping (nodemailer's ``rejectUnauthorized``).
+VERIFY_ALIASES = ("rejectUnauthorized", "reject_unauthorized")
+#: Keys of a ``tls`` mapping whose value is hidden in ``repr``.
+SECRET_TLS_KEYS = frozenset({"password"})
+
+
+def _tls_flag(name: str, value: Any) -> bool:
+    # A bool, or the text "true"/"false" as a URL query or a config file gives it.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"tls {name!r} must be a bool")
+
+
 def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLContext:
     """Return an SSL context from an existing one, a mapping of options, or None.
 
     Certificates are verified by default (:func:`ssl.create_default_context`); turning it
-    off needs ``{"verify": False}`` on purpose.
+    off needs ``{"verify": False}`` on purpose (or nodemailer's
+    ``{"rejectUnauthorized": False}``, also spelt ``reject_unauthorized``; the text
+    ``"false"`` is accepted too, as an ``smtp://`` URL's ``tls.rejectUnauthorized=false``
+    carries it).
 
     Args:
         tls: An :class:`ssl.SSLContext` (used as is), a mapping whose keys are in
@@ -110,10 +134,12 @@ def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLC
     ctx = ssl.create_default_context(
         cafile=opts.get("cafile"), capath=opts.get("capath"), cadata=opts.get("cadata")
     )
-    verify = opts.get("verify", True)
-    if not isinstance(verify, bool):
-        raise ValueError("tls 'verify' must be a bool")
-    check_hostname = opts.get("check_hostname", verify)
+    given = {name: _tls_flag(name, opts[name]) for name in ("verify", *VERIFY_ALIASES)
+             if name in opts}
+    if len(set(given.values())) > 1:
+        raise ValueError(f"contradictory tls options: {', '.join(sorted(given))}")
+    verify = next(iter(given.values()), True)
+    check_hostname = _tls_flag("check_hostname", opts.get("check_hostname", verify))
     if check_hostname and not verify:
         raise ValueError("tls 'check_hostname' needs 'verify'")
     ctx.check_hostname = bool(check_hostname)
@@ -162,7 +188,8 @@ class ConnectionOptions:
         auth_method: Preferred SASL mechanism (``"PLAIN"``, ``"LOGIN"``, ``"CRAM-MD5"``,
             ``"XOAUTH2"``); None picks the strongest one offered.
         tls: :class:`ssl.SSLContext` or a mapping of :data:`TLS_OPTION_KEYS`; None means
-            :func:`ssl.create_default_context` (certificates verified).
+            :func:`ssl.create_default_context` (certificates verified). ``repr`` hides
+            the key file ``password``.
         lmtp: Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the data.
         allow_plaintext_auth: Allow credentials over an unencrypted connection.
         debug: Log the SMTP traffic at DEBUG level (credentials masked).
@@ -229,6 +256,19 @@ class ConnectionOptions:
         if isinstance(tls, Mapping) and tls.get("server_hostname"):
             server_hostname = str(tls["server_hostname"])
         set_(self, "server_hostname", server_hostname)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print the tls mapping as is, key-file password
+        # included; repr ends up in logs and tracebacks.
+        parts = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name == "tls" and isinstance(value, Mapping):
+                value = {k: "***" if k in SECRET_TLS_KEYS else v for k, v in value.items()}
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @property
     def local_addr(self) -> tuple[str, int] | None:
