@@ -23,7 +23,9 @@ message content to lead a pipelined group). So concurrent sends on one connectio
 
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,
-timeout, lost connection, 421) closes it for good. A connection lost or silent after the
+timeout, lost connection, 421) closes it for good. A reply outside 2xx/4xx/5xx where the
+command expects none (any 3xx but 354 to DATA and 334 to AUTH) is a protocol error: a
+server that answers MAIL with 354 may be reading our next commands as message data. A connection lost or silent after the
 final dot was written raises :class:`~fastsmtp.errors.SMTPMaybeDelivered`.
 """
 
@@ -823,11 +825,19 @@ class SMTPConnection:
                 of bytes chunks (streamed, never read whole). Line endings are normalized
                 to CRLF and leading dots doubled.
 
+        The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
+        else, for an in-memory message, its size after CRLF normalization
+        (:func:`~fastsmtp.message.data_size`). A stream without ``envelope.size`` is
+        not declared and not checked against the server's limit before sending: an
+        oversized one is refused only after its data was sent.
+
         Returns:
             A :class:`SendResult`. Some refused recipients do not fail the send.
 
         Raises:
-            SMTPEnvelopeError: Invalid envelope (nothing written).
+            SMTPEnvelopeError: Invalid envelope, e.g. an address that could add
+                parameters (``<``, ``>``, whitespace outside a quoted local part, a
+                control character) (nothing written).
             SMTPMessageError: Larger than the server's SIZE (nothing written).
             SMTPSenderRefused: MAIL FROM refused.
             SMTPRecipientsRefused: Every recipient refused (no data sent, RSET done).
@@ -836,6 +846,9 @@ class SMTPConnection:
                 dot was written: the message may have been delivered.
             SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
                 broke before the final dot; it is closed and nothing was delivered.
+                (SMTPServerDisconnected includes SMTPSocketError, ``ESOCKET``.)
+            SMTPProtocolError: An unexpected reply, e.g. a 3xx to MAIL, RCPT or the
+                final dot (with its ``reply``); the connection is closed.
         """
         envelope, payload, commands = self._prepare(envelope, message)  # nothing written yet
         await self._acquire_turn()
