@@ -168,6 +168,10 @@ UNEXPECTED_IN_SEND = {
     "data-pipelined-all-refused": (PIPE_EHLO, [
         Expect(MAIL_ONLY + TWO_RCPT + b"DATA\r\n"),
         Send(b"250 ok\r\n550 no\r\n550 no\r\n334 what\r\n")]),
+    # MAIL refused, yet DATA got 354: the server would read our next commands as data.
+    "data-354-without-mail": (PIPE_EHLO, [
+        Expect(MAIL_ONLY + TWO_RCPT + b"DATA\r\n"),
+        Send(b"550 no\r\n503 no\r\n503 no\r\n354 go\r\n")]),
     "dot": (PIPE_EHLO, [
         Expect(MAIL_ONLY + TWO_RCPT + b"DATA\r\n"),
         Send(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),

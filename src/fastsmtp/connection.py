@@ -949,6 +949,10 @@ class SMTPConnection:
                         break  # the connection ends: the loop below raises for it
             data = None
         if mail[0] != 250:
+            if _positive_or_negative(mail[0]) and data is not None and data[0] == 354:
+                # DATA accepted with no transaction open: the server now takes whatever
+                # we write next for message data.
+                raise self._reply_error(data, "DATA accepted although MAIL was refused")
             raise self._reply_error(mail, "sender refused", SMTPSenderRefused)
         accepted: list[str] = []
         rejected: list[str] = []
