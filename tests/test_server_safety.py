@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import pytest
-from test_server_support import RawClient, Recorder, greeted, serve, wait_until
+from test_server_support import WAIT, RawClient, Recorder, greeted, serve, wait_until
 
 from fastsmtp._codec import core
 from fastsmtp.server import SMTPServer, SMTPServerProtocol
@@ -346,6 +347,9 @@ class _Transport:
     def close(self) -> None:
         self.closed = True
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write went out at once
+
     def pause_reading(self) -> None:
         pass
 
@@ -546,3 +550,53 @@ async def test_no_data_hook_keeps_no_message_in_memory_even_unlimited() -> None:
         await client.close()
     assert len(envelopes) == 1
     assert envelopes[0].content is None
+
+
+def flood_without_reading(port: int) -> socket.socket:
+    """A client that pipelines NOOPs and never reads a reply, until the kernel refuses."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def fill(sock: socket.socket) -> None:
+    refusals = 0
+    for _ in range(20_000):  # bounded; the server stops reading once its writes pause
+        try:
+            sock.send(b"NOOP\r\n" * 1000)
+            refusals = 0
+        except BlockingIOError:
+            refusals += 1
+            if refusals >= 20:
+                return
+            await asyncio.sleep(0.005)
+    raise AssertionError("the server read for ever without its replies being read")
+
+
+async def test_client_that_never_reads_is_cut_off_after_timeouts() -> None:
+    # transport.close() waits for the replies to be flushed: without a further limit a
+    # client that never reads would hold its connection and buffer for ever.
+    async with serve(timeout=0.3) as server:
+        sock = flood_without_reading(server.port)
+        try:
+            await fill(sock)
+            (protocol,) = server._connections
+            assert protocol.transport.get_write_buffer_size() > 0
+            await wait_until(lambda: server.connections == 0)
+        finally:
+            sock.close()
+
+
+async def test_server_close_cuts_a_client_that_never_reads() -> None:
+    server = SMTPServer(Recorder(), name="test.local")
+    await server.start()
+    sock = flood_without_reading(server.port)
+    try:
+        await fill(sock)
+        await asyncio.wait_for(server.close(timeout=0.2), WAIT)
+        await wait_until(lambda: server.connections == 0)
+    finally:
+        sock.close()
+        await server.close(timeout=0.2)

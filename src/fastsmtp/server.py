@@ -137,6 +137,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._reader = ServerReader()
         self._busy = False  # a hook (or the TLS handshake) is in flight; lines wait
         self._closed = False
+        self._lost = False  # connection_lost has run
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._cmd_deadline = 0.0
@@ -193,6 +194,7 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._closed = True
+        self._lost = True
         self.server._connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -324,9 +326,17 @@ class SMTPServerProtocol(asyncio.Protocol):
         return True  # pragma: no cover - no other actions
 
     def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.transport.close()
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # close() waits until the buffer is flushed: a client that never reads its
+            # last replies would keep the connection, its buffer and a max_clients slot
+            # for ever. It gets one more timeout to read them, then the connection is cut.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(self._config.timeout, self._abort)
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -517,8 +527,9 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._close()
 
     def _abort(self) -> None:
-        if not self._closed:
-            self._closed = True
+        # Also after _close(): a transport still flushing is cut all the same.
+        self._closed = True
+        if not self._lost:
             self.transport.abort()
 
 
