@@ -13,9 +13,10 @@ does the whole greeting/HELO/QUIT dialogue for every message, and that, not the 
 transfer, is then what all three sinks are measured on (smtp-sink drops from about 20,000
 to about 6,000 msgs/s for 1 KB on a 2-core machine). ``--reconnect`` measures that mode.
 
-Script mode prints messages per second for each sink and fastsmtp's ratios:
+Script mode prints messages per second for each sink and fastsmtp's ratios, the best of
+``--rounds`` (default 3) rounds that interleave the sinks:
 
-    PYTHONPATH=src python bench/bench_server.py [--small N] [--large N] [--reconnect]
+    PYTHONPATH=src python bench/bench_server.py [--small N] [--large N] [--reconnect] [--rounds N]
 
 Under pytest the ``test_*`` functions run a small count (a smoke test; use
 ``--benchmark-disable`` in CI to run each once without timing rounds).
@@ -28,7 +29,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from peer_programs import child_env, free_port, require, run_source, sink_command, start_listening
 
@@ -82,14 +83,25 @@ def sink(kind: str) -> Iterator[int]:
 SINKS = ("fastsmtp", "aiosmtpd", "smtp-sink")
 
 
-def measure(loads: list[tuple[str, int, int]], keep_open: bool = True) -> dict[str, dict[str, float]]:
-    """Run every load against every sink (a warm-up run first); msgs/s by load, sink."""
-    results: dict[str, dict[str, float]] = {label: {} for label, _, _ in loads}
-    for kind in SINKS:
-        with sink(kind) as port:
+def measure(
+    loads: list[tuple[str, int, int]], keep_open: bool = True, rounds: int = 3
+) -> dict[str, dict[str, float]]:
+    """Best msgs/s of ``rounds`` runs of every load against every sink, by load and sink.
+
+    All sinks run at once (an idle one costs nothing) and the rounds interleave them, so
+    a burst of other work on the machine hits one run of each sink, not all runs of one;
+    the best round is the one least disturbed.
+    """
+    results: dict[str, dict[str, float]] = {label: dict.fromkeys(SINKS, 0.0) for label, _, _ in loads}
+    with ExitStack() as stack:
+        ports = {kind: stack.enter_context(sink(kind)) for kind in SINKS}
+        for port in ports.values():
             run_source(port, 200, 1024, SESSIONS, keep_open=keep_open)  # warm-up
+        for _ in range(rounds):
             for label, count, size in loads:
-                results[label][kind] = run_source(port, count, size, SESSIONS, keep_open=keep_open)
+                for kind, port in ports.items():
+                    rate = run_source(port, count, size, SESSIONS, keep_open=keep_open)
+                    results[label][kind] = max(results[label][kind], rate)
     return results
 
 
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reconnect", action="store_true", help="one connection per message (smtp-source without -d)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="runs per sink and load; the best counts")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -111,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
     loads = [("1 KB", args.small, 1024), ("100 KB", args.large, 100 * 1024)]
     keep_open = not args.reconnect
-    results = measure(loads, keep_open)
+    results = measure(loads, keep_open, args.rounds)
     flags = f"-s {SESSIONS}" + (" -d" if keep_open else "")
-    print(f"smtp-source {flags} -m COUNT -l SIZE, fastsmtp core: {IMPLEMENTATION}, {os.cpu_count()} CPUs")
+    print(
+        f"smtp-source {flags} -m COUNT -l SIZE, best of {args.rounds} interleaved rounds,"
+        f" fastsmtp core: {IMPLEMENTATION}, {os.cpu_count()} CPUs"
+    )
     print(f"{'load':<8} {'fastsmtp':>10} {'aiosmtpd':>10} {'smtp-sink':>10}   vs sink  vs aiosmtpd")
     for label, count, _ in loads:
         r = results[label]
