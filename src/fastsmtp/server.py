@@ -51,6 +51,21 @@ returns must be *one* reply: every line with the same 2xx-5xx code and no contro
 character; the separators are rewritten (``code-`` on all lines but the last), and any
 other reply is logged and answered with 451 instead (never sent).
 
+simplesmtp's server options
+---------------------------
+``name`` -> ``name``; ``debug`` -> ``debug``; ``timeout`` (ms) -> ``timeout`` (seconds);
+``secureConnection`` -> ``secure`` with ``ssl_context``; ``credentials`` (PEM key, cert,
+ca) -> an ``ssl.SSLContext`` (``ssl_context``, and ``tls_context`` for STARTTLS, which
+simplesmtp offered with the same credentials); ``SMTPBanner`` -> ``banner``;
+``requireAuthentication`` / ``enableAuthentication`` -> ``require_auth`` / ``enable_auth``
+(AUTH only over TLS unless ``auth_require_tls=False``); ``validateSender`` /
+``validateRecipients`` -> the ``handle_MAIL`` / ``handle_RCPT`` hooks; ``maxSize`` ->
+``max_size`` (enforced, not only advertised); ``authMethods`` -> ``auth_methods``;
+``disableEHLO`` -> ``disable_ehlo``. Events: ``startData``/``data``/``dataReady`` ->
+``start_data``/``data_chunk``/``data_ready`` (which returns the whole reply, e.g.
+``"250 2.0.0 OK: queued as ABC1"``, not only the queue id), ``authorizeUser`` ->
+``authenticator``, ``close`` -> ``handle_CLOSE``.
+
 Traffic log
 -----------
 ``debug=True`` (the seed's ``debug`` option) logs every connection, command line and reply
