@@ -191,6 +191,8 @@ class PoolOptions:
 
 _SCHEMES = {"smtp": False, "smtps": True}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+#: Boolean keys of the ``tls`` mapping (``rejectUnauthorized`` is nodemailer's ``verify``).
+_TLS_FLAGS = frozenset({"verify", "check_hostname", "rejectUnauthorized", "reject_unauthorized"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # nodemailer option names whose Python name is not simply the snake_case form.
@@ -266,7 +268,7 @@ def parse_url(url: str) -> dict[str, Any]:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key.startswith("tls."):
             sub = key[4:]
-            tls[sub] = _coerce(key, value, "bool") if sub in ("verify", "check_hostname") \
+            tls[sub] = _coerce(key, value, "bool") if sub in _TLS_FLAGS \
                 else value
             continue
         name = _option_name(key)

@@ -10,6 +10,7 @@ granted, however many tasks ask.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 __all__ = ["RateLimiter"]
@@ -19,6 +20,9 @@ class RateLimiter:
     """Grants at most ``limit`` permits in any sliding window of ``period`` seconds.
 
     Waiters are served in arrival order. A waiter that is cancelled takes no permit.
+    Times come from :func:`time.monotonic`, not the loop's clock: uvloop's clock is cached
+    per loop iteration at millisecond resolution, which could let a window come up a
+    millisecond short.
 
     Args:
         limit: Permits per window; must be at least 1.
@@ -36,19 +40,19 @@ class RateLimiter:
         self._lock = asyncio.Lock()  # FIFO: asyncio.Lock wakes waiters in order
 
     def delay(self, now: float) -> float:
-        """Seconds until a permit is free at loop time ``now`` (0 when one is free now)."""
+        """Seconds until a permit is free at :func:`time.monotonic` time ``now``."""
         if len(self._starts) < self.limit:
             return 0.0
         return max(0.0, self._starts[0] + self.period - now)
 
     async def acquire(self) -> None:
         """Wait for a permit and take it."""
-        loop = asyncio.get_running_loop()
+        clock = time.monotonic
         async with self._lock:
             # A timer may fire up to one clock resolution early: check again after sleeping.
-            while (wait := self.delay(loop.time())) > 0:
+            while (wait := self.delay(clock())) > 0:
                 await asyncio.sleep(wait)
-            self._starts.append(loop.time())
+            self._starts.append(clock())
 
     async def __aenter__(self) -> RateLimiter:
         await self.acquire()
