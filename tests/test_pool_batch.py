@@ -4,8 +4,9 @@ By default a connection sends runs of messages (``batch_size=FAST_BATCH_SIZE``);
 rate limit, or ``batch_size=1``, it keeps ``PIPELINE_DEPTH`` ``send()`` tasks in flight
 instead. ``test_pool.py`` covers the default; here the whole of it runs again with
 ``batch_size=1`` (so retries, maybe-delivered, cancellation, max_messages, idle and
-back-pressure rules hold on that path too), plus tests specific to runs: the next
-envelope rides with the dot, a loss mid-run, runs and max_messages.
+back-pressure rules hold on that path too; ``test_pipelining_across_messages`` checks
+that the next envelope rides with the dot on both), plus tests specific to runs: a loss
+mid-run, runs and max_messages.
 """
 
 from __future__ import annotations
@@ -32,59 +33,6 @@ def one_task_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
         return _make_pool(port, **options)
 
     monkeypatch.setattr(test_pool, "make_pool", make_pool)
-
-
-async def test_next_envelope_rides_with_the_dot() -> None:
-    """The next message's MAIL arrives before the dot's reply is sent (in the same
-    read as the dot or right after it), and every message is answered."""
-    events: list[str] = []
-
-    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 pipe.test\r\n")
-        await reader.readuntil(b"\r\n")  # EHLO
-        writer.write(b"250-pipe.test\r\n250 PIPELINING\r\n")
-        buffered = b""
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
-            buffered += chunk
-            while True:
-                if buffered.startswith(b"MAIL"):
-                    end = buffered.find(b"DATA\r\n")
-                    if end < 0:
-                        break
-                    count = buffered[:end].count(b"\r\n")
-                    writer.write(b"250 ok\r\n" * count + b"354 go\r\n")
-                    buffered = buffered[end + 6:]
-                elif b"\r\n.\r\n" in buffered:
-                    _, buffered = buffered.split(b"\r\n.\r\n", 1)
-                    events.append("dot")
-                    try:  # give a client that writes separately the time to do so
-                        buffered += await asyncio.wait_for(reader.read(65536), 0.05)
-                    except asyncio.TimeoutError:
-                        pass
-                    if buffered.startswith(b"MAIL FROM"):
-                        events.append("next-envelope-before-reply")
-                    writer.write(b"250 accepted\r\n")
-                elif buffered.startswith(b"QUIT"):
-                    writer.write(b"221 bye\r\n")
-                    writer.close()
-                    return
-                else:
-                    break
-
-    srv = await asyncio.start_server(server, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
-        async with _make_pool(port, max_connections=1) as pool:
-            results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(5)))
-    finally:
-        srv.close()
-        await srv.wait_closed()
-    assert all(r.response.code == 250 for r in results)
-    assert events.count("dot") == 5
-    assert events.count("next-envelope-before-reply") >= 3
 
 
 async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> None:
