@@ -71,10 +71,10 @@ async def test_pipelined_send_exact_bytes() -> None:
     peer.check()
 
 
-async def test_pipelining_across_messages() -> None:
-    """The second message's MAIL/RCPT/DATA arrive before the first dot is answered."""
-    env1, env2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
-    script = greet(PIPE_EHLO) + [
+def two_pipelined_messages(second_reply: bytes) -> list[object]:
+    """Two messages (m1 to b@, m2 to c@) where the second envelope must arrive before the
+    first dot is answered; ``second_reply`` answers the second dot."""
+    return greet(PIPE_EHLO) + [
         Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
         Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m1\r\n.\r\n"),
@@ -82,11 +82,19 @@ async def test_pipelining_across_messages() -> None:
         Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
         Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
         Expect(b"m2\r\n.\r\n"),
-        Send(b"550 second refused\r\n"),
+        Send(second_reply),
     ] + QUIT
+
+
+ENV1, ENV2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
+
+
+async def test_pipelining_across_messages() -> None:
+    """The second message's MAIL/RCPT/DATA arrive before the first dot is answered."""
+    script = two_pipelined_messages(b"550 second refused\r\n")
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            first, second = await conn.send_many([(env1, b"m1"), (env2, b"m2")])
+            first, second = await conn.send_many([(ENV1, b"m1"), (ENV2, b"m2")])
             assert str(first.response) == "250 first"
             assert isinstance(second, SMTPDataRefused) and second.response_code == 550
             assert conn.is_usable and conn.messages_sent == 1
@@ -512,18 +520,10 @@ async def test_concurrent_use_is_serialized() -> None:
 
 async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
     """Two concurrent send() calls: the second envelope goes out before the first reply."""
-    env1, env2 = Envelope("a@x.test", "b@x.test"), Envelope("a@x.test", "c@x.test")
-    script = greet(PIPE_EHLO) + [
-        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
-        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
-        Expect(b"m1\r\n.\r\n"),
-        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
-        Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
-        Expect(b"m2\r\n.\r\n"), Send(b"250 second\r\n"),
-    ] + QUIT
+    script = two_pipelined_messages(b"250 second\r\n")
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            first, second = await asyncio.gather(conn.send(env1, b"m1"), conn.send(env2, b"m2"))
+            first, second = await asyncio.gather(conn.send(ENV1, b"m1"), conn.send(ENV2, b"m2"))
             assert (first.response.message, second.response.message) == ("first", "second")
             assert conn.is_usable and conn.messages_sent == 2
     peer.check()
