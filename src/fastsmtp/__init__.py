@@ -37,7 +37,7 @@ from .message import DSN, Envelope
 from .options import ConnectionOptions
 from .pool import Auth, PoolOptions, SMTPPool, parse_url
 from .reply import Reply
-from .server import SMTPServer, SMTPServerThread
+from .server import SMTPServer, SMTPServerThread, make_server_ssl_context
 from .services import lookup_service
 from .sync import SyncSMTPPool
 
@@ -62,6 +62,7 @@ __all__ = [
     "StreamingHandler",
     "SyncSMTPPool",
     "lookup_service",
+    "make_server_ssl_context",
     "parse_url",
     "SMTPAuthError",
     "SMTPConnectionError",

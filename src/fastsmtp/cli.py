@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import logging
 import signal
-import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -111,12 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.name:
         options["name"] = args.name
     if args.tls_cert:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.smtps:
-            options.update(secure=True, ssl_context=context)
-        else:
-            options["tls_context"] = context
+        # Implicit TLS with --smtps, else offered through STARTTLS (simplesmtp's rule).
+        options.update(secure=args.smtps, credentials={"cert": args.tls_cert, "key": args.tls_key})
     elif args.smtps or args.tls_key:
         print("fastsmtp serve: --smtps and --tls-key need --tls-cert", file=sys.stderr)
         return 2

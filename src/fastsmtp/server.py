@@ -54,9 +54,10 @@ other reply is logged and answered with 451 instead (never sent).
 simplesmtp's server options
 ---------------------------
 ``name`` -> ``name``; ``debug`` -> ``debug``; ``timeout`` (ms) -> ``timeout`` (seconds);
-``secureConnection`` -> ``secure`` with ``ssl_context``; ``credentials`` (PEM key, cert,
-ca) -> an ``ssl.SSLContext`` (``ssl_context``, and ``tls_context`` for STARTTLS, which
-simplesmtp offered with the same credentials); ``SMTPBanner`` -> ``banner``;
+``secureConnection`` -> ``secure``; ``credentials`` (``{"key", "cert", "ca"}``, PEM text
+or file paths) -> ``credentials`` too, used for implicit TLS with ``secure=True`` and
+offered through STARTTLS otherwise, as simplesmtp did (or pass your own
+``ssl.SSLContext`` as ``ssl_context`` / ``tls_context``); ``SMTPBanner`` -> ``banner``;
 ``requireAuthentication`` / ``enableAuthentication`` -> ``require_auth`` / ``enable_auth``
 (AUTH only over TLS unless ``auth_require_tls=False``); ``validateSender`` /
 ``validateRecipients`` -> the ``handle_MAIL`` / ``handle_RCPT`` hooks; ``maxSize`` ->
@@ -83,11 +84,12 @@ import socket
 import ssl
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._codec import ServerReader
 from ._loop import new_event_loop
+from ._server_tls import context_from_credentials, make_server_ssl_context
 from ._session import (
     ACT_CLOSE,
     ACT_DATA,
@@ -100,7 +102,14 @@ from ._session import (
     Session,
 )
 
-__all__ = ["SMTPServer", "SMTPServerProtocol", "SMTPServerThread", "Session", "Envelope"]
+__all__ = [
+    "SMTPServer",
+    "SMTPServerProtocol",
+    "SMTPServerThread",
+    "Session",
+    "Envelope",
+    "make_server_ssl_context",
+]
 
 log = logging.getLogger("fastsmtp.server")
 
@@ -562,9 +571,14 @@ class SMTPServer:
         timeout: Seconds per command line (total, so trickling clients are cut off too)
             and longest silence during DATA (default 60, the seed's).
         data_timeout: Seconds one message's DATA may take in total (default 600).
-        secure: Implicit TLS on connect (SMTPS); needs ``ssl_context``.
+        secure: Implicit TLS on connect (SMTPS); needs ``ssl_context`` or ``credentials``.
         ssl_context: Server ``ssl.SSLContext`` for ``secure=True``.
         tls_context: Server ``ssl.SSLContext`` offered through STARTTLS.
+        credentials: simplesmtp's TLS credentials, a mapping with ``cert`` and ``key``
+            (PEM text or file paths), optional ``ca`` (verify client certificates) and
+            ``password`` (of an encrypted key); see :func:`make_server_ssl_context`. It
+            stands for ``ssl_context`` with ``secure=True`` and for ``tls_context``
+            (STARTTLS) otherwise.
         require_tls: Refuse MAIL/RCPT/DATA/AUTH before TLS (530).
         enable_auth: Offer AUTH.
         require_auth: Require AUTH before MAIL (530); implies ``enable_auth``.
@@ -595,7 +609,9 @@ class SMTPServer:
     bounded by ``max_size`` unless the handler streams it or has no ``handle_DATA``.
 
     Raises:
-        ValueError: An option is invalid (``secure`` without ``ssl_context``, a name or
+        ValueError: An option is invalid (``secure`` without ``ssl_context``,
+            ``credentials`` beside the context they stand for, unknown credentials keys, a
+            name or
             banner with control characters, a negative limit ...).
     """
 
@@ -612,6 +628,7 @@ class SMTPServer:
         secure: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         tls_context: ssl.SSLContext | None = None,
+        credentials: Mapping[str, Any] | None = None,
         require_tls: bool = False,
         enable_auth: bool = False,
         require_auth: bool = False,
@@ -632,8 +649,17 @@ class SMTPServer:
         reuse_port: bool = False,
         debug: bool = False,
     ) -> None:
+        if credentials is not None:
+            if (ssl_context if secure else tls_context) is not None:
+                slot = "ssl_context" if secure else "tls_context"
+                raise ValueError(f"give credentials or {slot}, not both")
+            context = context_from_credentials(credentials)
+            if secure:
+                ssl_context = context
+            else:
+                tls_context = context
         if secure and ssl_context is None:
-            raise ValueError("secure=True needs an ssl_context")
+            raise ValueError("secure=True needs an ssl_context or credentials")
         if max_clients < 0:
             raise ValueError("max_clients must be >= 0")
         self.handler = handler
