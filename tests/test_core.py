@@ -133,6 +133,29 @@ def test_encode_vectors(core: ModuleType, case: V.EncodeCase) -> None:
     assert not V.has_bare_eol(case.wire)
 
 
+@pytest.mark.parametrize("case", V.ENCODE_CASES, ids=_ids(V.ENCODE_CASES))
+def test_data_size_vectors(core: ModuleType, case: V.EncodeCase) -> None:
+    # RFC 1870's size is the wire form without the doubled dots and the final ".\r\n".
+    stored = re.sub(rb"(?:^|(?<=\r\n))\.", b"", case.wire[:-3])
+    message = b"".join(case.chunks)
+    for form in (message, bytearray(message), memoryview(message)):
+        assert core.data_size(form) == len(stored)
+
+
+def test_data_size_long_text(core: ModuleType) -> None:
+    # Past the compiled scan's 16- and 32-byte strides, with bare endings anywhere.
+    clean = (b"x" * 76 + b"\r\n") * 40
+    assert core.data_size(clean) == len(clean)
+    assert core.data_size(clean[:-2]) == len(clean)  # the final CRLF is added
+    for at in (0, 15, 16, 31, 32, 33, 77, 78, 1000, len(clean) - 1, len(clean)):
+        for dirt in (b"\n", b"\r", b"\r\n", b"\n\r", b"\r\r\n\n"):
+            body = clean[:at] + dirt + clean[at:]
+            normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", body)
+            assert core.data_size(body) == len(normalized), (at, dirt)
+    with pytest.raises(TypeError):
+        core.data_size("text")
+
+
 def test_encode_returns_input_when_unchanged(core: ModuleType) -> None:
     encoder = core.DataEncoder()
     for chunk in (b"Subject: x\r\n\r\n", bytearray(b"a.b\r\n"), memoryview(b"text\r\nmore")):

@@ -93,6 +93,16 @@ def test_encoder_matches_reference_and_twin(both: Any, body: bytes, at: list[int
 
 
 @SETTINGS
+@given(body=bodies)
+def test_data_size_matches_reference_and_twin(both: Any, body: bytes) -> None:
+    normalized = ref_normalize(body)
+    if normalized and not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    for core in both:
+        assert core.data_size(body) == len(normalized)
+
+
+@SETTINGS
 @given(body=bodies, at=cuts, at2=cuts)
 def test_read_back_what_was_encoded(both: Any, body: bytes, at: list[int], at2: list[int]) -> None:
     normalized = ref_normalize(body)

@@ -9,11 +9,12 @@ fails loudly at import instead of misbehaving later.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 from . import _core_py
 
-__all__ = ["IMPLEMENTATION", "core", "ReplyParser", "DataEncoder", "ServerReader"]
+__all__ = ["IMPLEMENTATION", "core", "ReplyParser", "DataEncoder", "ServerReader", "data_size"]
 
 _ENV = "FASTSMTP_IMPLEMENTATION"
 _CONSTANTS = [name for name in _core_py.__all__ if name.isupper()]
@@ -49,3 +50,5 @@ IMPLEMENTATION, core = _load()
 ReplyParser = core.ReplyParser
 DataEncoder = core.DataEncoder
 ServerReader = core.ServerReader
+#: RFC 1870 size of in-memory message data (see ``_core.pyi``).
+data_size: Callable[[bytes | bytearray | memoryview], int] = core.data_size

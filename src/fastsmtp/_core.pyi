@@ -10,6 +10,8 @@ Theory of operation
 The codec knows only byte framing; it never sees a socket, a loop or a future.
 
 * ``ReplyParser`` (client) turns bytes from the server into complete replies.
+* ``data_size`` (client) tells the ``SIZE`` to declare for in-memory data before it is
+  encoded.
 * ``DataEncoder`` (client) turns a message, fed in chunks of any size, into the DATA
   payload: every line ending becomes CRLF, every line starting with "." gets a second ".",
   and ``end()`` adds the terminator. No bare CR or LF ever leaves it.
@@ -50,6 +52,15 @@ DATA_END: int  # 1: the terminator was consumed; this is the last chunk
 DATA_BARE_EOL: int  # 2: a bare CR or LF was seen (it was turned into CRLF)
 DATA_LONG_LINE: int  # 4: a line longer than MAX_DATA_LINE was seen
 DATA_TOO_BIG: int  # 8: more than max_size body bytes; further content is dropped
+
+def data_size(data: Buffer) -> int:
+    """The RFC 1870 ``SIZE`` of in-memory message data, as a server counts it.
+
+    That is the octets after every line ending became CRLF (a bare LF or a bare CR grows
+    by one) and a final CRLF was added when the data does not end a line (two more),
+    before dot-stuffing: what ``DataEncoder`` sends, less the doubled dots and the
+    terminating dot line. ``0`` for empty data. No copy is made.
+    """
 
 class ReplyParser:
     """Incremental parser of server replies (client side).

@@ -164,6 +164,7 @@ __all__ = [
     "ReplyParser",
     "DataEncoder",
     "ServerReader",
+    "data_size",
 ]
 
 MAX_REPLY_LINE = C_MAX_REPLY_LINE
@@ -442,6 +443,35 @@ cdef class ReplyParser:
 
 
 # -- DataEncoder -----------------------------------------------------------------------
+
+def data_size(data):
+    """RFC 1870 size of in-memory data; see ``_core.pyi``."""
+    cdef Py_buffer view
+    cdef bint held = False
+    cdef const char *p
+    cdef Py_ssize_t n, i, j, size
+    owner = _acquire(data, &view, &held)
+    try:
+        n = view.len
+        p = <const char *>view.buf
+        size = n
+        i = 0
+        # Jump from line ending to line ending (SSE2 scan): only bare ones add an octet.
+        while i < n:
+            j = i + fs_find_eol(p + i, n - i)
+            if j == n:
+                break
+            if p[j] == _CR and j + 1 < n and p[j + 1] == _LF:
+                i = j + 2
+                continue
+            size += 1  # a bare CR or bare LF becomes CRLF
+            i = j + 1
+        if n and p[n - 1] != _CR and p[n - 1] != _LF:
+            size += 2  # the encoder ends the last line before the final dot
+        return size
+    finally:
+        _release(&view, held)
+
 
 cdef class DataEncoder:
     """Streaming CRLF normalizer and dot-stuffer; see ``_core.pyi``."""

@@ -27,6 +27,7 @@ __all__ = [
     "ReplyParser",
     "DataEncoder",
     "ServerReader",
+    "data_size",
 ]
 
 MAX_REPLY_LINE = 8192
@@ -123,6 +124,21 @@ class ReplyParser:
         self._lines = []
         self._size = 0
         return dropped
+
+
+def data_size(data: bytes | bytearray | memoryview) -> int:
+    """RFC 1870 size of in-memory data; see ``_core.pyi``."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    size = len(data)
+    if not size:
+        return 0
+    crlf = data.count(b"\r\n")
+    # Each bare LF and each bare CR becomes a CRLF: one more octet each.
+    size += data.count(b"\n") - crlf + data.count(b"\r") - crlf
+    if data[-1] not in (_LF, _CR):
+        size += 2  # the encoder ends the last line before the final dot
+    return size
 
 
 class DataEncoder:

@@ -119,14 +119,17 @@ def _command(*parts: str, utf8: bool = False) -> bytes:
             over-long line. Nothing has been written.
     """
     line = " ".join(parts)
-    if _FORBIDDEN.search(line) is not None:
-        raise SMTPEnvelopeError(f"control character in command {line[:60]!r}")
-    try:
-        data = line.encode("utf-8" if utf8 else "ascii")
-    except UnicodeEncodeError:
-        raise SMTPEnvelopeError(
-            f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
-        ) from None
+    if line.isascii() and line.isprintable():
+        data = line.encode("ascii")  # the common case: no control character possible
+    else:
+        if _FORBIDDEN.search(line) is not None:
+            raise SMTPEnvelopeError(f"control character in command {line[:60]!r}")
+        try:
+            data = line.encode("utf-8" if utf8 else "ascii")
+        except UnicodeEncodeError:
+            raise SMTPEnvelopeError(
+                f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
+            ) from None
     if len(data) > MAX_COMMAND:
         raise SMTPEnvelopeError(f"command longer than {MAX_COMMAND} bytes")
     return data + b"\r\n"

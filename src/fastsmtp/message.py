@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from typing import IO, cast
 
+from . import _codec
 from .errors import SMTPEnvelopeError
 
 __all__ = [
@@ -108,7 +109,12 @@ def address_error(address: str) -> str | None:
     Args:
         address: A sender or recipient address, without angle brackets.
     """
-    if CONTROL_CHARS.search(address) is not None:
+    if address.isascii() and address.isprintable():
+        # The common case, decided without a regex: printable ASCII has no control
+        # character, so only a space or an angle bracket could break out.
+        if " " not in address and "<" not in address and ">" not in address:
+            return None
+    elif CONTROL_CHARS.search(address) is not None:
         return "control character in the address"
     rest = address
     if address.startswith('"'):
@@ -127,22 +133,14 @@ def data_size(data: bytes | bytearray | memoryview) -> int:
     """The size a server counts for in-memory message data (RFC 1870 ``SIZE``).
 
     That is the octets after line endings are normalized to CRLF (a bare LF or CR grows
-    by one) and a final CRLF is added when missing, but before dot-stuffing. Counting
-    takes three ``bytes.count`` scans (memchr speed), no copy. A ``memoryview`` has no
-    ``count``: its plain length is returned, an estimate.
+    by one) and a final CRLF is added when missing, but before dot-stuffing. The
+    compiled core counts it in one vectorized pass without a copy (the twin takes three
+    ``bytes.count`` scans).
 
     Args:
         data: The message as given to ``SMTPConnection.send``.
     """
-    size = len(data)
-    if isinstance(data, memoryview) or not size:
-        return size
-    crlf = data.count(b"\r\n")
-    # Each bare LF and each bare CR becomes a CRLF: one more octet each.
-    size += data.count(b"\n") - crlf + data.count(b"\r") - crlf
-    if data[-1] not in (10, 13):
-        size += 2  # the encoder ends the last line before the final dot
-    return size
+    return _codec.data_size(data)
 
 
 @dataclass(frozen=True, slots=True)
