@@ -290,6 +290,46 @@ async def test_xoauth2_provider_refreshes_once() -> None:
     assert calls == [("u@x.test", False), ("u@x.test", True)]
 
 
+async def test_xoauth2_provider_supplies_the_user() -> None:
+    # The seed's xoauth2 generator: no auth.user, the provider knows its account.
+    def initial(user: bytes, token: bytes) -> bytes:
+        raw = b"user=" + user + b"\x01auth=Bearer " + token + b"\x01\x01"
+        return b"AUTH XOAUTH2 " + base64.b64encode(raw) + b"\r\n"
+
+    error = base64.b64encode(b'{"status":"401"}')
+    script = greet(b"250-peer.test\r\n250 AUTH XOAUTH2 PLAIN\r\n") + [
+        Expect(initial(b"gen@x.test", b"expired")), Send(b"334 " + error + b"\r\n"),
+        Expect(b"\r\n"), Send(b"535 5.7.8 bad token\r\n"),
+        Expect(initial(b"gen@x.test", b"renewed")), Send(b"235 ok\r\n"),
+    ] + QUIT
+    calls: list[tuple[str | None, bool]] = []
+
+    def generator(user: str | None, *, refresh: bool) -> tuple[str, str]:
+        calls.append((user, refresh))
+        return "gen@x.test", "renewed" if refresh else "expired"
+
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer, allow_plaintext_auth=True) as conn:
+            await conn.login(xoauth2=generator)
+            assert conn.authenticated
+    peer.check()
+    assert calls == [(None, False), (None, True)]
+
+
+async def test_xoauth2_without_any_user_is_refused_before_sending() -> None:
+    script = greet(b"250-peer.test\r\n250 AUTH XOAUTH2 PLAIN\r\n") + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer, allow_plaintext_auth=True) as conn:
+            with pytest.raises(SMTPAuthError, match="a user name is needed"):
+                await conn.login(xoauth2="static-token")  # a bare token names nobody
+            with pytest.raises(SMTPAuthError, match="no user for XOAUTH2"):
+                await conn.login(xoauth2=lambda user, *, refresh: "token-only")
+            with pytest.raises(SMTPAuthError, match="returned no user"):
+                await conn.login(xoauth2=lambda user, *, refresh: ("", "token"))
+            assert not conn.authenticated
+    peer.check()  # nothing but EHLO and QUIT went out
+
+
 async def test_auth_mechanism_missing_and_refused() -> None:
     script = greet(b"250-peer.test\r\n250 AUTH LOGIN\r\n") + [
         Expect(b"AUTH LOGIN\r\n"), Send(b"334 VXNlcm5hbWU6\r\n"),

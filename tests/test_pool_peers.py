@@ -129,3 +129,30 @@ async def test_xoauth2_provider_is_refreshed_once(server_ssl_context, client_ssl
         await server.close()
     assert result.response.code == 250
     assert asked == [("me@example.com", False), ("me@example.com", True)]
+
+
+async def test_xoauth2_generator_without_user(server_ssl_context, client_ssl_context):
+    # nodemailer's pool needs no auth.user with an xoauth2 generator: neither do we.
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.token))
+        return AuthResult(success=auth_data.token == b"tok-1")
+
+    async def generator(user, *, refresh=False):
+        return "gen@example.com", "tok-1"
+
+    handler = Collect()
+    server = SMTPServer(handler, host="127.0.0.1", port=0, tls_context=server_ssl_context,
+                        require_auth=True, auth_methods=("XOAUTH2",),
+                        authenticator=authenticator)
+    await server.start()
+    try:
+        async with SMTPPool(host="127.0.0.1", port=server.port, tls=client_ssl_context,
+                            require_tls=True, auth={"xoauth2": generator}) as pool:
+            result = await pool.send(body(1), ENV)
+    finally:
+        await server.close()
+    assert result.response.code == 250
+    assert logins == [(b"gen@example.com", b"tok-1")]
+    assert len(handler.contents) == 1

@@ -84,8 +84,10 @@ __all__ = ["SMTPConnection", "SendResult", "TokenProvider"]
 _log = logging.getLogger("fastsmtp.connection")
 
 #: An XOAUTH2 token provider: ``await provider(user, refresh=False) -> token``. It is
-#: called again with ``refresh=True`` when the server rejected the token it returned.
-TokenProvider = Callable[..., Awaitable[str] | str]
+#: called again with ``refresh=True`` when the server rejected the token it returned. A
+#: provider that knows its account (as nodemailer's xoauth2 generator does) may return
+#: ``(user, token)`` instead; it is then called with ``user=None`` when none was given.
+TokenProvider = Callable[..., Awaitable[str | tuple[str, str]] | str | tuple[str, str]]
 
 #: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
 #: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
@@ -665,9 +667,11 @@ class SMTPConnection:
         With ``password``, the mechanism is ``auth_method`` if set, else the strongest
         offered of CRAM-MD5, PLAIN and LOGIN. With ``xoauth2``, XOAUTH2 is used; it takes
         either a token string or a token provider: a (sync or async) callable
-        ``provider(user, *, refresh: bool) -> str``. When the server rejects a token
-        from a provider, the provider is called again with ``refresh=True`` and the
-        login is retried once. NTLM is not supported.
+        ``provider(user, *, refresh: bool)`` returning the token, or ``(user, token)``
+        when it knows the account itself (then ``user`` may be omitted, as with
+        nodemailer's xoauth2 generator). When the server rejects a token from a
+        provider, the provider is called again with ``refresh=True`` and the login is
+        retried once. NTLM is not supported.
 
         Credentials are never sent over a plaintext connection unless
         ``allow_plaintext_auth=True``.
@@ -678,8 +682,8 @@ class SMTPConnection:
         Raises:
             SMTPAuthError: Refused, impossible (no mechanism, no TLS) or failed.
         """
-        if user is None:
-            raise SMTPAuthError("a user name is needed")
+        if user is None and not callable(xoauth2):
+            raise SMTPAuthError("a user name is needed (only a token provider may supply it)")
         if (password is None) == (xoauth2 is None):
             raise SMTPAuthError("give exactly one of password and xoauth2")
         if not self.secure and not self.options.allow_plaintext_auth:
@@ -695,29 +699,43 @@ class SMTPConnection:
             mech: SASLMechanism = MECHANISMS[name](user, password)  # type: ignore[call-arg]
             reply = await self._sasl(mech)
         elif isinstance(xoauth2, str):
-            reply = await self._sasl(XOAuth2(user, xoauth2))
+            reply = await self._sasl(XOAuth2(user, xoauth2))  # type: ignore[arg-type]
         else:
-            token = await self._token(xoauth2, user, refresh=False)
+            account, token = await self._token(xoauth2, user, refresh=False)
             try:
-                reply = await self._sasl(XOAuth2(user, token))
+                reply = await self._sasl(XOAuth2(account, token))
             except SMTPAuthError as exc:
                 if exc.reply is None or not self.is_connected:
                     raise
-                token = await self._token(xoauth2, user, refresh=True)
-                reply = await self._sasl(XOAuth2(user, token))
+                account, token = await self._token(xoauth2, user, refresh=True)
+                reply = await self._sasl(XOAuth2(account, token))
+            user = account
         self.authenticated = True
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info("authenticated as %s with %s", user, name)
         return reply
 
     @staticmethod
-    async def _token(provider: TokenProvider, user: str, *, refresh: bool) -> str:
-        token = provider(user, refresh=refresh)
-        if inspect.isawaitable(token):
-            token = await token
+    async def _token(
+        provider: TokenProvider, user: str | None, *, refresh: bool
+    ) -> tuple[str, str]:
+        """Ask ``provider`` for a token; return ``(user, token)``."""
+        got = provider(user, refresh=refresh)
+        if inspect.isawaitable(got):
+            got = await got
+        if isinstance(got, tuple) and len(got) == 2:
+            account, token = got
+            if not isinstance(account, str) or not account:
+                raise SMTPAuthError("the xoauth2 token provider returned no user")
+        else:
+            account, token = user or "", got
+            if not account:
+                raise SMTPAuthError(
+                    "no user for XOAUTH2: give one, or let the provider return (user, token)"
+                )
         if not isinstance(token, str) or not token:
             raise SMTPAuthError("the xoauth2 token provider returned no token")
-        return token
+        return account, token
 
     async def _sasl(self, mech: SASLMechanism) -> Reply:
         await self._acquire_turn()

@@ -95,11 +95,14 @@ class Auth:
     """Credentials a pool logs in with on every new connection.
 
     Attributes:
-        user: User name (for XOAUTH2, the account the token belongs to).
+        user: User name (for XOAUTH2, the account the token belongs to). May be empty
+            only with a token provider that returns ``(user, token)`` itself (the seed's
+            xoauth2 generator, which needs no ``auth.user``).
         password: Password; mutually exclusive with ``xoauth2``.
         xoauth2: An OAuth2 access token, or a token provider
-            ``provider(user, *, refresh: bool) -> str`` (sync or async) asked again with
-            ``refresh=True`` when the server rejected its token.
+            ``provider(user, *, refresh: bool)`` (sync or async) returning the token or
+            ``(user, token)``, asked again with ``refresh=True`` when the server
+            rejected its token.
     """
 
     user: str
@@ -107,8 +110,8 @@ class Auth:
     xoauth2: str | TokenProvider | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.user, str) or not self.user:
-            raise ValueError("auth needs a user")
+        if not isinstance(self.user, str) or not (self.user or callable(self.xoauth2)):
+            raise ValueError("auth needs a user (unless a token provider supplies it)")
         if (self.password is None) == (self.xoauth2 is None):
             raise ValueError("auth needs exactly one of password and xoauth2")
 
@@ -854,7 +857,7 @@ class SMTPPool:
             await conn.connect()
             auth = self.auth
             if auth is not None:
-                await conn.login(auth.user, auth.password, xoauth2=auth.xoauth2)
+                await conn.login(auth.user or None, auth.password, xoauth2=auth.xoauth2)
         except BaseException:
             conn.close()
             raise
