@@ -473,6 +473,30 @@ async def test_size_counts_bare_lf_as_crlf_and_is_checked_before_writing() -> No
     assert bytes(peer.received) == EHLO + b"QUIT\r\n"
 
 
+async def test_file_already_over_the_size_limit_is_refused_before_mail(tmp_path) -> None:
+    big, fits = tmp_path / "big.eml", tmp_path / "fits.eml"
+    big.write_bytes(b"x" * 1500)
+    fits.write_bytes(b"y" * 900 + b"\r\n")
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test>\r\n" + ONE_RCPT + b"DATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 done\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            with big.open("rb") as file, pytest.raises(SMTPMessageError,
+                                                       match="at least 1500 bytes"):
+                await conn.send(Envelope("a@x.test", "b@x.test"), file)
+            assert conn.is_usable  # nothing was written: the connection goes on
+            with fits.open("rb") as file:
+                result = await conn.send(Envelope("a@x.test", "b@x.test"), file)
+            assert result.response.code == 250
+            with big.open("rb") as file:
+                file.seek(200)  # what is left to send is what counts
+                with pytest.raises(SMTPMessageError, match="at least 1300 bytes"):
+                    await conn.send(Envelope("a@x.test", "b@x.test"), file)
+    peer.check()
+
+
 async def test_stream_without_size_is_not_declared() -> None:
     script = greet(PIPE_EHLO) + [
         Expect(b"MAIL FROM:<a@x.test>\r\n" + ONE_RCPT + b"DATA\r\n"),

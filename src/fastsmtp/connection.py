@@ -68,6 +68,7 @@ from .message import (
     address_error,
     data_size,
     envelope_from_message,
+    file_size_floor,
     message_payload,
 )
 from .options import (
@@ -813,11 +814,7 @@ class SMTPConnection:
                 )
             params = " SMTPUTF8"
         if size is not None and caps.size is not None:
-            if caps.size and size > caps.size:
-                raise SMTPMessageError(
-                    f"the message ({size} bytes) exceeds the server's SIZE limit "
-                    f"({caps.size} bytes)"
-                )
+            self._check_size(size)
             params += " SIZE=" + str(size)
         if envelope.use_8bit_mime and caps.eightbitmime:
             params += " BODY=8BITMIME"
@@ -830,6 +827,15 @@ class SMTPConnection:
         for rcpt in recipients:
             lines.append(_command("RCPT TO:" + rcpt + rcpt_params, utf8=utf8))
         return lines
+
+    def _check_size(self, size: int, at_least: str = "") -> None:
+        """Refuse a message over the server's SIZE limit, before anything is written."""
+        limit = self.capabilities.size
+        if limit and size > limit:
+            raise SMTPMessageError(
+                f"the message ({at_least}{size} bytes) exceeds the server's SIZE limit "
+                f"({limit} bytes)"
+            )
 
     async def send(
         self,
@@ -849,8 +855,9 @@ class SMTPConnection:
         The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
         else, for an in-memory message, its size after CRLF normalization
         (:func:`~fastsmtp.message.data_size`). A stream without ``envelope.size`` is
-        not declared and not checked against the server's limit before sending: an
-        oversized one is refused only after its data was sent.
+        not declared; one that is a regular file is still refused before MAIL when its
+        byte count alone exceeds the server's limit (line-ending normalization can only
+        add to it), other streams are refused by the server after their data was sent.
 
         Returns:
             A :class:`SendResult`. Some refused recipients do not fail the send.
@@ -907,8 +914,13 @@ class SMTPConnection:
             envelope = envelope_from_message(message)
         payload = message_payload(message)
         size = envelope.size
-        if size is None and isinstance(payload, (bytes, bytearray, memoryview)):
-            size = data_size(payload)  # after CRLF normalization, as the server counts
+        if size is None:
+            if isinstance(payload, (bytes, bytearray, memoryview)):
+                size = data_size(payload)  # after CRLF normalization, as the server counts
+            elif hasattr(message, "read"):
+                floor = file_size_floor(message)
+                if floor is not None:
+                    self._check_size(floor, at_least="at least ")
         commands = self._mail_commands(envelope, size)
         commands.append(_DATA)
         return envelope, payload, commands

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import io
+import os
 import re
+import stat
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -32,6 +35,7 @@ __all__ = [
     "DSN",
     "address_error",
     "data_size",
+    "file_size_floor",
     "Envelope",
     "MessageSource",
     "Payload",
@@ -298,6 +302,23 @@ def envelope_from_message(message: Message) -> Envelope:
     if not recipients:
         raise SMTPEnvelopeError("the message has no To, Cc or Bcc address")
     return Envelope(senders[0], tuple(recipients))
+
+
+def file_size_floor(fileobj: object) -> int | None:
+    """The least size a regular file's remaining content can have on the wire, or None.
+
+    That is its byte count from the current position: normalizing line endings only
+    ever adds octets, so a file already larger than a server's SIZE limit cannot fit,
+    while the exact size would need a full read. None for anything that is not a
+    seekable regular file (pipes, sockets, in-memory buffers without a descriptor).
+    """
+    try:
+        status = os.fstat(fileobj.fileno())  # type: ignore[attr-defined]
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return max(0, status.st_size - int(fileobj.tell()))  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _file_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
