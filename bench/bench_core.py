@@ -3,7 +3,10 @@
 Measured:
   * ``DataEncoder.encode`` in MB/s on 100 KB and 1 MB bodies: clean CRLF text, text with
     2% of lines starting with ".", and bare-LF text;
-  * ``ReplyParser.feed`` in replies/s on a 20-line EHLO reply.
+  * ``ReplyParser.feed`` in replies/s on a 20-line EHLO reply;
+  * ``data_size`` (the RFC 1870 SIZE a client declares, counted before sending) in
+    calls/s on a 1 KB and a 100 KB message; the twin's three ``bytes.count`` scans are
+    the best plain Python for it.
 
 Contenders:
   * ``compiled``: ``fastsmtp._core`` (skipped when not built);
@@ -223,6 +226,19 @@ def parsers() -> dict[str, Callable[[bytes], object]]:
     return out
 
 
+#: Messages for data_size: the pool benchmark's 1 KB shape, and a 100 KB body.
+SIZE_BODIES = {
+    "1 KB": b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 13,
+    "100 KB": b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 1310,
+}
+
+
+def sizers() -> dict[str, Callable[[bytes], object]]:
+    """name -> data_size of each implementation."""
+    return {name: core.data_size for name, core in (("compiled", _core), ("twin", _core_py))
+            if core is not None}
+
+
 def check_outputs() -> None:
     """All contenders must produce the same wire bytes / replies (else the race is void)."""
     for label, body in BODIES.items():
@@ -232,6 +248,8 @@ def check_outputs() -> None:
             if name != "aiosmtplib":
                 out += b".\r\n"  # the others leave the terminator to end()
             assert out == wire, (label, name)
+    for body in SIZE_BODIES.values():
+        assert len({fn(body) for fn in sizers().values()}) == 1
     expected = parse_best_python(EHLO_20)
     assert len(expected) == 1 and len(expected[0][1]) == 20
     for name, fn in parsers().items():
@@ -278,6 +296,18 @@ if pytest is not None:
         assert len(result) == 1
         if benchmark.stats is not None:
             benchmark.extra_info["replies/s"] = round(1 / benchmark.stats.stats.mean)
+
+
+    @pytest.mark.parametrize("body", list(SIZE_BODIES))
+    @pytest.mark.parametrize("impl", ["compiled", "twin"])
+    def test_data_size(benchmark, impl: str, body: str) -> None:  # type: ignore[no-untyped-def]
+        """data_size calls/s (extra_info["calls/s"])."""
+        fn = _pick(sizers(), impl)
+        benchmark.group = f"data_size {body}"
+        data = SIZE_BODIES[body]
+        assert benchmark(fn, data) == len(data)
+        if benchmark.stats is not None:
+            benchmark.extra_info["calls/s"] = round(1 / benchmark.stats.stats.mean)
 
 
 # -- script mode -------------------------------------------------------------------------------
@@ -331,6 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     for n, r in rates.items():
         ratio = f"  (compiled is {ref / r:.1f}x)" if ref and n != "compiled" else ""
         print(f"  {n:14}{r:>12,.0f}{ratio}")
+    print("\ndata_size (the SIZE declared before MAIL), calls/s")
+    for label, body in SIZE_BODIES.items():
+        rates = {n: _rate(fn, body, args.seconds) for n, fn in sizers().items()}
+        ref = rates.get("compiled")
+        for n, r in rates.items():
+            ratio = f"  (compiled is {ref / r:.1f}x)" if ref and n != "compiled" else ""
+            print(f"  {label:8}{n:14}{r:>12,.0f}{ratio}")
 
 
 if __name__ == "__main__":
