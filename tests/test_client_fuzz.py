@@ -1,0 +1,555 @@
+"""Adversarial, property-based tests of the client (SMTPConnection, SMTPPool).
+
+A small raw asyncio server on 127.0.0.1:0 plays a Hypothesis-drawn *script* per
+connection: a greeting variant, an EHLO capability set, and for each command it reads a
+reaction (the correct reply, 4xx, 5xx, 421 then close, a malformed line, a multi-line
+reply with mismatched codes, a reply dribbled over many writes, an extra unsolicited
+reply, a TCP reset, a close without a reply, silence). It parses what the client writes
+as a real server would (command lines; DATA up to CRLF.CRLF), checks every byte of it,
+and records which messages (identified by an ``X-Serial`` header) it received and which
+ones it answered 250 after their final dot.
+
+Properties checked against that record:
+
+1. every send resolves exactly once, in bounded time, with a result or an SMTPError;
+2. the wire is clean: no bare CR or LF, no control character in a command line, and a
+   DATA body that unstuffs to the CRLF-normalized message;
+3. nothing is sent twice: a message answered 250 is never transmitted again, a result
+   with a 250 is a message the server accepted, and a message whose connection broke
+   after its dot is ``SMTPMaybeDelivered`` and never resent;
+4. after a connection error the connection is not usable and a further send fails at
+   once with a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import strategies as st
+
+from fastsmtp.connection import SendResult, SMTPConnection
+from fastsmtp.errors import (
+    SMTPEnvelopeError,
+    SMTPError,
+    SMTPMaybeDelivered,
+    SMTPMessageError,
+)
+from fastsmtp.message import Envelope
+from fastsmtp.pool import SMTPPool
+
+#: Seconds the server waits for client bytes before it gives up on the connection.
+SERVER_READ_TIMEOUT = 5.0
+#: The bound on any single client operation: far above every client timeout used here.
+OP_BOUND = 20.0
+
+CLIENT_OPTIONS: dict[str, Any] = {
+    "name": "client.test",
+    "ignore_tls": True,
+    "connection_timeout": 2.0,
+    "greeting_timeout": 0.3,
+    "socket_timeout": 0.3,
+}
+
+GREETINGS = ["220", "220multi", "220split", "421", "554", "garbage", "close", "silence"]
+REACTIONS = ["ok", "temp", "perm", "421", "garbage", "mismatch", "split", "extra",
+             "reset", "close", "silence"]
+GARBAGE = [b"hello there\r\n", b"2500 too long a code\r\n", b"099 low\r\n", b"25\r\n",
+           b"250x\r\n", b"\x00\xff\r\n", b"650 six\r\n"]
+_SERIAL = re.compile(rb"X-Serial: (\d+)")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass
+class ConnScript:
+    """How the server behaves on one connection."""
+
+    greeting: str = "220"
+    pipelining: bool = True
+    size: int | None = None
+    auth: tuple[str, ...] = ()
+    reactions: list[tuple[str, int]] = field(default_factory=list)  # (kind, parameter)
+
+
+GOOD = ConnScript()
+
+
+@dataclass
+class Event:
+    """A message body seen by the server: ``complete`` (its dot arrived) or not."""
+
+    serial: int
+    conn: int
+    complete: bool
+    accepted: bool = False
+
+
+class FuzzServer:
+    """A scripted, recording SMTP server; one :class:`ConnScript` per connection."""
+
+    def __init__(self, scripts: list[ConnScript]) -> None:
+        self.scripts = list(scripts)
+        self.connections = 0
+        self.violations: list[str] = []
+        self.events: list[Event] = []
+        self.bodies: list[tuple[int, bytes]] = []  # (serial, unstuffed body) of each dot
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> FuzzServer:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self._handle(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = self.connections
+        self.connections += 1
+        script = self.scripts[index] if index < len(self.scripts) else GOOD
+        session = _Session(self, index, script, reader, writer)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                _EOF, asyncio.CancelledError):
+            pass
+        finally:
+            session.end()
+            writer.transport.abort()
+
+
+class _EOF(Exception):
+    pass
+
+
+class _Session:
+    """One connection of the :class:`FuzzServer`."""
+
+    def __init__(self, server: FuzzServer, index: int, script: ConnScript,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.index = index
+        self.script = script
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray()
+        self.reactions = list(script.reactions)
+        self.mail = False
+        self.rcpts = 0
+        self.partial: bytearray | None = None  # DATA bytes so far, while in DATA
+
+    def violation(self, what: str) -> None:
+        self.server.violations.append(f"connection {self.index}: {what}")
+
+    async def fill(self) -> None:
+        chunk = await asyncio.wait_for(self.reader.read(65536), SERVER_READ_TIMEOUT)
+        if not chunk:
+            raise _EOF
+        self.buf += chunk
+
+    def end(self) -> None:
+        """The connection ended: a DATA body cut short is a partial transmission."""
+        if self.partial is not None:
+            data = bytes(self.partial) + bytes(self.buf)
+            match = _SERIAL.search(data)
+            if match:
+                self.server.events.append(Event(int(match[1]), self.index, complete=False))
+            self.partial = None
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def run(self) -> None:
+        if not await self.greet():
+            return
+        while True:
+            line = await self.next_line()
+            verb = line[:4].upper()
+            if verb == b"QUIT":
+                await self.write(b"221 bye\r\n")
+                return
+            if verb in (b"EHLO", b"HELO"):
+                ok = self.ehlo_reply() if verb == b"EHLO" else b"250 fuzz.test\r\n"
+                self.mail, self.rcpts = False, 0
+            elif verb == b"MAIL":
+                ok = b"250 2.1.0 sender ok\r\n" if not self.mail else b"503 nested MAIL\r\n"
+            elif verb == b"RCPT":
+                ok = b"250 2.1.5 rcpt ok\r\n" if self.mail else b"503 need MAIL\r\n"
+            elif verb == b"DATA":
+                ok = b"354 go ahead\r\n" if self.rcpts else b"503 no valid recipients\r\n"
+            elif verb in (b"RSET", b"NOOP"):
+                ok = b"250 2.0.0 ok\r\n"
+            else:
+                ok = b"500 5.5.1 unknown command\r\n"
+            kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
+            if not await self.react(kind, param, ok):
+                return
+            good = kind in ("ok", "split", "extra")
+            if verb == b"RSET" and good:
+                self.mail, self.rcpts = False, 0
+            elif verb == b"MAIL" and good and ok.startswith(b"250"):
+                self.mail = True
+            elif verb == b"RCPT" and good and ok.startswith(b"250"):
+                self.rcpts += 1
+            elif verb == b"DATA" and good and ok.startswith(b"354"):
+                if not await self.data():
+                    return
+
+    async def greet(self) -> bool:
+        kind = self.script.greeting
+        if kind == "220":
+            await self.write(b"220 fuzz.test ESMTP\r\n")
+        elif kind == "220multi":
+            await self.write(b"220-fuzz.test ESMTP\r\n220 welcome\r\n")
+        elif kind == "220split":
+            await self.dribble(b"220 fuzz.test ESMTP\r\n", 2)
+        elif kind in ("421", "554"):
+            await self.write(kind.encode() + b" go away\r\n")
+            if kind == "421":
+                return False
+        elif kind == "garbage":
+            await self.write(b"hello, this is not SMTP\r\n")
+        elif kind == "close":
+            await asyncio.sleep(0.01)
+            return False
+        elif kind == "silence":
+            await self.discard()
+            return False
+        return True
+
+    def ehlo_reply(self) -> bytes:
+        caps = [b"fuzz.test"]
+        if self.script.pipelining:
+            caps.append(b"PIPELINING")
+        if self.script.size is not None:
+            caps.append(b"SIZE %d" % self.script.size if self.script.size else b"SIZE")
+        if self.script.auth:
+            caps.append(b"AUTH " + " ".join(self.script.auth).encode())
+        caps.append(b"8BITMIME")
+        return b"".join(b"250-" + c + b"\r\n" for c in caps[:-1]) + b"250 " + caps[-1] + b"\r\n"
+
+    async def next_line(self) -> bytes:
+        """The next command line, checked: CRLF only, no control character."""
+        while b"\n" not in self.buf:
+            if len(self.buf) > 4096:
+                self.violation(f"no line end in {bytes(self.buf[:60])!r}")
+                raise _EOF
+            await self.fill()
+        end = self.buf.index(b"\n")
+        line = bytes(self.buf[:end + 1])
+        del self.buf[:end + 1]
+        if not line.endswith(b"\r\n"):
+            self.violation(f"bare LF in command {line!r}")
+        body = line[:-2]
+        if b"\r" in body:
+            self.violation(f"bare CR in command {line!r}")
+        if any(b < 0x20 or b == 0x7F for b in body):
+            self.violation(f"control character in command {line!r}")
+        return body
+
+    async def data(self) -> bool:
+        """Read one DATA body (through CRLF.CRLF), check it and react to its dot."""
+        self.partial = bytearray()
+        while True:
+            if self.buf.startswith(b".\r\n"):
+                raw, rest = b"", self.buf[3:]
+                break
+            end = self.buf.find(b"\r\n.\r\n")
+            if end >= 0:
+                raw, rest = bytes(self.buf[:end + 2]), self.buf[end + 5:]
+                break
+            await self.fill()
+        self.buf = bytearray(rest)
+        self.partial = None
+        if b"\r" in raw.replace(b"\r\n", b"") or b"\n" in raw.replace(b"\r\n", b""):
+            self.violation(f"bare CR or LF in DATA {raw[:80]!r}")
+        lines = raw.split(b"\r\n")
+        for line in lines:
+            if line.startswith(b".") and not line.startswith(b".."):
+                self.violation(f"unstuffed dot line in DATA {line[:40]!r}")
+        body = b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+        match = _SERIAL.search(body)
+        serial = int(match[1]) if match else -1
+        if serial < 0:
+            self.violation(f"DATA without a serial: {body[:80]!r}")
+        self.server.bodies.append((serial, body))
+        event = Event(serial, self.index, complete=True)
+        self.server.events.append(event)
+        kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
+        self.mail, self.rcpts = False, 0
+        if kind in ("ok", "split", "extra"):
+            event.accepted = True  # the 250 is written in full before anything else
+        return await self.react(kind, param, b"250 2.0.0 queued as %d\r\n" % serial)
+
+    async def dribble(self, data: bytes, step: int) -> None:
+        for i in range(0, len(data), step):
+            await self.write(data[i:i + step])
+            await asyncio.sleep(0.001)  # separate segments
+
+    async def discard(self) -> None:
+        """Say nothing, read until the client gives up (bounded)."""
+        self.buf.clear()
+        try:
+            while True:
+                await self.fill()
+                self.buf.clear()
+        except (_EOF, ConnectionError, asyncio.TimeoutError):
+            pass
+
+    async def react(self, kind: str, param: int, ok: bytes) -> bool:
+        """Answer one command; False when the connection is over."""
+        if kind == "ok":
+            await self.write(ok)
+        elif kind == "temp":
+            await self.write(b"451 4.3.0 try again later\r\n")
+        elif kind == "perm":
+            await self.write(b"554 5.7.1 refused\r\n")
+        elif kind == "421":
+            await self.write(b"421 4.3.2 shutting down\r\n")
+            self.writer.close()
+            return False
+        elif kind == "garbage":
+            await self.write(GARBAGE[param % len(GARBAGE)])
+        elif kind == "mismatch":
+            await self.write(ok[:3] + b"-first line\r\n" + (b"252" if ok[:3] != b"252"
+                                                              else b"250") + b" second\r\n")
+        elif kind == "split":
+            await self.dribble(ok, 1 + param % 5)
+        elif kind == "extra":
+            await self.write(ok + b"250 2.0.0 unsolicited\r\n")
+        elif kind == "reset":
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.writer.transport.abort()
+            return False
+        elif kind == "close":
+            self.writer.close()
+            return False
+        elif kind == "silence":
+            await self.discard()
+            return False
+        return True
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+reaction = st.tuples(
+    st.sampled_from(REACTIONS), st.integers(0, 20)
+) | st.just(("ok", 0))
+
+conn_scripts = st.builds(
+    ConnScript,
+    greeting=st.sampled_from(GREETINGS) | st.just("220") | st.just("220"),
+    pipelining=st.booleans(),
+    size=st.none() | st.sampled_from([0, 60, 100_000]),
+    auth=st.lists(st.sampled_from(["PLAIN", "LOGIN", "CRAM-MD5"]), max_size=3,
+                  unique=True).map(tuple),
+    reactions=st.lists(
+        st.one_of(reaction, st.just(("ok", 0)), st.just(("ok", 0))), max_size=12),
+)
+
+body_pieces = st.lists(
+    st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"x", b"hello", b" ",
+                     b"\r\n.\r\n", b".\r\n", b"\xc3\xa9"]),
+    max_size=12,
+).map(b"".join)
+
+
+@dataclass
+class Msg:
+    """One test message: its serial, envelope and payload (bytes or a list of chunks)."""
+
+    serial: int
+    envelope: Envelope
+    data: bytes
+    chunks: list[bytes] | None
+
+    @property
+    def payload(self) -> Any:
+        return self.data if self.chunks is None else list(self.chunks)
+
+
+@st.composite
+def messages(draw: st.DrawFn, max_size: int) -> list[Msg]:
+    count = draw(st.integers(1, max_size))
+    out = []
+    for serial in range(count):
+        rcpts = draw(st.lists(st.sampled_from(["r1@y.org", "r2@y.org", "r3@z.org"]),
+                              min_size=1, max_size=3, unique=True))
+        data = b"X-Serial: %d\r\n" % serial + draw(body_pieces)
+        chunks = None
+        if draw(st.booleans()):
+            cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
+            bounds = [0, *cuts, len(data)]
+            chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+        out.append(Msg(serial, Envelope("a@x.org", rcpts), data, chunks))
+    return out
+
+
+def normalized(data: bytes) -> bytes:
+    """What the server must read: CRLF line endings, a final CRLF when not empty."""
+    data = _LINE_END.sub(b"\r\n", data)
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+#: Examples per test and event loop; raise it (e.g. 500) to hunt for bugs locally.
+EXAMPLES = int(os.environ.get("FASTSMTP_FUZZ_EXAMPLES", "25"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+# -- shared checks ---------------------------------------------------------------------------
+
+def check_wire(server: FuzzServer, msgs: list[Msg]) -> None:
+    """Property 2: clean commands, and every DATA body is its message, normalized."""
+    assert not server.violations, server.violations
+    by_serial = {m.serial: m for m in msgs}
+    for serial, body in server.bodies:
+        assert body == normalized(by_serial[serial].data), (serial, body)
+
+
+def check_outcomes(server: FuzzServer, msgs: list[Msg], outcomes: dict[int, Any],
+                   *, resend_allowed: bool) -> None:
+    """Properties 1 and 3 for a finished run."""
+    accepted = Counter(e.serial for e in server.events if e.accepted)
+    assert all(n == 1 for n in accepted.values()), accepted
+    for msg in msgs:
+        outcome = outcomes[msg.serial]
+        events = [e for e in server.events if e.serial == msg.serial]
+        assert isinstance(outcome, (SendResult, SMTPError)), repr(outcome)
+        event(f"outcome: {type(outcome).__name__}")
+        if not resend_allowed:
+            assert len(events) <= 1, events  # a connection never sends a message twice
+        # Nothing follows the server's 250 for a message: it is never sent again.
+        for i, seen in enumerate(events):
+            if seen.accepted:
+                assert i == len(events) - 1, events
+        if isinstance(outcome, SendResult):
+            assert outcome.response.code == 250
+            assert accepted[msg.serial] == 1, (msg.serial, events)
+        elif accepted[msg.serial]:
+            assert isinstance(outcome, SMTPMaybeDelivered), (outcome, events)
+        if isinstance(outcome, SMTPMaybeDelivered):
+            assert outcome.code == "EMAYBE"
+            # The server did read its final dot, and it was the last transmission.
+            assert events and events[-1].complete, (outcome, events)
+
+
+def keeps_connection(exc: BaseException) -> bool:
+    """A refusal of one message (or a local validation error): the connection stays."""
+    return isinstance(exc, (SMTPEnvelopeError, SMTPMessageError))
+
+
+async def assert_fails_fast(conn: SMTPConnection, msg: Msg) -> None:
+    """Property 4: a broken connection refuses the next send at once, typed."""
+    assert not conn.is_usable
+    assert not conn.is_connected
+    try:
+        await asyncio.wait_for(conn.send(msg.envelope, msg.payload), 1.0)
+    except SMTPError as exc:
+        assert not isinstance(exc, SMTPMaybeDelivered)
+    else:
+        raise AssertionError("a send on a broken connection succeeded")
+
+
+# -- SMTPConnection --------------------------------------------------------------------------
+
+@FUZZ
+@given(script=conn_scripts, msgs=messages(4), many=st.booleans())
+async def test_connection_against_an_erratic_server(script: ConnScript, msgs: list[Msg],
+                                                    many: bool) -> None:
+    outcomes: dict[int, Any] = {}
+    async with FuzzServer([script]) as server:
+        conn = SMTPConnection("127.0.0.1", server.port, **CLIENT_OPTIONS)
+        try:
+            try:
+                await asyncio.wait_for(conn.connect(), OP_BOUND)
+            except SMTPError:
+                await assert_fails_fast(conn, msgs[0])
+                return
+            if many:
+                results = await asyncio.wait_for(
+                    conn.send_many([(m.envelope, m.payload) for m in msgs]), OP_BOUND)
+                assert len(results) == len(msgs)
+                outcomes = {m.serial: r for m, r in zip(msgs, results)}
+            else:
+                for msg in msgs:
+                    try:
+                        outcomes[msg.serial] = await asyncio.wait_for(
+                            conn.send(msg.envelope, msg.payload), OP_BOUND)
+                    except SMTPError as exc:
+                        outcomes[msg.serial] = exc
+                        if not keeps_connection(exc):
+                            await assert_fails_fast(conn, msg)
+            broken = [r for r in outcomes.values()
+                      if isinstance(r, SMTPError) and not keeps_connection(r)]
+            if broken:
+                await assert_fails_fast(conn, msgs[0])
+            await asyncio.wait_for(conn.quit(), OP_BOUND)
+        finally:
+            conn.close()
+    check_wire(server, msgs)
+    if outcomes:
+        check_outcomes(server, msgs, outcomes, resend_allowed=False)
+
+
+# -- SMTPPool --------------------------------------------------------------------------------
+
+@FUZZ
+@given(scripts=st.lists(conn_scripts, max_size=4), msgs=messages(6),
+       batch=st.sampled_from([1, 32]), stream=st.booleans())
+async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: list[Msg],
+                                            batch: int, stream: bool) -> None:
+    async with FuzzServer(scripts) as server:
+        pool = SMTPPool(host="127.0.0.1", port=server.port, max_connections=2,
+                        max_attempts=3, retry_delay=0.01, retry_delay_max=0.02,
+                        batch_size=batch, **CLIENT_OPTIONS)
+        try:
+            if stream:
+                outcomes: dict[int, Any] = {}
+
+                async def run() -> None:
+                    items = [(m.envelope, m.payload) for m in msgs]
+                    async for item, result in pool.send_many(items):
+                        serial = int(_SERIAL.search(b"".join(item[1]) if isinstance(
+                            item[1], list) else item[1])[1])
+                        assert serial not in outcomes  # each resolves exactly once
+                        outcomes[serial] = result
+
+                await asyncio.wait_for(run(), OP_BOUND)
+            else:
+                results = await asyncio.wait_for(asyncio.gather(
+                    *(pool.send(m.payload, m.envelope) for m in msgs),
+                    return_exceptions=True), OP_BOUND)
+                outcomes = {m.serial: r for m, r in zip(msgs, results)}
+        finally:
+            await asyncio.wait_for(pool.close(), OP_BOUND)
+    assert len(outcomes) == len(msgs)
+    check_wire(server, msgs)
+    check_outcomes(server, msgs, outcomes, resend_allowed=True)
