@@ -122,6 +122,8 @@ DEFAULT_HANDLER_TIMEOUT = 300.0
 #: Default seconds ``close()`` lets sessions finish their transaction.
 DEFAULT_CLOSE_TIMEOUT = 30.0
 
+#: Replies gathered before a write, so that a paused transport stops processing early.
+_FLUSH_REPLIES = 64
 _PENDING = object()  # a hook is being awaited; processing continues when it returns
 _CoroutineType = types.CoroutineType
 
@@ -242,6 +244,14 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._write_paused = False
         if not self._closed and not self._busy:
             self.transport.resume_reading()
+            # Lines left in the reader when _process stopped at the high-water mark; not
+            # run from inside the transport's write path.
+            if self._reader.buffered:
+                self.loop.call_soon(self._resume_processing)
+
+    def _resume_processing(self) -> None:
+        if not self._closed and not self._busy and not self._write_paused:
+            self._process()
 
     def eof_received(self) -> bool | None:  # noqa: D102
         return None  # close our side too
@@ -296,6 +306,14 @@ class SMTPServerProtocol(asyncio.Protocol):
                     out.append(r)
             if sm.action and not self._act(out):
                 return
+            if len(out) >= _FLUSH_REPLIES:
+                # Replies can be 14 times their command's size (HELP, EHLO): answering a
+                # whole 256 KiB read at once would buffer megabytes for a client that does
+                # not read them. Write in batches; at the high-water mark the rest waits
+                # in the reader (reading is paused) until resume_writing.
+                self._flush(out)
+                if self._write_paused:
+                    break
         self._flush(out)
         if lines and not reader.in_data:
             self._cmd_deadline = self.loop.time() + self._config.timeout
