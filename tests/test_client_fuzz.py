@@ -522,14 +522,16 @@ async def test_connection_against_an_erratic_server(script: ConnScript, msgs: li
 # -- SMTPPool --------------------------------------------------------------------------------
 
 @FUZZ
-@given(scripts=st.lists(conn_scripts, max_size=4), msgs=messages(6),
-       batch=st.sampled_from([1, 32]), stream=st.booleans())
+@given(scripts=st.lists(conn_scripts, max_size=4), msgs=messages(8),
+       connections=st.integers(1, 2), batch=st.sampled_from([1, 32]),
+       rate_limit=st.sampled_from([None, 1000]), stream=st.booleans())
 async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: list[Msg],
-                                            batch: int, stream: bool) -> None:
+                                            connections: int, batch: int,
+                                            rate_limit: int | None, stream: bool) -> None:
     async with FuzzServer(scripts) as server:
-        pool = SMTPPool(host="127.0.0.1", port=server.port, max_connections=2,
+        pool = SMTPPool(host="127.0.0.1", port=server.port, max_connections=connections,
                         max_attempts=3, retry_delay=0.01, retry_delay_max=0.02,
-                        batch_size=batch, **CLIENT_OPTIONS)
+                        batch_size=batch, rate_limit=rate_limit, **CLIENT_OPTIONS)
         try:
             if stream:
                 outcomes: dict[int, Any] = {}
@@ -553,3 +555,26 @@ async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: lis
     assert len(outcomes) == len(msgs)
     check_wire(server, msgs)
     check_outcomes(server, msgs, outcomes, resend_allowed=True)
+
+
+# -- regressions found by the properties above -----------------------------------------------
+
+async def test_pool_queued_jobs_are_not_maybe_delivered_by_another_jobs_dot() -> None:
+    """A fresh connection lost after one message's dot charges the jobs still queued with
+    the connection error (retried), not with that message's SMTPMaybeDelivered: they were
+    never sent. (Found by test_pool_against_erratic_servers.)"""
+    # EHLO, MAIL, RCPT, DATA answered; the first dot gets a malformed reply.
+    script = ConnScript(pipelining=False, reactions=[("ok", 0)] * 4 + [("garbage", 0)])
+    msgs = [Msg(i, Envelope("a@x.org", ["r1@y.org"]), b"X-Serial: %d\r\n" % i, None)
+            for i in range(3)]
+    async with FuzzServer([script]) as server:
+        async with SMTPPool(host="127.0.0.1", port=server.port, max_connections=1,
+                            retry_delay=0.01, retry_delay_max=0.02, **CLIENT_OPTIONS) as pool:
+            results = await asyncio.wait_for(asyncio.gather(
+                *(pool.send(m.payload, m.envelope) for m in msgs), return_exceptions=True),
+                OP_BOUND)
+    assert isinstance(results[0], SMTPMaybeDelivered)
+    assert [r.response.code for r in results[1:]] == [250, 250]
+    assert [(e.serial, e.conn, e.accepted) for e in server.events] == [
+        (0, 0, False), (1, 1, True), (2, 1, True)]
+    check_wire(server, msgs)

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from email.message import Message
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from ._codec import DataEncoder
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
@@ -109,6 +109,8 @@ _CANCEL = b"*\r\n"
 
 _NEW, _READY, _CLOSED = 0, 1, 2
 
+_E = TypeVar("_E", bound=BaseException)
+
 
 def _command(*parts: str, utf8: bool = False) -> bytes:
     """Build one command line: the only place where user values become protocol bytes.
@@ -154,6 +156,19 @@ def _path(address: str) -> str:
     if why is not None:
         raise SMTPEnvelopeError(f"invalid address {address[:60]!r}: {why}")
     return "<" + address + ">"
+
+
+def unsent_error(exc: _E) -> _E | SMTPError:
+    """The error for messages *not* sent on a connection that failed with ``exc``.
+
+    :class:`~fastsmtp.errors.SMTPMaybeDelivered` is true only of the message whose final
+    dot was written; for the messages behind it (pipelined, or queued in a pool) it is
+    the connection error that caused it, which allows a retry.
+    """
+    if not isinstance(exc, SMTPMaybeDelivered):
+        return exc
+    cause = exc.__cause__
+    return cause if isinstance(cause, SMTPError) else SMTPConnectionError(exc.message)
 
 
 def _positive_or_negative(code: int) -> bool:
@@ -1203,16 +1218,12 @@ class SMTPConnection:
             self._abort(exc)
             if not isinstance(exc, Exception):
                 raise
-            other: Exception = exc
             if isinstance(exc, SMTPMaybeDelivered):
                 # Only the message whose dot was written may have been delivered; the
                 # ones behind it were not, and may be retried.
                 if dot_index >= 0 and results[dot_index] is None:
                     settle(dot_index, exc)
-                cause = exc.__cause__
-                other = cause if isinstance(cause, SMTPError) else SMTPConnectionError(
-                    exc.message
-                )
+            other = unsent_error(exc)
             for i, result in enumerate(results):
                 if result is None:
                     settle(i, other)

@@ -57,7 +57,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .connection import SendResult, SMTPConnection, TokenProvider
+from .connection import SendResult, SMTPConnection, TokenProvider, unsent_error
 from .errors import (
     SMTPAuthError,
     SMTPConnectionError,
@@ -981,10 +981,13 @@ class SMTPPool:
             # connect (once per connection, however many jobs it was carrying), so the
             # pool backs off and every waiting job is charged an attempt.
             self._last_broken = conn
-            if _replayable(job.message):
+            if _replayable(job.message) and not isinstance(exc, SMTPMaybeDelivered):
                 self._connect_failed(job, exc)
                 return
-            self._connect_failed(None, exc)  # this job's stream is spent: it fails below
+            # This job fails below (its stream is spent, or its dot was written); the
+            # queued jobs were never sent, so they are charged the connection's error,
+            # never this job's "maybe delivered".
+            self._connect_failed(None, unsent_error(exc))
         job.attempts += 1
         if (
             isinstance(exc, Exception)
