@@ -60,7 +60,9 @@ CLIENT_OPTIONS: dict[str, Any] = {
 
 GREETINGS = ["220", "220multi", "220split", "421", "554", "garbage", "close", "silence"]
 REACTIONS = ["ok", "temp", "perm", "421", "garbage", "mismatch", "split", "extra",
-             "reset", "close", "silence"]
+             "then421", "wrong3xx", "reset", "close", "silence"]
+#: Reactions that include the correct reply, written in full before anything else.
+GOOD_KINDS = ("ok", "split", "extra", "then421")
 GARBAGE = [b"hello there\r\n", b"2500 too long a code\r\n", b"099 low\r\n", b"25\r\n",
            b"250x\r\n", b"\x00\xff\r\n", b"650 six\r\n"]
 _SERIAL = re.compile(rb"X-Serial: (\d+)")
@@ -75,6 +77,7 @@ class ConnScript:
     pipelining: bool = True
     size: int | None = None
     auth: tuple[str, ...] = ()
+    ehlo: tuple[str, int] = ("ok", 0)  # the reaction to the first EHLO
     reactions: list[tuple[str, int]] = field(default_factory=list)  # (kind, parameter)
 
 
@@ -154,6 +157,7 @@ class _Session:
         self.writer = writer
         self.buf = bytearray()
         self.reactions = list(script.reactions)
+        self.ehlo: tuple[str, int] | None = script.ehlo
         self.mail = False
         self.rcpts = 0
         self.partial: bytearray | None = None  # DATA bytes so far, while in DATA
@@ -202,10 +206,13 @@ class _Session:
                 ok = b"250 2.0.0 ok\r\n"
             else:
                 ok = b"500 5.5.1 unknown command\r\n"
-            kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
+            if verb == b"EHLO" and self.ehlo is not None:
+                (kind, param), self.ehlo = self.ehlo, None
+            else:
+                kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
             if not await self.react(kind, param, ok):
                 return
-            good = kind in ("ok", "split", "extra")
+            good = kind in GOOD_KINDS
             if verb == b"RSET" and good:
                 self.mail, self.rcpts = False, 0
             elif verb == b"MAIL" and good and ok.startswith(b"250"):
@@ -298,7 +305,7 @@ class _Session:
         self.server.events.append(event)
         kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
         self.mail, self.rcpts = False, 0
-        if kind in ("ok", "split", "extra"):
+        if kind in GOOD_KINDS:
             event.accepted = True  # the 250 is written in full before anything else
         return await self.react(kind, param, b"250 2.0.0 queued as %d\r\n" % serial)
 
@@ -338,6 +345,17 @@ class _Session:
             await self.dribble(ok, 1 + param % 5)
         elif kind == "extra":
             await self.write(ok + b"250 2.0.0 unsolicited\r\n")
+        elif kind == "then421":
+            # The correct reply, then an unsolicited 421 as a server timing out idle
+            # clients sends it, and the close.
+            await self.write(ok)
+            await asyncio.sleep(0.002 * (param % 3))
+            await self.write(b"421 4.4.2 idle too long\r\n")
+            self.writer.close()
+            return False
+        elif kind == "wrong3xx":
+            await self.write(b"354 go ahead\r\n" if not ok.startswith(b"354")
+                             else b"334 VXNlcm5hbWU6\r\n")
         elif kind == "reset":
             sock = self.writer.get_extra_info("socket")
             if sock is not None:
@@ -366,6 +384,7 @@ conn_scripts = st.builds(
     size=st.none() | st.sampled_from([0, 60, 100_000]),
     auth=st.lists(st.sampled_from(["PLAIN", "LOGIN", "CRAM-MD5"]), max_size=3,
                   unique=True).map(tuple),
+    ehlo=st.just(("ok", 0)) | reaction,
     reactions=st.lists(
         st.one_of(reaction, st.just(("ok", 0)), st.just(("ok", 0))), max_size=12),
 )
@@ -379,16 +398,33 @@ body_pieces = st.lists(
 
 @dataclass
 class Msg:
-    """One test message: its serial, envelope and payload (bytes or a list of chunks)."""
+    """One test message: its serial, envelope and payload (bytes or chunks, as a list or
+    an async iterator)."""
 
     serial: int
     envelope: Envelope
     data: bytes
-    chunks: list[bytes] | None
+    chunks: list[bytes] | None = None
+    stream: bool = False  # give the chunks as an async iterator (not replayable)
 
     @property
     def payload(self) -> Any:
-        return self.data if self.chunks is None else list(self.chunks)
+        if self.chunks is None:
+            return self.data
+        if not self.stream:
+            return list(self.chunks)
+        return _aiter(self.chunks)
+
+
+async def _aiter(chunks: list[bytes]) -> Any:
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield chunk
+
+
+#: Sometimes a body far over the connection's single-write limit, so writes go through
+#: the transport's backpressure.
+BIG = b"y" * 300_000 + b"\n.\n"
 
 
 @st.composite
@@ -399,12 +435,14 @@ def messages(draw: st.DrawFn, max_size: int) -> list[Msg]:
         rcpts = draw(st.lists(st.sampled_from(["r1@y.org", "r2@y.org", "r3@z.org"]),
                               min_size=1, max_size=3, unique=True))
         data = b"X-Serial: %d\r\n" % serial + draw(body_pieces)
+        data += draw(st.sampled_from([b""] * 7 + [BIG]))
         chunks = None
         if draw(st.booleans()):
             cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
             bounds = [0, *cuts, len(data)]
             chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
-        out.append(Msg(serial, Envelope("a@x.org", rcpts), data, chunks))
+        stream = chunks is not None and draw(st.booleans())
+        out.append(Msg(serial, Envelope("a@x.org", rcpts), data, chunks, stream))
     return out
 
 
@@ -539,8 +577,7 @@ async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: lis
                 async def run() -> None:
                     items = [(m.envelope, m.payload) for m in msgs]
                     async for item, result in pool.send_many(items):
-                        serial = int(_SERIAL.search(b"".join(item[1]) if isinstance(
-                            item[1], list) else item[1])[1])
+                        serial = next(i for i, it in enumerate(items) if it is item)
                         assert serial not in outcomes  # each resolves exactly once
                         outcomes[serial] = result
 
