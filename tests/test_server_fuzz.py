@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from test_server_support import WAIT, Recorder, greeted, serve, wait_until
 
 from fastsmtp._codec import core
+from fastsmtp.handlers import StreamingHandler
 from fastsmtp.server import SMTPServer
 
 FAST = settings(
@@ -107,12 +108,13 @@ async def exchange(port: int, chunks: list[bytes]) -> bytes:
     replies = asyncio.ensure_future(read_all(reader))
     try:
         for chunk in chunks:
-            if replies.done():
+            if replies.done() or writer.is_closing():
                 break  # the server closed; the rest would only meet a reset
-            writer.write(chunk)
             try:
+                writer.write(chunk)
                 await asyncio.wait_for(writer.drain(), WAIT)
-            except ConnectionError:
+            except (ConnectionError, RuntimeError):
+                # uvloop raises RuntimeError for a write on a transport the reset closed.
                 break
             # One loop turn, so that the server usually reads this chunk on its own.
             await asyncio.sleep(0)
@@ -211,9 +213,15 @@ GARBAGE_PIECES = [
     b"NOOP " + b"y" * 520 + b"\n",
     b"z" * 70_000,  # over MAX_COMMAND_DISCARD: a runaway line, 421
 ]
-garbage = st.lists(
-    st.one_of(st.sampled_from(GARBAGE_PIECES), st.binary(max_size=40)), max_size=30
-).map(b"".join)
+_ENVELOPE = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
+# Whole openings (per server kind), so that the garbage after them is often message data.
+OPEN_SMTP = b"EHLO fuzz\r\n" + _ENVELOPE + b"DATA\r\n"
+OPEN_LMTP = b"LHLO fuzz\r\n" + _ENVELOPE + b"DATA\r\n"
+OPEN_AUTH = b"EHLO fuzz\r\nAUTH PLAIN AGEAYg==\r\n" + _ENVELOPE + b"DATA\r\n"
+garbage = st.tuples(
+    st.lists(st.one_of(st.sampled_from(GARBAGE_PIECES), st.binary(max_size=40)), max_size=30),
+    st.sampled_from([b"\r\n.\r\n", b""]),  # often end a message the opening started
+).map(lambda t: b"".join(t[0]) + t[1])
 cuts = st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=10)
 
 
@@ -238,11 +246,13 @@ async def hostile_server() -> AsyncIterator[SMTPServer]:
 
 
 @FAST
-@given(data=garbage, at=cuts)
+@given(data=garbage, at=cuts, opening=st.booleans())
 async def test_hostile_input_gets_well_formed_replies_and_server_survives(
-    hostile_server: SMTPServer, caplog: Any, data: bytes, at: list[int]
+    hostile_server: SMTPServer, caplog: Any, data: bytes, at: list[int], opening: bool
 ) -> None:
     caplog.clear()
+    if opening:
+        data = OPEN_SMTP + data
     # debug=True only logs when DEBUG is enabled: the masking code sees the garbage too.
     caplog.set_level(logging.DEBUG, logger="fastsmtp.server")
     replies = await exchange(hostile_server.port, split(data, at))
@@ -252,6 +262,79 @@ async def test_hostile_input_gets_well_formed_replies_and_server_survives(
     await wait_until(lambda: hostile_server.connections == 0)
     await assert_serving(hostile_server)
     assert server_errors(caplog) == []
+
+
+def only_crlf(data: bytes) -> bool:
+    """No CR or LF in ``data`` outside a CRLF pair."""
+    rest = data.replace(b"\r\n", b"")
+    return b"\r" not in rest and b"\n" not in rest
+
+
+class Streamer(StreamingHandler):
+    """A streaming handler that records its messages (chunks joined) and aborts."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.aborts = 0
+
+    async def data_chunk(self, session: Any, envelope: Any, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    async def data_ready(self, session: Any, envelope: Any) -> str:
+        self.messages.append(b"".join(self.chunks))
+        self.chunks.clear()
+        return "250 2.0.0 OK: streamed"
+
+    def data_abort(self, session: Any, envelope: Any) -> None:  # type: ignore[override]
+        self.chunks.clear()
+        self.aborts += 1
+
+
+@pytest.fixture
+async def variant_servers() -> AsyncIterator[tuple[SMTPServer, SMTPServer]]:
+    """LMTP with bare newlines refused, and a streaming server that requires AUTH."""
+    async with serve(
+        Recorder(), lmtp=True, bare_newline="reject", max_recipients=2, max_size=3000
+    ) as lmtp, serve(
+        Streamer(),
+        require_auth=True,
+        auth_require_tls=False,
+        auth_methods=("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"),
+        authenticator=lambda server, session, envelope, mechanism, data: True,
+        max_size=5000,
+        disabled_commands=("VRFY", "HELP"),
+    ) as streaming:
+        yield lmtp, streaming
+
+
+@FAST
+@given(data=garbage, at=cuts, use_streaming=st.booleans(), opening=st.booleans())
+async def test_hostile_input_on_lmtp_and_streaming_servers(
+    variant_servers: tuple[SMTPServer, SMTPServer],
+    caplog: Any,
+    data: bytes,
+    at: list[int],
+    use_streaming: bool,
+    opening: bool,
+) -> None:
+    caplog.clear()
+    if opening:
+        data = (OPEN_AUTH if use_streaming else OPEN_LMTP) + data
+    server = variant_servers[1] if use_streaming else variant_servers[0]
+    handler = server.handler
+    replies = await exchange(server.port, split(data, at))
+    codes = check_replies(replies)
+    assert codes[:1] == [b"220"] and codes.count(b"220") == 1, replies[:200]
+    await wait_until(lambda: server.connections == 0)
+    await assert_serving(server)
+    assert server_errors(caplog) == []
+    # Whatever came in, no bare line ending and nothing over max_size reaches a handler.
+    contents = handler.messages if use_streaming else [m[2] for m in handler.messages]
+    for content in contents:
+        assert only_crlf(content) and len(content) <= server._config.max_size
+    if use_streaming:
+        assert handler.chunks == []  # every message ended (ready) or was aborted
 
 
 # -- 2. valid pipelined sessions ---------------------------------------------------------------
@@ -415,11 +498,13 @@ async def test_never_ending_command_line_is_cut_off_with_bounded_buffer(
     peak = 0
     try:
         for _ in range(4 * core.MAX_COMMAND_DISCARD // chunk_size + 4):  # bounded
-            if replies.done():
+            if replies.done() or writer.is_closing():
                 break
-            writer.write(chunk)
-            with contextlib.suppress(ConnectionError):
+            try:
+                writer.write(chunk)
                 await asyncio.wait_for(writer.drain(), WAIT)
+            except (ConnectionError, RuntimeError):
+                break  # cut off (uvloop: RuntimeError on a transport a reset closed)
             await asyncio.sleep(0.001)
             proto = protocol_of(server)
             if proto is not None:
