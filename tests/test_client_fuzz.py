@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from fastsmtp.connection import SendResult, SMTPConnection
 from fastsmtp.errors import (
+    SMTPDataRefused,
     SMTPEnvelopeError,
     SMTPError,
     SMTPMaybeDelivered,
@@ -58,7 +59,8 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_timeout": 0.3,
 }
 
-GREETINGS = ["220", "220multi", "220split", "421", "554", "garbage", "close", "silence"]
+GREETINGS = ["220", "220multi", "220split", "220extra", "421", "554", "garbage", "close",
+             "silence"]
 REACTIONS = ["ok", "temp", "perm", "421", "garbage", "mismatch", "split", "extra",
              "then421", "wrong3xx", "reset", "close", "silence"]
 #: Reactions that include the correct reply, written in full before anything else.
@@ -78,6 +80,7 @@ class ConnScript:
     size: int | None = None
     auth: tuple[str, ...] = ()
     ehlo: tuple[str, int] = ("ok", 0)  # the reaction to the first EHLO
+    lmtp: bool = False  # answer the final dot once per accepted recipient (RFC 2033)
     reactions: list[tuple[str, int]] = field(default_factory=list)  # (kind, parameter)
 
 
@@ -92,6 +95,7 @@ class Event:
     conn: int
     complete: bool
     accepted: bool = False
+    delivered: list[str] = field(default_factory=list)  # recipients answered 250
 
 
 class FuzzServer:
@@ -159,7 +163,7 @@ class _Session:
         self.reactions = list(script.reactions)
         self.ehlo: tuple[str, int] | None = script.ehlo
         self.mail = False
-        self.rcpts = 0
+        self.rcpts: list[str] = []  # recipients accepted in this transaction
         self.partial: bytearray | None = None  # DATA bytes so far, while in DATA
 
     def violation(self, what: str) -> None:
@@ -193,9 +197,9 @@ class _Session:
             if verb == b"QUIT":
                 await self.write(b"221 bye\r\n")
                 return
-            if verb in (b"EHLO", b"HELO"):
-                ok = self.ehlo_reply() if verb == b"EHLO" else b"250 fuzz.test\r\n"
-                self.mail, self.rcpts = False, 0
+            if verb in (b"EHLO", b"HELO", b"LHLO"):
+                ok = self.ehlo_reply() if verb != b"HELO" else b"250 fuzz.test\r\n"
+                self.mail, self.rcpts = False, []
             elif verb == b"MAIL":
                 ok = b"250 2.1.0 sender ok\r\n" if not self.mail else b"503 nested MAIL\r\n"
             elif verb == b"RCPT":
@@ -206,7 +210,7 @@ class _Session:
                 ok = b"250 2.0.0 ok\r\n"
             else:
                 ok = b"500 5.5.1 unknown command\r\n"
-            if verb == b"EHLO" and self.ehlo is not None:
+            if verb in (b"EHLO", b"LHLO") and self.ehlo is not None:
                 (kind, param), self.ehlo = self.ehlo, None
             else:
                 kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
@@ -214,11 +218,11 @@ class _Session:
                 return
             good = kind in GOOD_KINDS
             if verb == b"RSET" and good:
-                self.mail, self.rcpts = False, 0
+                self.mail, self.rcpts = False, []
             elif verb == b"MAIL" and good and ok.startswith(b"250"):
                 self.mail = True
             elif verb == b"RCPT" and good and ok.startswith(b"250"):
-                self.rcpts += 1
+                self.rcpts.append(line[9:].split(b">")[0].decode())
             elif verb == b"DATA" and good and ok.startswith(b"354"):
                 if not await self.data():
                     return
@@ -229,6 +233,8 @@ class _Session:
             await self.write(b"220 fuzz.test ESMTP\r\n")
         elif kind == "220multi":
             await self.write(b"220-fuzz.test ESMTP\r\n220 welcome\r\n")
+        elif kind == "220extra":
+            await self.write(b"220 fuzz.test ESMTP\r\n250 unsolicited\r\n")
         elif kind == "220split":
             await self.dribble(b"220 fuzz.test ESMTP\r\n", 2)
         elif kind in ("421", "554"):
@@ -304,10 +310,20 @@ class _Session:
         event = Event(serial, self.index, complete=True)
         self.server.events.append(event)
         kind, param = self.reactions.pop(0) if self.reactions else ("ok", 0)
-        self.mail, self.rcpts = False, 0
-        if kind in GOOD_KINDS:
-            event.accepted = True  # the 250 is written in full before anything else
-        return await self.react(kind, param, b"250 2.0.0 queued as %d\r\n" % serial)
+        rcpts, self.mail, self.rcpts = self.rcpts, False, []
+        if not self.script.lmtp:
+            ok = b"250 2.0.0 queued as %d\r\n" % serial
+            delivered = rcpts
+        else:
+            # One reply per accepted recipient; bits of the parameter refuse some.
+            codes = [(550, 452)[i % 2] if param >> i & 1 else 250 for i in range(len(rcpts))]
+            ok = b"".join(b"%d for %s\r\n" % (code, r.encode()) for code, r in zip(codes, rcpts))
+            delivered = [r for code, r in zip(codes, rcpts) if code == 250]
+        if kind in GOOD_KINDS and delivered:
+            # The replies are written in full before anything else.
+            event.accepted = True
+            event.delivered = delivered
+        return await self.react(kind, param, ok)
 
     async def dribble(self, data: bytes, step: int) -> None:
         for i in range(0, len(data), step):
@@ -455,7 +471,7 @@ def normalized(data: bytes) -> bytes:
 
 
 #: Examples per test and event loop; raise it (e.g. 500) to hunt for bugs locally.
-EXAMPLES = int(os.environ.get("FASTSMTP_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FASTSMTP_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -473,7 +489,7 @@ def check_wire(server: FuzzServer, msgs: list[Msg]) -> None:
 
 
 def check_outcomes(server: FuzzServer, msgs: list[Msg], outcomes: dict[int, Any],
-                   *, resend_allowed: bool) -> None:
+                   *, resend_allowed: bool, lmtp: bool = False) -> None:
     """Properties 1 and 3 for a finished run."""
     accepted = Counter(e.serial for e in server.events if e.accepted)
     assert all(n == 1 for n in accepted.values()), accepted
@@ -489,8 +505,11 @@ def check_outcomes(server: FuzzServer, msgs: list[Msg], outcomes: dict[int, Any]
             if seen.accepted:
                 assert i == len(events) - 1, events
         if isinstance(outcome, SendResult):
-            assert outcome.response.code == 250
-            assert accepted[msg.serial] == 1, (msg.serial, events)
+            # A result is the server's own verdict on the last transmission.
+            assert events and events[-1].accepted, (msg.serial, outcome, events)
+            assert outcome.accepted == events[-1].delivered, (outcome, events)
+            if not lmtp:
+                assert outcome.response.code == 250
         elif accepted[msg.serial]:
             assert isinstance(outcome, SMTPMaybeDelivered), (outcome, events)
         if isinstance(outcome, SMTPMaybeDelivered):
@@ -519,12 +538,13 @@ async def assert_fails_fast(conn: SMTPConnection, msg: Msg) -> None:
 # -- SMTPConnection --------------------------------------------------------------------------
 
 @FUZZ
-@given(script=conn_scripts, msgs=messages(4), many=st.booleans())
+@given(script=conn_scripts, msgs=messages(4), many=st.booleans(), lmtp=st.booleans())
 async def test_connection_against_an_erratic_server(script: ConnScript, msgs: list[Msg],
-                                                    many: bool) -> None:
+                                                    many: bool, lmtp: bool) -> None:
+    script.lmtp = lmtp
     outcomes: dict[int, Any] = {}
     async with FuzzServer([script]) as server:
-        conn = SMTPConnection("127.0.0.1", server.port, **CLIENT_OPTIONS)
+        conn = SMTPConnection("127.0.0.1", server.port, lmtp=lmtp, **CLIENT_OPTIONS)
         try:
             try:
                 await asyncio.wait_for(conn.connect(), OP_BOUND)
@@ -554,7 +574,7 @@ async def test_connection_against_an_erratic_server(script: ConnScript, msgs: li
             conn.close()
     check_wire(server, msgs)
     if outcomes:
-        check_outcomes(server, msgs, outcomes, resend_allowed=False)
+        check_outcomes(server, msgs, outcomes, resend_allowed=False, lmtp=lmtp)
 
 
 # -- SMTPPool --------------------------------------------------------------------------------
@@ -614,4 +634,30 @@ async def test_pool_queued_jobs_are_not_maybe_delivered_by_another_jobs_dot() ->
     assert [r.response.code for r in results[1:]] == [250, 250]
     assert [(e.serial, e.conn, e.accepted) for e in server.events] == [
         (0, 0, False), (1, 1, True), (2, 1, True)]
+    check_wire(server, msgs)
+
+
+async def test_lmtp_message_refused_by_every_recipient_is_an_error() -> None:
+    """LMTP replies refusing the message for every recipient raise SMTPDataRefused (with
+    the permanent reply) instead of returning a result that delivered to nobody; the
+    connection stays usable. (Found by test_connection_against_an_erratic_server.)"""
+    # MAIL, RCPT, RCPT, DATA answered; the dot's parameter bits refuse both recipients.
+    script = ConnScript(lmtp=True, reactions=[("ok", 0)] * 4 + [("ok", 0b11)])
+    msgs = [Msg(i, Envelope("a@x.org", ["r1@y.org", "r2@y.org"]), b"X-Serial: %d\r\n" % i)
+            for i in range(2)]
+    async with FuzzServer([script]) as server:
+        async with SMTPConnection("127.0.0.1", server.port, lmtp=True,
+                                  **CLIENT_OPTIONS) as conn:
+            try:
+                await asyncio.wait_for(conn.send(msgs[0].envelope, msgs[0].payload), OP_BOUND)
+            except SMTPDataRefused as exc:
+                assert exc.response_code == 550
+            else:
+                raise AssertionError("a message delivered to nobody was reported as sent")
+            assert conn.is_usable and conn.messages_sent == 0
+            result = await asyncio.wait_for(conn.send(msgs[1].envelope, msgs[1].payload),
+                                            OP_BOUND)
+            assert result.accepted == ["r1@y.org", "r2@y.org"]
+    assert [(e.serial, e.delivered) for e in server.events] == [
+        (0, []), (1, ["r1@y.org", "r2@y.org"])]
     check_wire(server, msgs)

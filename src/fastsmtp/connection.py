@@ -884,7 +884,7 @@ class SMTPConnection:
             SMTPMessageError: Larger than the server's SIZE (nothing written).
             SMTPSenderRefused: MAIL FROM refused.
             SMTPRecipientsRefused: Every recipient refused (no data sent, RSET done).
-            SMTPDataRefused: DATA or the message refused.
+            SMTPDataRefused: DATA or the message refused (LMTP: by every recipient).
             SMTPMaybeDelivered: The connection was lost (or went silent) after the final
                 dot was written: the message may have been delivered.
             SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
@@ -1113,8 +1113,14 @@ class SMTPConnection:
                 errors.append(SMTPEnvelopeError(
                     f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw)
                 ))
-        if delivered:
-            self.messages_sent += 1
+        if not delivered:
+            # Nobody got the message: a refusal, as when SMTP refuses the dot (and as in
+            # nodemailer), not a result; a pool then retries it when every refusal was
+            # transient (a permanent one, if any, is the error's reply).
+            worst = next((raw for raw in replies if raw[0] >= 500), replies[-1])
+            raise self._reply_error(worst, "message refused by every recipient",
+                                    SMTPDataRefused)
+        self.messages_sent += 1
         return SendResult(delivered, rejected, errors, size, replies[-1])
 
     async def send_many(
