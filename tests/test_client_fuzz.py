@@ -96,6 +96,9 @@ class Event:
     complete: bool
     accepted: bool = False
     delivered: list[str] = field(default_factory=list)  # recipients answered 250
+    # The dot's fate: "good" (answered, and 250 to someone), "refused" (a definite 4xx
+    # or 5xx), "none" (no valid reply: the connection broke), "odd" (a stray 3xx).
+    answer: str = ""
 
 
 class FuzzServer:
@@ -330,6 +333,8 @@ class _Session:
             # The replies are written in full before anything else.
             event.accepted = True
             event.delivered = delivered
+        event.answer = ("good" if event.accepted else "refused" if kind in (
+            *GOOD_KINDS, "temp", "perm", "421") else "odd" if kind == "wrong3xx" else "none")
         return await self.react(kind, param, ok)
 
     async def dribble(self, data: bytes, step: int) -> None:
@@ -519,6 +524,11 @@ def check_outcomes(server: FuzzServer, msgs: list[Msg], outcomes: dict[int, Any]
                 assert outcome.response.code == 250
         elif accepted[msg.serial]:
             assert isinstance(outcome, SMTPMaybeDelivered), (outcome, events)
+        for i, seen in enumerate(events):
+            if seen.answer == "none":
+                # Lost after the dot: maybe delivered, so reported as such, never resent.
+                assert i == len(events) - 1, events
+                assert isinstance(outcome, SMTPMaybeDelivered), (outcome, events)
         if isinstance(outcome, SMTPMaybeDelivered):
             assert outcome.code == "EMAYBE"
             # The server did read its final dot, and it was the last transmission.
