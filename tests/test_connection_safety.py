@@ -473,14 +473,18 @@ async def test_size_counts_bare_lf_as_crlf_and_is_checked_before_writing() -> No
     assert bytes(peer.received) == EHLO + b"QUIT\r\n"
 
 
+# One message whose size was not declared (a stream): MAIL carries no SIZE parameter.
+UNDECLARED_STREAM_SCRIPT = greet(PIPE_EHLO) + [
+    Expect(b"MAIL FROM:<a@x.test>\r\n" + ONE_RCPT + b"DATA\r\n"),
+    Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 done\r\n"),
+] + QUIT
+
+
 async def test_file_already_over_the_size_limit_is_refused_before_mail(tmp_path) -> None:
     big, fits = tmp_path / "big.eml", tmp_path / "fits.eml"
     big.write_bytes(b"x" * 1500)
     fits.write_bytes(b"y" * 900 + b"\r\n")
-    script = greet(PIPE_EHLO) + [
-        Expect(b"MAIL FROM:<a@x.test>\r\n" + ONE_RCPT + b"DATA\r\n"),
-        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 done\r\n"),
-    ] + QUIT
+    script = UNDECLARED_STREAM_SCRIPT
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with big.open("rb") as file, pytest.raises(SMTPMessageError,
@@ -498,10 +502,7 @@ async def test_file_already_over_the_size_limit_is_refused_before_mail(tmp_path)
 
 
 async def test_stream_without_size_is_not_declared() -> None:
-    script = greet(PIPE_EHLO) + [
-        Expect(b"MAIL FROM:<a@x.test>\r\n" + ONE_RCPT + b"DATA\r\n"),
-        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"), ExpectData(), Send(b"250 done\r\n"),
-    ] + QUIT
+    script = UNDECLARED_STREAM_SCRIPT
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             await conn.send(Envelope("a@x.test", "b@x.test"), iter([b"x" * 2000]))
