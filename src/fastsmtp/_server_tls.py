@@ -61,15 +61,16 @@ def make_server_ssl_context(
     if not cert:
         raise ValueError("credentials need a certificate ('cert')")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    if _pem(cert) is not None or _pem(key) is not None:
+    cert_pem, key_pem = _pem(cert), _pem(key)
+    if cert_pem is None and key_pem is None:
+        context.load_cert_chain(cert, key, password)
+    else:
         with tempfile.TemporaryDirectory(prefix="fastsmtp-tls-") as private:
             context.load_cert_chain(
-                _materialize(cert, Path(private, "cert.pem")),
-                None if key is None else _materialize(key, Path(private, "key.pem")),
+                cert if cert_pem is None else _write_private(cert_pem, Path(private, "cert")),
+                key if key_pem is None else _write_private(key_pem, Path(private, "key")),
                 password,
             )
-    else:
-        context.load_cert_chain(cert, key, password)
     if ca is not None:
         ca_pem = _pem(ca)
         if ca_pem is not None:
@@ -80,11 +81,8 @@ def make_server_ssl_context(
     return context
 
 
-def _materialize(value: PemOrPath, path: Path) -> PemOrPath:
-    """Write PEM text to ``path`` (owner-only) and return the path; pass paths through."""
-    pem = _pem(value)
-    if pem is None:
-        return value
+def _write_private(pem: bytes, path: Path) -> Path:
+    """Write PEM bytes to a new owner-only file at ``path`` and return the path."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(pem)
