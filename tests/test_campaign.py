@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 from conftest import child_env
 
+from fastsmtp._syntax import mailbox_error
 from fastsmtp.campaign import (
     CampaignInputError,
     FieldTemplate,
     Journal,
     MessageTemplate,
     Progress,
-    check_address,
     classify,
     read_recipients,
     should_send,
@@ -634,14 +634,14 @@ def test_message_template_refuses_injection_and_boundary_collision() -> None:
         other.render({"email": "a@x.com", "body": f"x\n--{boundary}\nContent-Type: text/html\n"})
 
 
-def test_check_address() -> None:
+def test_mailbox_error() -> None:
     for good in ("a@example.com", "first.last+tag@sub.example.org", '"quoted local"@example.com',
                  "josé@exämple.com", "a@[192.0.2.1]"):
-        assert check_address(good) is None, good
+        assert mailbox_error(good) is None, good
     for bad in ("", "plain", "@example.com", "a@", "a@@example.com", "a b@example.com",
                 "a@example", "<a@example.com>", "a@-x.com", "a..b@example.com", "a@x.com\r\n",
                 "x" * 65 + "@example.com"):
-        assert check_address(bad) is not None, bad
+        assert mailbox_error(bad) is not None, bad
 
 
 def test_read_recipients_lines_and_validation(tmp_path: Path) -> None:

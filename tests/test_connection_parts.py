@@ -17,14 +17,13 @@ from fastsmtp.ehlo import parse_ehlo
 from fastsmtp import errors
 from fastsmtp._codec import DataEncoder
 from fastsmtp.errors import SMTPAuthError, SMTPEnvelopeError
+from fastsmtp._syntax import path_error, xtext
 from fastsmtp.message import (
     DSN,
     Envelope,
-    address_error,
     data_size,
     envelope_from_message,
     message_payload,
-    xtext,
 )
 from fastsmtp.options import ConnectionOptions, default_port, make_ssl_context
 from fastsmtp.pool import parse_url
@@ -264,8 +263,8 @@ def test_dsn_orcpt_type_is_an_atom() -> None:
     ["a@x.test", "", '"john doe"@example.com', '"a\\"b c"@x.test', "ü@x.test",
      "a+tag@x.test", "@route,a@x.test"],
 )
-def test_address_error_accepts(address) -> None:
-    assert address_error(address) is None
+def test_path_error_accepts(address) -> None:
+    assert path_error(address) is None
 
 
 @pytest.mark.parametrize(
@@ -278,8 +277,8 @@ def test_address_error_accepts(address) -> None:
         ("a\t@x.test", "control"), ("a@x.test\x7f", "control"), ("a@x\u2028", "control"),
     ],
 )
-def test_address_error_refuses(address, why) -> None:
-    assert why in (address_error(address) or "")
+def test_path_error_refuses(address, why) -> None:
+    assert why in (path_error(address) or "")
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from ._server_auth import (
     SaslError,
     SaslExchange,
 )
+from ._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, has_control, is_param_keyword
 
 __all__ = [
     "ACT_NONE",
@@ -70,8 +71,6 @@ DEFAULT_MAX_SIZE = 32 * 1024 * 1024
 MAX_BAD_COMMANDS = 20
 #: Failed AUTH attempts tolerated before the session is closed (421): slows brute force.
 MAX_AUTH_FAILURES = 5
-#: Longest forward-path or reverse-path (RFC 5321 section 4.5.3.1.3).
-MAX_PATH = 256
 
 _LINE_OK = core.LINE_OK
 _LINE_BARE_EOL = core.LINE_BARE_EOL
@@ -80,12 +79,7 @@ _DATA_END = core.DATA_END
 _DATA_BARE_EOL = core.DATA_BARE_EOL
 _DATA_TOO_BIG = core.DATA_TOO_BIG
 
-# Control characters are never valid in a command; 8-bit bytes only in UTF-8 addresses.
-_CTL = re.compile(rb"[\x00-\x1f\x7f]")
 _REPLY_LINE = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
-# Control characters (C0, DEL, C1) in a reply, a banner or a name: never sent to a client.
-_REPLY_CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 # Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
 _HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
 
@@ -164,7 +158,7 @@ def encode_reply(text: Any) -> bytes | None:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
     code = lines[0][:3]
     for line in lines:
-        if _REPLY_LINE.match(line) is None or line[:3] != code or _REPLY_CTL.search(line):
+        if _REPLY_LINE.match(line) is None or line[:3] != code or has_control(line):
             return None
     # The handler's own separators are not trusted: only the last line may end the reply.
     wire = [f"{code}-{line[4:]}\r\n" for line in lines[:-1]]
@@ -339,9 +333,9 @@ class ServerConfig:
             raise ValueError("timeouts must be > 0")
         # Both go verbatim into replies (greeting, EHLO, 421s): a CR or LF in them would put
         # extra replies, or a bare LF, on the wire.
-        if not isinstance(name, str) or not name or " " in name or _REPLY_CTL.search(name):
+        if not isinstance(name, str) or not name or " " in name or has_control(name):
             raise ValueError("name must be a non-empty host name without spaces or control characters")
-        if banner is not None and (not isinstance(banner, str) or _REPLY_CTL.search(banner)):
+        if banner is not None and (not isinstance(banner, str) or has_control(banner)):
             raise ValueError("banner must be text without control characters (no CR, LF, NUL ...)")
         methods = tuple(m.upper() for m in auth_methods)
         unknown = [m for m in methods if m not in AUTH_MECHANISMS]
@@ -623,7 +617,7 @@ class ServerSession:
         if self.closing and not self._mail and verb != b"QUIT":
             self.action = ACT_CLOSE
             return self.config.r_closing.encode("utf-8")
-        if _CTL.search(line) is not None:
+        if COMMAND_CONTROL_BYTES.search(line) is not None:
             return self._bad(R_CTL)
         command = self._dispatch.get(verb)
         if command is None:
@@ -770,7 +764,7 @@ class ServerSession:
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
-            if _PARAM_KEY.match(key) is None or (eq and not value):
+            if not is_param_keyword(key) or (eq and not value):
                 return R_SYNTAX_MAIL
             if key == "SIZE":
                 if not value.isdigit():
@@ -828,7 +822,7 @@ class ServerSession:
             # No RCPT extension (DSN, ...) is advertised, so any parameter is unknown.
             for param in params:
                 key, eq, value = param.partition("=")
-                if _PARAM_KEY.match(key) is None or (eq and not value):
+                if not is_param_keyword(key) or (eq and not value):
                     return R_SYNTAX_RCPT
             return R_BAD_PARAM
         envelope = self.envelope

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
+from ._syntax import HEADER_UNSAFE, mailbox_error
 from .connection import SendResult
 from .errors import SMTPError, SMTPMaybeDelivered, SMTPPoolClosed
 from .message import Envelope
@@ -76,7 +77,6 @@ __all__ = [
     "MessageTemplate",
     "Journal",
     "Progress",
-    "check_address",
     "read_recipients",
     "validate_recipients",
     "classify",
@@ -224,9 +224,6 @@ class _Node:
     boundary: bytes = b""
     children: list[_Node] = field(default_factory=list)
 
-
-#: What a header value must not contain: CR/LF (header injection) and other controls.
-_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Headers that the compiled body writes itself, or that must differ per message.
 _CONTENT_HEADERS = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
@@ -380,7 +377,7 @@ class MessageTemplate:
         out: list[bytes] = []
         for name, template in self._headers:
             value = template.render(row)
-            if _HEADER_UNSAFE.search(value):
+            if HEADER_UNSAFE.search(value):
                 raise CampaignInputError(
                     f"a value in the {name} header contains a line break or control character")
             out.append(_fold(name, value))
@@ -420,43 +417,6 @@ class MessageTemplate:
 
 
 # -- recipients ------------------------------------------------------------------------------
-
-# RFC 5322 atext; non-ASCII is allowed too (SMTPUTF8, RFC 6531).
-_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9\-\u0080-\U0010ffff]{1,63}(?<!-)")
-_QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
-
-
-def check_address(address: str) -> str | None:
-    """Why ``address`` is not a usable recipient address, or None when it is.
-
-    Accepts ``local@domain`` (RFC 5321 mailbox: dot-atom or quoted local part; a host
-    name with at least one dot or an address literal), non-ASCII allowed (SMTPUTF8).
-    Display names and angle brackets are refused: the column holds bare addresses.
-    """
-    if not address:
-        return "empty address"
-    if len(address) > 254:
-        return "longer than 254 characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in address):
-        return "contains a control character"
-    local, at, domain = address.rpartition("@")
-    if not at or not local:
-        return "no local@domain"
-    # Only a quoted local part may hold a space.
-    if any(c.isspace() for c in (domain if local.startswith('"') else address)):
-        return "contains whitespace"
-    if len(local.encode("utf-8")) > 64:
-        return "local part longer than 64 bytes"
-    if not (_QUOTED.fullmatch(local) or all(_ATEXT.fullmatch(p) for p in local.split("."))):
-        return "invalid local part"
-    if domain.startswith("[") and domain.endswith("]"):
-        return None  # an address literal; the server judges it
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
-        return "invalid domain"
-    return None
-
 
 def address_key(address: str) -> str:
     """The journal key of an address: one recipient however its case is written."""
@@ -586,14 +546,14 @@ def validate_recipients(path: str, template: MessageTemplate) -> Recipients:
                 bad = True
         for name in header_fields:
             value = row.get(name)
-            if value is not None and _HEADER_UNSAFE.search(value):
+            if value is not None and HEADER_UNSAFE.search(value):
                 problems.append(f"line {line}: the value of {{{name}}} contains a line break "
                                 f"or control character and {{{name}}} is used in a header "
                                 "(refused: header injection)")
                 bad = True
         if address is None:
             continue  # already reported above if used; else the missing email is next
-        reason = check_address(address)
+        reason = mailbox_error(address)
         if reason is not None:
             problems.append(f"line {line}: invalid address {address!r} ({reason})")
             continue
@@ -1359,7 +1319,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
     Raises:
         CampaignInputError: Anything wrong, with every problem listed.
     """
-    reason = check_address(args.sender)
+    reason = mailbox_error(args.sender)
     if reason is not None:
         raise CampaignInputError(f"--from {args.sender!r}: {reason}")
     if args.resend_uncertain and not args.resume:

@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast
 # data_size straight from the codec: message.data_size is its documented public wrapper,
 # one call more per message on the hot path.
 from ._codec import DataEncoder, data_size
+from ._syntax import CONTROL_CHARS, path_error
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
 from .ehlo import Capabilities, parse_ehlo
 from .errors import (
@@ -64,10 +65,8 @@ from .errors import (
     SMTPTLSError,
 )
 from .message import (
-    CONTROL_CHARS,
     Envelope,
     MessageSource,
-    address_error,
     envelope_from_message,
     file_size_floor,
     message_payload,
@@ -151,9 +150,9 @@ def _path(address: str) -> str:
 
     Raises:
         SMTPEnvelopeError: The address could break out of the angle brackets (see
-            :func:`~fastsmtp.message.address_error`). Nothing has been written.
+            :func:`~fastsmtp._syntax.path_error`). Nothing has been written.
     """
-    why = address_error(address)
+    why = path_error(address)
     if why is not None:
         raise SMTPEnvelopeError(f"invalid address {address[:60]!r}: {why}")
     return "<" + address + ">"

@@ -4,7 +4,7 @@ An :class:`Envelope` is what goes into ``MAIL FROM`` and ``RCPT TO``; the messag
 goes after ``DATA``. Both are checked before anything is written, but *control
 characters* are refused in one place only: where the connection builds command lines
 (``SMTPConnection._command``), so no field can slip past a forgotten per-field check.
-Addresses are checked (:func:`address_error`) in one place too: where the connection
+Addresses are checked (:func:`fastsmtp._syntax.path_error`) in one place too: where the connection
 puts them between angle brackets (``SMTPConnection._mail_commands``), the only place an
 address becomes protocol bytes, so every envelope is checked however it was made.
 
@@ -29,17 +29,16 @@ from email.message import EmailMessage, Message
 from typing import IO, cast
 
 from . import _codec
+from ._syntax import xtext
 from .errors import SMTPEnvelopeError
 
 __all__ = [
     "DSN",
-    "address_error",
     "data_size",
     "file_size_floor",
     "Envelope",
     "MessageSource",
     "Payload",
-    "xtext",
     "envelope_from_message",
     "message_payload",
     "FILE_CHUNK",
@@ -48,18 +47,6 @@ __all__ = [
 #: Bytes read at a time from a file object message.
 FILE_CHUNK = 64 * 1024
 
-#: Characters never allowed in a command line or DSN value: C0 controls, DEL, C1 controls
-#: and the Unicode line separators. The command builder uses this same pattern.
-CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-# A quoted local part (RFC 5321 Quoted-string) followed by "@": any character but the
-# quote and backslash, or a backslash pair. Angle brackets are refused even here: they are
-# legal inside quotes, but a server that finds the path's end at the first ">" would read
-# what follows as ESMTP parameters. (Control characters are refused before this runs.)
-_QUOTED_LOCAL = re.compile(r'"(?:[^"\\<>]|\\[^<>])*"(?=@)')
-# Outside a quoted local part: whitespace ends the path and starts a parameter, and an
-# angle bracket ends or opens one.
-_PATH_BREAK = re.compile(r"[\s<>]")
 #: RFC 3461 addr-type of ORCPT (an atom, e.g. ``rfc822``).
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9-]+")
 
@@ -73,64 +60,6 @@ MessageSource = (
 )
 #: What :func:`message_payload` returns: whole bytes, or chunks to stream.
 Payload = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
-
-
-def xtext(value: str) -> str:
-    """Encode ``value`` as RFC 3461 xtext.
-
-    Every character outside ``!``..``~``, and ``+`` and ``=`` themselves, becomes ``+XX``
-    (upper-case hex of each UTF-8 byte). Control characters are refused rather than
-    encoded: RFC 3461 values are printable text, so a CR or LF here is an injection
-    attempt, not data.
-
-    Raises:
-        SMTPEnvelopeError: ``value`` contains a control character.
-    """
-    if CONTROL_CHARS.search(value) is not None:
-        raise SMTPEnvelopeError(f"control character in DSN value {value[:60]!r}")
-    if value.isascii() and value.isprintable() and "+" not in value and "=" not in value \
-            and " " not in value:
-        return value  # the common case: nothing to escape, no copy
-    out = []
-    for byte in value.encode("utf-8"):
-        if 33 <= byte <= 126 and byte != 43 and byte != 61:
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
-
-
-def address_error(address: str) -> str | None:
-    """Why ``address`` cannot be sent as an SMTP path (``<address>``), or None if it can.
-
-    Only what would break out of the angle brackets is refused, so that no address can
-    add ESMTP parameters or commands (``a@x.org> RET=FULL``): any control character,
-    ``<`` or ``>`` anywhere, and whitespace outside a quoted local part
-    (``"john doe"@example.com`` is fine). Everything else (the syntax of a mailbox, the
-    domain) is the server's to judge. The null sender ``""`` is valid here; an empty
-    recipient is refused by :class:`Envelope`.
-
-    Args:
-        address: A sender or recipient address, without angle brackets.
-    """
-    if address.isascii() and address.isprintable():
-        # The common case, decided without a regex: printable ASCII has no control
-        # character, so only a space or an angle bracket could break out.
-        if " " not in address and "<" not in address and ">" not in address:
-            return None
-    elif CONTROL_CHARS.search(address) is not None:
-        return "control character in the address"
-    rest = address
-    if address.startswith('"'):
-        quoted = _QUOTED_LOCAL.match(address)
-        if quoted is not None:
-            rest = address[quoted.end():]
-    found = _PATH_BREAK.search(rest)
-    if found is not None:
-        if found.group() in "<>":
-            return "angle bracket in the address"
-        return "whitespace outside a quoted local part"
-    return None
 
 
 def data_size(data: bytes | bytearray | memoryview) -> int:
