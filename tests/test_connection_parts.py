@@ -333,3 +333,13 @@ def test_message_payload_kinds() -> None:
     msg.set_content("hi")
     out = message_payload(msg)
     assert b"Bcc" not in out and b"\r\n" in out and msg["Bcc"] == "hidden@x.test"
+
+
+def test_reply_code_enum() -> None:
+    from fastsmtp import ReplyCode
+    from fastsmtp.reply import Reply
+
+    assert ReplyCode(250) is ReplyCode.OK
+    assert Reply(354, ("go ahead",)).code == ReplyCode.START_DATA
+    assert ReplyCode.UNAVAILABLE == 421 and ReplyCode.AUTH_REQUIRED == 530
+    assert all(200 <= code < 600 for code in ReplyCode)

@@ -36,7 +36,7 @@ from .handlers import Maildir, Printing, Sink, StreamingHandler
 from .message import DSN, Envelope
 from .options import ConnectionOptions
 from .pool import Auth, PoolOptions, SMTPPool, parse_url
-from .reply import Reply
+from .reply import Reply, ReplyCode
 from .server import SMTPServer, SMTPServerThread, make_server_ssl_context
 from .services import lookup_service
 from .sync import SyncSMTPPool
@@ -53,6 +53,7 @@ __all__ = [
     "PoolOptions",
     "Printing",
     "Reply",
+    "ReplyCode",
     "SMTPConnection",
     "SMTPPool",
     "SMTPServer",

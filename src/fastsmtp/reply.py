@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Reply"]
+__all__ = ["Reply", "ReplyCode"]
+
+
+class ReplyCode(enum.IntEnum):
+    """The reply codes RFC 5321 (and RFC 4954, RFC 3207, RFC 2033) give a meaning to.
+
+    An :class:`int` enum, so ``reply.code == ReplyCode.OK`` and ``ReplyCode(250)`` both
+    work; a server may send a code that is not listed here, which stays a plain ``int``
+    in :attr:`Reply.code`.
+    """
+
+    SYSTEM_STATUS = 211
+    HELP = 214
+    READY = 220  #: greeting; also "ready to start TLS"
+    CLOSING = 221
+    AUTH_OK = 235
+    OK = 250
+    WILL_FORWARD = 251
+    CANNOT_VRFY = 252
+    AUTH_CHALLENGE = 334
+    START_DATA = 354
+    UNAVAILABLE = 421  #: the server is closing the connection
+    MAILBOX_BUSY = 450
+    LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
+    TLS_UNAVAILABLE = 454
+    PARAMETERS_UNAVAILABLE = 455
+    SYNTAX_ERROR = 500
+    ARGUMENT_ERROR = 501
+    NOT_IMPLEMENTED = 502
+    BAD_SEQUENCE = 503
+    PARAMETER_NOT_IMPLEMENTED = 504
+    AUTH_REQUIRED = 530
+    AUTH_FAILED = 535
+    ENCRYPTION_REQUIRED = 538
+    MAILBOX_UNAVAILABLE = 550
+    USER_NOT_LOCAL = 551
+    EXCEEDED_STORAGE = 552
+    MAILBOX_NAME_INVALID = 553
+    TRANSACTION_FAILED = 554
+    PARAMETERS_NOT_RECOGNIZED = 555
 
 # RFC 3463: class.subject.detail, class 2, 4 or 5, subject up to 3 digits, detail up to 3.
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
