@@ -89,3 +89,24 @@ def test_compiled_core_is_an_extension_module() -> None:
     # Extension types, not Python classes: no instance __dict__ to grow per connection.
     for cls in (_core.ReplyParser, _core.DataEncoder, _core.ServerReader):
         assert not hasattr(cls(), "__dict__")
+
+
+def test_cython_on_a_pure_build_names_the_fix(tmp_path: Path) -> None:
+    """A tree without the compiled core, asked for it, says so (not "partially initialized")."""
+    import shutil
+
+    pure = tmp_path / "fastsmtp"
+    shutil.copytree(Path(fastsmtp.__file__).parent, pure,
+                    ignore=shutil.ignore_patterns("_core.*.so", "_core.*.pyd", "__pycache__"))
+    assert not list(pure.glob("_core.*.so"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(FASTSMTP_IMPLEMENTATION="cython", PYTHONPATH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "the compiled core was not built (see install notes" in result.stderr
+    assert "partially initialized" not in result.stderr
+    env["FASTSMTP_IMPLEMENTATION"] = ""
+    result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.split() == ["python", "fastsmtp._core_py"], result.stderr

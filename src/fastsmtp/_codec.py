@@ -31,7 +31,14 @@ def _load() -> tuple[str, ModuleType]:
         from . import _core
     except ImportError:
         if wanted == "cython":
-            raise
+            # Without this, Python's own message ("cannot import name '_core' from
+            # partially initialized module 'fastsmtp'") points at a circular import.
+            raise ImportError(
+                f"{_ENV}=cython, but the compiled core was not built (see install notes: "
+                "a C compiler and the Python headers are needed; reinstall with "
+                "FASTSMTP_REQUIRE_EXTENSION=1 to see why the build failed), or unset "
+                f"{_ENV} to use the pure-Python twin"
+            ) from None
         return "python", _core_py
     _check_exports(_core)
     return "cython", _core
