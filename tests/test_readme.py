@@ -190,7 +190,7 @@ def _free_port() -> int:
                          ids=lambda e: e.id)
 def test_readme_server_example(example: Example, servers, tmp_path: Path) -> None:
     _, ports, pki = servers
-    own = dict(ports, **{2525: _free_port()})
+    own = {**ports, 2525: _free_port()}
     child = subprocess.Popen(
         [sys.executable, "-c", _rewrite(example.code, own)], cwd=_workdir(tmp_path, pki),
         env=_child_env(pki), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
