@@ -27,7 +27,7 @@ import pytest
 from conftest import child_env
 
 from fastsmtp._syntax import mailbox_error
-from fastsmtp.campaign import (
+from fastsmtp.cli.campaign import (
     CampaignInputError,
     FieldTemplate,
     Journal,
@@ -38,7 +38,7 @@ from fastsmtp.campaign import (
     should_send,
     validate_recipients,
 )
-from fastsmtp.cli import UsersAuthenticator
+from fastsmtp.cli.main import UsersAuthenticator
 from fastsmtp.connection import SendResult
 from fastsmtp.errors import (
     SMTPConnectionError,

@@ -66,10 +66,10 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
-from ._syntax import HEADER_UNSAFE, mailbox_error
-from .connection import SendResult
-from .errors import SMTPError, SMTPMaybeDelivered, SMTPPoolClosed
-from .message import Envelope
+from ..._syntax import HEADER_UNSAFE, mailbox_error
+from ...connection import SendResult
+from ...errors import SMTPError, SMTPMaybeDelivered, SMTPPoolClosed
+from ...message import Envelope
 
 __all__ = [
     "CampaignInputError",
@@ -90,7 +90,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
 ]
 
-log = logging.getLogger("fastsmtp.campaign")
+log = logging.getLogger("fastsmtp.cli.campaign")
 
 #: Every recipient accepted.
 EXIT_OK = 0
@@ -955,9 +955,9 @@ async def run_campaign(config: CampaignConfig, stream: TextIO = sys.stderr) -> i
     Returns:
         The exit status (see ``EXIT_*``).
     """
-    from .handlers import Maildir
-    from .pool import PIPELINE_DEPTH, SMTPPool
-    from .server import SMTPServer
+    from ...handlers import Maildir
+    from ...pool import PIPELINE_DEPTH, SMTPPool
+    from ...server import SMTPServer
 
     server: SMTPServer | None = None
     kwargs = config.pool_kwargs
@@ -1229,9 +1229,9 @@ def _read_text(value: str | None, path: str | None, what: str) -> str | None:
 
 def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     """SMTPPool keyword arguments and a description of the destination (no secret in it)."""
-    from .options import default_port
-    from .pool import Auth, parse_url
-    from .services import lookup_service
+    from ...options import default_port
+    from ...pool import Auth, parse_url
+    from ...services import lookup_service
 
     if args.server is None and args.service is None:
         if args.user:
@@ -1369,7 +1369,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Run ``fastsmtp send``; return the exit status (see the ``EXIT_*`` constants)."""
-    from ._loop import new_event_loop
+    from ..._loop import new_event_loop
 
     try:
         config = prepare(args)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, TypedDict
 
-from ._loop import loop_name, new_event_loop
+from .._loop import loop_name, new_event_loop
 
 __all__ = ["add_demo_parser", "cmd_demo", "run_demo", "DemoReport", "body_checksum"]
 
@@ -48,7 +48,7 @@ class _CountingHandler:
 
 def _serve(pipe: Connection, use_uvloop: bool) -> None:
     """Child process: run the server until the parent says stop, then report."""
-    from .server import SMTPServer
+    from ..server import SMTPServer
 
     loop = new_event_loop(None if use_uvloop else False)
     handler = _CountingHandler()
@@ -169,9 +169,9 @@ class DemoReport:
 
 
 async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | None) -> _Sent:
-    from . import IMPLEMENTATION
-    from .message import Envelope
-    from .pool import SMTPPool
+    from .. import IMPLEMENTATION
+    from ..message import Envelope
+    from ..pool import SMTPPool
 
     checksum = 0
     accepted = failed = 0

@@ -51,7 +51,7 @@ class UsersAuthenticator:
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
         """Return an ``AuthResult`` for the decoded credentials."""
-        from ._server_auth import AuthResult, CramMD5Credentials
+        from .._server_auth import AuthResult, CramMD5Credentials
 
         login = getattr(auth_data, "login", b"")
         expected = self._users.get(login)
@@ -100,9 +100,9 @@ def add_serve_parser(subparsers: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``fastsmtp serve`` until SIGINT/SIGTERM; return the exit status."""
-    from ._loop import new_event_loop
-    from .handlers import Maildir, Printing
-    from .server import SMTPServer
+    from .._loop import new_event_loop
+    from ..handlers import Maildir, Printing
+    from ..server import SMTPServer
 
     options: dict[str, Any] = {"max_size": args.max_size, "lmtp": args.lmtp}
     # -vv logs every command and reply (the server's debug traffic log, AUTH masked).
