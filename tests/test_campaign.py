@@ -38,7 +38,7 @@ from fastsmtp.cli.campaign import (
     should_send,
     validate_recipients,
 )
-from fastsmtp.cli.main import UsersAuthenticator
+from fastsmtp.cli.serve import UsersAuthenticator
 from fastsmtp.connection import SendResult
 from fastsmtp.errors import (
     SMTPConnectionError,
