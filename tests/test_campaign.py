@@ -32,12 +32,12 @@ from fastsmtp.cli.campaign import (
     FieldTemplate,
     Journal,
     MessageTemplate,
-    Progress,
     classify,
     read_recipients,
     should_send,
     validate_recipients,
 )
+from fastsmtp.cli.progress import Progress
 from fastsmtp.cli.serve import UsersAuthenticator
 from fastsmtp.connection import SendResult
 from fastsmtp.errors import (

@@ -1,19 +1,34 @@
-"""The progress display of the applications: a redrawn line on a terminal, lines otherwise."""
+"""The one progress display of the applications (``fastsmtp demo`` and ``fastsmtp send``).
+
+A line redrawn in place on a terminal, or a line every :data:`LINE_INTERVAL` seconds when
+the stream is not a terminal (a log file or a pipe should not fill up). The caller reports
+each message's status change with :meth:`Progress.moved`, which is only a few dict
+operations (it runs per message); the drawing happens on a timer (:meth:`Progress.run`),
+never per message.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-__all__ = ["Progress", "STATUSES", "TTY_INTERVAL", "LINE_INTERVAL"]
+__all__ = ["Progress", "STATUSES", "TTY_INTERVAL", "LINE_INTERVAL", "POLL_INTERVAL"]
 
-#: Progress redraw period on a terminal, and line period when stderr is not a terminal.
+#: Redraw period on a terminal.
 TTY_INTERVAL = 0.1
+#: Period of the printed lines when the stream is not a terminal.
 LINE_INTERVAL = 5.0
+#: Wake-up period of :meth:`Progress.run` when the stream is not a terminal: short enough
+#: for the campaign's per-tick work (committing its journal), a line is still printed
+#: only every :data:`LINE_INTERVAL`.
+POLL_INTERVAL = 1.0
 
-#: Journal statuses. ``pending`` is also what the results file says of a recipient that
-#: was never attempted.
+#: Statuses of a message (the campaign's journal statuses; the demo uses ``accepted`` and
+#: ``failed``). ``pending`` is also what the results file says of a recipient that was
+#: never attempted.
 STATUSES = ("pending", "sending", "accepted", "rejected", "deferred", "maybe-delivered", "failed")
 
 
@@ -25,24 +40,27 @@ def _duration(seconds: float) -> str:
 class Progress:
     """A progress display on a stream: a redrawn line on a terminal, periodic lines otherwise.
 
-    Counts are campaign-wide (earlier runs included); the rate and ETA are this run's.
+    Counts cover the whole job (a resumed campaign's earlier runs included); the rate and
+    ETA are this run's.
 
     Args:
-        total: Unique recipients in the campaign.
-        counts: Recipients per journal status at the start.
-        stream: Where to write (stderr).
+        total: Messages in the job (the campaign's unique recipients).
+        counts: Messages per status (:data:`STATUSES`) at the start; default none.
+        stream: Where to write; default ``sys.stderr``.
         tty: Redraw in place with ``\\r``; default: ``stream.isatty()``.
     """
 
-    def __init__(self, total: int, counts: Mapping[str, int], stream: TextIO,
-                 tty: bool | None = None) -> None:
+    def __init__(self, total: int, counts: Mapping[str, int] | None = None,
+                 stream: TextIO | None = None, tty: bool | None = None) -> None:
         self.total = total
+        counts = counts or {}
         self.counts = {s: counts.get(s, 0) for s in STATUSES}
         # Rows left 'sending' by a crash are uncertain, unlike the ones this run marks.
         self.stale = self.counts["sending"]
         self.counts["sending"] = 0
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
+        # Looked up now, not at import: sys.stderr may have been replaced since.
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty() if tty is None else tty
         self.started = time.monotonic()
         self.done_this_run = 0
         self._width = 0
@@ -86,6 +104,20 @@ class Progress:
             self.stream.write(self.line() + "\n")
             self._last_line = now
         self.stream.flush()
+
+    async def run(self, each_tick: Callable[[], object] | None = None) -> None:
+        """Redraw periodically until cancelled (run it as a task beside the sending).
+
+        Args:
+            each_tick: Called before each redraw. The campaign commits its journal there,
+                so that the counts drawn are durable ones.
+        """
+        period = TTY_INTERVAL if self.tty else POLL_INTERVAL
+        while True:
+            await asyncio.sleep(period)
+            if each_tick is not None:
+                each_tick()
+            self.draw()
 
     def finish(self) -> None:
         """The last redraw, ending the terminal line."""

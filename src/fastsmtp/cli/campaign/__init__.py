@@ -25,7 +25,6 @@ Modules point one way: ``errors`` <- ``template`` <- ``recipients``; ``journal``
 
 from __future__ import annotations
 
-from ..progress import Progress
 from .args import add_send_parser, cmd_send
 from .errors import (
     EXIT_INTERRUPTED,
@@ -45,7 +44,6 @@ __all__ = [
     "FieldTemplate",
     "MessageTemplate",
     "Journal",
-    "Progress",
     "read_recipients",
     "validate_recipients",
     "classify",

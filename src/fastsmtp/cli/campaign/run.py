@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from ...errors import SMTPError
 from ...message import Envelope
-from ..progress import LINE_INTERVAL, TTY_INTERVAL, Progress
+from ..progress import Progress
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -201,16 +201,15 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
                 # Stopped, or the generator was closed: the rest never reached the pool.
                 journal.reset(key for key, _, _, _, _ in batch[handed:])
 
-    async def ticker() -> None:
-        while True:
-            await asyncio.sleep(TTY_INTERVAL if progress.tty else min(LINE_INTERVAL, 1.0))
-            if journal.buffered and time.monotonic() - journal.last_flush >= FLUSH_INTERVAL:
-                journal.flush()
-                take_committed()
-            progress.draw()
+    def flush_due() -> None:
+        # Commits outcomes left waiting when no further result arrives to trigger it (the
+        # display ticks every TTY_INTERVAL on a terminal, POLL_INTERVAL otherwise).
+        if journal.buffered and time.monotonic() - journal.last_flush >= FLUSH_INTERVAL:
+            journal.flush()
+            take_committed()
 
     progress.draw(force=True)
-    tick = asyncio.ensure_future(ticker())
+    tick = asyncio.ensure_future(progress.run(flush_due))
     try:
         async for (envelope, _), outcome in pool.send_many(source(), window=window):
             status, code, text = classify(outcome)
