@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SOURCES := $(wildcard src/fastsmtp/*.py src/fastsmtp/*.pyx src/fastsmtp/*.pxd src/fastsmtp/*.pyi) \
+# Every source file of the package, subpackages included (cli/, server/, ...).
+SOURCES := $(shell find src/fastsmtp \( -name '*.py' -o -name '*.pyx' -o -name '*.pxd' \
+                -o -name '*.pyi' -o -name py.typed \) -not -path '*/__pycache__/*') \
            pyproject.toml CMakeLists.txt
 
 .PHONY: demo test bench bench-smoke lint clean

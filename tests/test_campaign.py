@@ -27,18 +27,18 @@ import pytest
 from conftest import child_env
 
 from fastsmtp._syntax import mailbox_error
-from fastsmtp.campaign import (
+from fastsmtp.cli.campaign import (
     CampaignInputError,
     FieldTemplate,
     Journal,
     MessageTemplate,
-    Progress,
     classify,
     read_recipients,
     should_send,
     validate_recipients,
 )
-from fastsmtp.cli import UsersAuthenticator
+from fastsmtp.cli.progress import Progress
+from fastsmtp.cli.serve import UsersAuthenticator
 from fastsmtp.connection import SendResult
 from fastsmtp.errors import (
     SMTPConnectionError,

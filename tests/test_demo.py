@@ -7,7 +7,7 @@ import sys
 
 from conftest import child_env
 
-from fastsmtp.demo import DemoReport, body_checksum
+from fastsmtp.cli.demo import DemoReport, body_checksum
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,8 @@ import pytest
 from conftest import child_env
 from test_server_support import WAIT, greeted, serve
 
-from fastsmtp.cli import build_parser, load_users
+from fastsmtp.cli.main import build_parser
+from fastsmtp.cli.serve import load_users
 from fastsmtp.handlers import Maildir, Printing, Sink
 
 

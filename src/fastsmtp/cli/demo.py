@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, TypedDict
 
-from ._loop import loop_name, new_event_loop
+from .._loop import loop_name, new_event_loop
+from .progress import Progress
 
 __all__ = ["add_demo_parser", "cmd_demo", "run_demo", "DemoReport", "body_checksum"]
 
@@ -48,7 +49,7 @@ class _CountingHandler:
 
 def _serve(pipe: Connection, use_uvloop: bool) -> None:
     """Child process: run the server until the parent says stop, then report."""
-    from .server import SMTPServer
+    from ..server import SMTPServer
 
     loop = new_event_loop(None if use_uvloop else False)
     handler = _CountingHandler()
@@ -83,35 +84,6 @@ def _message(n: int, size: int) -> bytes:
     filler = b"fastsmtp sends mail fast and never twice. " * 2 + b"\r\n"
     lines = b"".join([filler] * max(0, (size - len(head)) // len(filler)))
     return head + lines + b"-- \r\nThe demo\r\n"
-
-
-class _Progress:
-    """A one-line progress display on stderr (redrawn in place on a terminal)."""
-
-    def __init__(self, total: int, stream: Any = sys.stderr) -> None:
-        self.total = total
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done: int, failed: int, final: bool = False) -> None:
-        now = time.perf_counter()
-        if not final and now - self.last < (0.1 if self.tty else 2.0):
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = done / elapsed
-        width = 30
-        filled = int(width * done / self.total) if self.total else width
-        bar = "#" * filled + "-" * (width - filled)
-        eta = (self.total - done) / rate if rate else 0.0
-        line = (f"[{bar}] {done}/{self.total} sent, {failed} failed, "
-                f"{rate:,.0f} msgs/s, ETA {eta:4.1f} s")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 class _Sent(TypedDict):
@@ -168,10 +140,10 @@ class DemoReport:
         )
 
 
-async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | None) -> _Sent:
-    from . import IMPLEMENTATION
-    from .message import Envelope
-    from .pool import SMTPPool
+async def _send_all(port: int, args: argparse.Namespace, progress: Progress | None) -> _Sent:
+    from .. import IMPLEMENTATION
+    from ..message import Envelope
+    from ..pool import SMTPPool
 
     checksum = 0
     accepted = failed = 0
@@ -189,19 +161,31 @@ async def _send_all(port: int, args: argparse.Namespace, progress: _Progress | N
     loop = asyncio.get_running_loop()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    async with pool:
-        async for _item, result in pool.send_many(source()):
-            if isinstance(result, Exception):
-                failed += 1
-                errors[type(result).__name__] = errors.get(type(result).__name__, 0) + 1
-            else:
-                accepted += 1
-            if progress is not None:
-                progress.update(accepted, failed)
+    # Per message the display only counts; it draws on its own timer.
+    moved = progress.moved if progress is not None else None
+    tick = None
+    if progress is not None:
+        progress.draw(force=True)
+        tick = asyncio.ensure_future(progress.run())
+    try:
+        async with pool:
+            async for _item, result in pool.send_many(source()):
+                if isinstance(result, Exception):
+                    failed += 1
+                    errors[type(result).__name__] = errors.get(type(result).__name__, 0) + 1
+                    if moved is not None:
+                        moved(None, "failed")
+                else:
+                    accepted += 1
+                    if moved is not None:
+                        moved(None, "accepted")
+    finally:
+        if tick is not None:
+            tick.cancel()
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     if progress is not None:
-        progress.update(accepted, failed, final=True)
+        progress.finish()
     return _Sent(accepted=accepted, failed=failed, errors=errors, elapsed=elapsed, cpu=cpu,
                  client_checksum=checksum, implementation=IMPLEMENTATION,
                  loop=loop_name(loop))
@@ -220,7 +204,7 @@ def run_demo(args: argparse.Namespace, progress: bool = True) -> DemoReport:
         loop = new_event_loop(False if args.no_uvloop else None)
         try:
             sent = loop.run_until_complete(
-                _send_all(port, args, _Progress(args.messages) if progress else None)
+                _send_all(port, args, Progress(args.messages) if progress else None)
             )
         finally:
             loop.close()

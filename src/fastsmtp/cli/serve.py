@@ -1,8 +1,7 @@
-"""The ``fastsmtp`` command line: ``fastsmtp <subcommand> ...``.
+"""``fastsmtp serve``: a local SMTP server delivering into a Maildir (or printing).
 
-Each subcommand is two functions: ``add_<name>_parser(subparsers)`` declares its options
-and ``cmd_<name>(args) -> int`` runs it; :data:`SUBCOMMANDS` lists the ``add_*`` functions,
-so a new subcommand (``demo``, ``send``) is one more pair and one more list entry.
+With ``--users`` it requires AUTH, checked against a file of ``user:password`` lines by
+:class:`UsersAuthenticator`.
 """
 
 from __future__ import annotations
@@ -10,18 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
-import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from .campaign import add_send_parser
-from .demo import add_demo_parser
-
-__all__ = ["main", "build_parser", "load_users", "UsersAuthenticator", "SUBCOMMANDS"]
-
-log = logging.getLogger("fastsmtp.cli")
+__all__ = ["add_serve_parser", "cmd_serve", "load_users", "UsersAuthenticator"]
 
 
 def load_users(path: str) -> dict[str, str]:
@@ -51,7 +43,7 @@ class UsersAuthenticator:
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
         """Return an ``AuthResult`` for the decoded credentials."""
-        from ._server_auth import AuthResult, CramMD5Credentials
+        from .._server_auth import AuthResult, CramMD5Credentials
 
         login = getattr(auth_data, "login", b"")
         expected = self._users.get(login)
@@ -64,9 +56,6 @@ class UsersAuthenticator:
         else:
             ok = False
         return AuthResult(success=ok, auth_data=login.decode("utf-8", "replace") if ok else None)
-
-
-# -- serve ---------------------------------------------------------------------------------
 
 
 def add_serve_parser(subparsers: Any) -> None:
@@ -100,9 +89,9 @@ def add_serve_parser(subparsers: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``fastsmtp serve`` until SIGINT/SIGTERM; return the exit status."""
-    from ._loop import new_event_loop
-    from .handlers import Maildir, Printing
-    from .server import SMTPServer
+    from .._loop import new_event_loop
+    from ..handlers import Maildir, Printing
+    from ..server import SMTPServer
 
     options: dict[str, Any] = {"max_size": args.max_size, "lmtp": args.lmtp}
     # -vv logs every command and reply (the server's debug traffic log, AUTH masked).
@@ -146,29 +135,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         loop.close()
     return 0
-
-
-#: Every subcommand's parser declaration, in help order.
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_demo_parser, add_serve_parser, add_send_parser]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand of :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(prog="fastsmtp", description="fastsmtp: fast asyncio SMTP tools")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in SUBCOMMANDS:
-        add(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fastsmtp`` and ``python -m fastsmtp``."""
-    args = build_parser().parse_args(argv)
-    verbose = getattr(args, "verbose", 0)
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        return int(args.func(args))
-    except (OSError, ValueError) as exc:
-        print(f"fastsmtp {args.command}: {exc}", file=sys.stderr)
-        return 1
