@@ -16,6 +16,7 @@ from typing import Any
 
 from .campaign.args import add_send_parser
 from .demo import add_demo_parser
+from .info import add_info_parser
 from .serve import add_serve_parser
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -24,12 +25,17 @@ log = logging.getLogger("fastsmtp.cli")
 
 
 #: Every subcommand's parser declaration, in help order.
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_demo_parser, add_serve_parser, add_send_parser]
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    add_demo_parser, add_serve_parser, add_send_parser, add_info_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand of :data:`SUBCOMMANDS`."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="fastsmtp", description="fastsmtp: fast asyncio SMTP tools")
+    parser.add_argument("--version", action="version", version=f"fastsmtp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
