@@ -116,6 +116,8 @@ def _error_instances() -> list[errors.SMTPError]:
     out: list[errors.SMTPError] = []
     for name in errors.__all__:
         cls = getattr(errors, name)
+        if not isinstance(cls, type):
+            continue  # reply_error_class, a function
         if cls is errors.SMTPRecipientsRefused:
             refused = errors.SMTPEnvelopeError("recipient b refused", reply=reply)
             out.append(cls("every recipient was refused", rejected=["b@x.test"],

@@ -30,7 +30,7 @@ from typing import IO, cast
 
 from . import _codec
 from ._syntax import xtext
-from .errors import SMTPEnvelopeError
+from .errors import SMTPInvalidEnvelope
 
 __all__ = [
     "DSN",
@@ -98,33 +98,33 @@ class DSN:
         if self.ret is not None:
             ret = str(self.ret).upper()
             if ret not in RET_VALUES:
-                raise SMTPEnvelopeError("DSN ret must be FULL or HDRS")
+                raise SMTPInvalidEnvelope("DSN ret must be FULL or HDRS")
             object.__setattr__(self, "ret", ret)
         notify = self.notify
         if notify is not None:
             items = notify.split(",") if isinstance(notify, str) else list(notify)
             values = tuple(dict.fromkeys(str(v).strip().upper() for v in items if str(v).strip()))
             if not values or not set(values) <= NOTIFY_VALUES:
-                raise SMTPEnvelopeError(
+                raise SMTPInvalidEnvelope(
                     "DSN notify must be NEVER or a list of SUCCESS, FAILURE, DELAY"
                 )
             if "NEVER" in values and len(values) > 1:
-                raise SMTPEnvelopeError("DSN notify NEVER must appear by itself")
+                raise SMTPInvalidEnvelope("DSN notify NEVER must appear by itself")
             object.__setattr__(self, "notify", values)
         for name in ("envid", "orcpt"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise SMTPEnvelopeError(f"DSN {name} must be a non-empty string")
+                raise SMTPInvalidEnvelope(f"DSN {name} must be a non-empty string")
         if self.orcpt is not None:
             kind, value = self._orcpt()
             # The type goes on the wire as is (only the value is xtext-encoded), so it
             # must be an atom: "rfc822 NOTIFY=NEVER;x" would add a parameter.
             if _ADDR_TYPE.fullmatch(kind) is None:
-                raise SMTPEnvelopeError(
+                raise SMTPInvalidEnvelope(
                     f"DSN orcpt address type {kind[:30]!r} is not an atom ([A-Za-z0-9-]+)"
                 )
             if not value:
-                raise SMTPEnvelopeError("DSN orcpt has no address after its type")
+                raise SMTPInvalidEnvelope("DSN orcpt has no address after its type")
 
     def _orcpt(self) -> tuple[str, str]:
         """``(addr-type, address)`` of ``orcpt``; a bare address is of type ``rfc822``."""
@@ -188,22 +188,22 @@ class Envelope:
             rcpt = (rcpt,) if isinstance(rcpt, str) else tuple(rcpt)
             object.__setattr__(self, "rcpt_to", rcpt)
         if not rcpt:
-            raise SMTPEnvelopeError("the envelope has no recipient")
+            raise SMTPInvalidEnvelope("the envelope has no recipient")
         if not isinstance(self.mail_from, str):
-            raise SMTPEnvelopeError("mail_from must be a string")
+            raise SMTPInvalidEnvelope("mail_from must be a string")
         ascii_ = self.mail_from.isascii()
         for address in rcpt:
             if not isinstance(address, str) or not address:
-                raise SMTPEnvelopeError(f"invalid recipient {address!r}")
+                raise SMTPInvalidEnvelope(f"invalid recipient {address!r}")
             ascii_ = ascii_ and address.isascii()
         if not ascii_:
             object.__setattr__(self, "smtputf8", True)
         if self.size is not None and (
             isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0
         ):
-            raise SMTPEnvelopeError("size must be a non-negative int")
+            raise SMTPInvalidEnvelope("size must be a non-negative int")
         if self.dsn is not None and not isinstance(self.dsn, DSN):
-            raise SMTPEnvelopeError("dsn must be a DSN")
+            raise SMTPInvalidEnvelope("dsn must be a DSN")
 
 
 def _addresses(message: Message, *headers: str) -> list[str]:
@@ -222,14 +222,14 @@ def envelope_from_message(message: Message) -> Envelope:
     itself is stripped by :func:`message_payload` before sending.
 
     Raises:
-        SMTPEnvelopeError: No sender or no recipient could be found.
+        SMTPInvalidEnvelope: No sender or no recipient could be found.
     """
     senders = _addresses(message, "Sender") or _addresses(message, "From")
     if not senders:
-        raise SMTPEnvelopeError("the message has no From or Sender address")
+        raise SMTPInvalidEnvelope("the message has no From or Sender address")
     recipients = _addresses(message, "To", "Cc", "Bcc")
     if not recipients:
-        raise SMTPEnvelopeError("the message has no To, Cc or Bcc address")
+        raise SMTPInvalidEnvelope("the message has no To, Cc or Bcc address")
     return Envelope(senders[0], tuple(recipients))
 
 
