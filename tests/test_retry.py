@@ -6,14 +6,19 @@ The pool's requeue decision and ``SMTPError.transient`` must agree with it on ev
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from fastsmtp import errors
-from fastsmtp.pool import _retryable
+from fastsmtp._server_auth import AuthResult
+from fastsmtp.message import Envelope
+from fastsmtp.pool import SMTPPool, _retryable
 from fastsmtp.reply import Reply
 from fastsmtp.retry import Verdict, is_retryable, verdict
+from fastsmtp.server import SMTPServer
 
+ENVELOPE = Envelope("a@x.test", ["b@y.test"])
 R, F, M = Verdict.RETRY, Verdict.FINAL, Verdict.MAYBE_DELIVERED
 
 
@@ -100,3 +105,52 @@ def test_the_table_covers_every_error_class() -> None:
     bases = {errors.SMTPLocalError, errors.SMTPNotSupported, errors.SMTPEnvelopeError,
              errors.SMTPMessageError}
     assert every - bases <= covered, every - bases - covered
+
+
+# -- the pool follows the policy, over a socket -------------------------------------------------
+
+
+class _Accept:
+    """Accepts every message; counts them."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.delivered += 1
+        return "250 2.0.0 queued"
+
+
+@pytest.mark.parametrize(("first_reply", "delivered"),
+                         [("454 4.7.0 temporary authentication failure", True),
+                          ("535 5.7.8 authentication credentials invalid", False)])
+async def test_the_pool_retries_a_4xx_login_and_not_a_5xx(first_reply: str,
+                                                         delivered: bool) -> None:
+    calls: list[str] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        calls.append(mechanism)
+        if len(calls) == 1:
+            return AuthResult(success=False, message=first_reply)
+        return AuthResult(success=True)
+
+    handler = _Accept()
+    server = SMTPServer(handler, host="127.0.0.1", port=0, enable_auth=True,
+                        auth_require_tls=False, authenticator=authenticator)
+    await server.start()
+    try:
+        async with SMTPPool(host="127.0.0.1", port=server.port, ignore_tls=True,
+                            allow_plaintext_auth=True, auth=("alice", "secret"),
+                            max_connections=1, max_attempts=3, retry_delay=0.01) as pool:
+            if delivered:
+                result = await pool.send(b"Subject: x\r\n\r\nhi\r\n", ENVELOPE)
+                assert result.accepted == ["b@y.test"]
+            else:
+                with pytest.raises(errors.SMTPAuthRefused) as info:
+                    await pool.send(b"Subject: x\r\n\r\nhi\r\n", ENVELOPE)
+                assert info.value.smtp_code == 535 and not info.value.transient
+    finally:
+        await server.close()
+    assert len(calls) == (2 if delivered else 1)
+    assert handler.delivered == (1 if delivered else 0)
