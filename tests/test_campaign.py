@@ -42,6 +42,7 @@ from fastsmtp.cli.serve import UsersAuthenticator
 from fastsmtp.connection import SendResult
 from fastsmtp.errors import (
     SMTPConnectionError,
+    SMTPInvalidEnvelope,
     SMTPMaybeDelivered,
     SMTPPoolClosed,
     SMTPProtocolError,
@@ -601,7 +602,10 @@ def test_classify() -> None:
     assert classify(SMTPConnectionError("refused"))[:2] == ("deferred", None)
     assert classify(SMTPMaybeDelivered("lost after dot"))[:2] == ("maybe-delivered", None)
     assert classify(SMTPPoolClosed("closed"))[0] == "pending"
-    assert classify(SMTPProtocolError("garbled"))[0] == "failed"
+    # The one retry policy (fastsmtp.retry) judges errors without a reply: a garbled peer
+    # is retried on a fresh connection (as the pool always did), a local error is final.
+    assert classify(SMTPProtocolError("garbled"))[0] == "deferred"
+    assert classify(SMTPInvalidEnvelope("bad address"))[0] == "failed"
     assert classify(ValueError("odd"))[0] == "failed"
 
 

@@ -116,6 +116,8 @@ def _error_instances() -> list[errors.SMTPError]:
     out: list[errors.SMTPError] = []
     for name in errors.__all__:
         cls = getattr(errors, name)
+        if not isinstance(cls, type):
+            continue  # reply_error_class, a function
         if cls is errors.SMTPRecipientsRefused:
             refused = errors.SMTPEnvelopeError("recipient b refused", reply=reply)
             out.append(cls("every recipient was refused", rejected=["b@x.test"],
@@ -150,6 +152,58 @@ def test_error_families() -> None:
     sock = errors.SMTPSocketError("connection lost: reset")
     assert isinstance(sock, errors.SMTPServerDisconnected) and sock.code == "ESOCKET"
     assert sock.transient and _retryable(sock)
+
+
+def test_connection_takes_every_connection_option_as_a_keyword() -> None:
+    from fastsmtp.connection import SMTPConnection
+    from fastsmtp.options import CONNECTION_OPTION_NAMES
+
+    conn = SMTPConnection("mx.test", secure=True, socket_timeout=5, auth_method="plain")
+    assert conn.options == ConnectionOptions(host="mx.test", secure=True, socket_timeout=5,
+                                             auth_method="PLAIN")
+    assert conn.options.port == 465
+    # Every ConnectionOptions field is accepted, and nothing else.
+    assert CONNECTION_OPTION_NAMES == {
+        "host", "port", "secure", "ignore_tls", "require_tls", "opportunistic_tls", "name",
+        "local_address", "connection_timeout", "greeting_timeout", "socket_timeout",
+        "auth_method", "tls", "lmtp", "allow_plaintext_auth", "debug",
+    }
+    with pytest.raises(TypeError, match=r"unknown connection option 'sekure'.*ConnectionOptions"):
+        SMTPConnection("mx.test", sekure=True)
+    with pytest.raises(ValueError, match="port"):
+        SMTPConnection("mx.test", 70000)
+    shared = ConnectionOptions(host="mx.test")
+    assert SMTPConnection(options=shared).options is shared
+    for clash in ({"host": "other.test"}, {"port": 25}, {"secure": True}):
+        with pytest.raises(TypeError, match="either options"):
+            SMTPConnection(options=shared, **clash)
+
+
+def test_one_text_to_bool_rule_for_urls_and_tls_mappings() -> None:
+    from fastsmtp.options import FALSE_WORDS, TRUE_WORDS, parse_bool
+
+    for word in TRUE_WORDS | {w.upper() for w in TRUE_WORDS}:
+        assert parse_bool("x", word) is True
+        assert parse_url(f"smtp://mx.test/?pipelining={word}")["pipelining"] is True
+        assert make_ssl_context({"verify": word}).verify_mode == ssl.CERT_REQUIRED
+    for word in FALSE_WORDS | {w.upper() for w in FALSE_WORDS}:
+        assert parse_bool("x", word) is False
+        assert parse_url(f"smtp://mx.test/?pipelining={word}")["pipelining"] is False
+        assert make_ssl_context({"verify": word}).verify_mode == ssl.CERT_NONE
+        assert parse_url(f"smtp://mx.test/?tls.verify={word}")["tls"] == {"verify": False}
+    for bad in ("maybe", "", 1, None):
+        with pytest.raises(ValueError, match="must be a bool"):
+            parse_bool("flag", bad)
+    with pytest.raises(ValueError, match="pipelining must be a bool"):
+        parse_url("smtp://mx.test/?pipelining=maybe")
+
+
+def test_pool_options_live_in_options_and_pool_reexports_them() -> None:
+    from fastsmtp import options, pool
+
+    for name in ("PoolOptions", "Auth", "parse_url", "FAST_BATCH_SIZE"):
+        assert getattr(pool, name) is getattr(options, name)
+        assert name in pool.__all__ and name in options.__all__
 
 
 # -- EHLO --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import SMTPEnvelopeError
+from .errors import SMTPInvalidEnvelope
 
 __all__ = [
     "CONTROL_CHARS",
@@ -89,13 +89,13 @@ def xtext(value: str) -> str:
     attempt, not data.
 
     Raises:
-        SMTPEnvelopeError: ``value`` contains a control character.
+        SMTPInvalidEnvelope: ``value`` contains a control character.
     """
     if value.isascii() and value.isprintable():
         if "+" not in value and "=" not in value and " " not in value:
             return value  # the common case: nothing to escape, no copy
     elif CONTROL_CHARS.search(value) is not None:
-        raise SMTPEnvelopeError(f"control character in DSN value {value[:60]!r}")
+        raise SMTPInvalidEnvelope(f"control character in DSN value {value[:60]!r}")
     out = []
     for byte in value.encode("utf-8"):
         if 33 <= byte <= 126 and byte != 43 and byte != 61:

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from .errors import SMTPAuthError
+from .errors import SMTPAuthError, SMTPAuthNotSupported, SMTPInvalidAuth
 
 __all__ = [
     "SASLMechanism",
@@ -183,28 +183,30 @@ def choose_mechanism(
         The mechanism name.
 
     Raises:
-        SMTPAuthError: No usable mechanism is offered.
+        SMTPAuthNotSupported: No usable mechanism is offered (an ``SMTPAuthError``).
+        SMTPInvalidAuth: XOAUTH2 asked for without a token, or a token for another
+            mechanism.
     """
     offered = frozenset(offered)
     if not offered:
-        raise SMTPAuthError("the server does not offer authentication (no AUTH in EHLO)")
+        raise SMTPAuthNotSupported("the server does not offer authentication (no AUTH in EHLO)")
     if preferred is not None:
         if preferred not in offered:
-            raise SMTPAuthError(
+            raise SMTPAuthNotSupported(
                 f"the server does not offer {preferred} (offers {', '.join(sorted(offered))})"
             )
         if (preferred == "XOAUTH2") != token:
-            raise SMTPAuthError(
+            raise SMTPInvalidAuth(
                 "XOAUTH2 needs an xoauth2 token, the other mechanisms a password"
             )
         return preferred
     if token:
         if "XOAUTH2" not in offered:
-            raise SMTPAuthError("an xoauth2 token was given but the server does not offer XOAUTH2")
+            raise SMTPAuthNotSupported("an xoauth2 token was given but the server does not offer XOAUTH2")
         return "XOAUTH2"
     for name in PREFERENCE:
         if name in offered:
             return name
-    raise SMTPAuthError(
+    raise SMTPAuthNotSupported(
         f"no supported mechanism among {', '.join(sorted(offered))} (NTLM is not supported)"
     )

@@ -37,7 +37,7 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable
 from email.message import Message
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -53,16 +53,25 @@ from .errors import (
     SMTPConnectionError,
     SMTPDataRefused,
     SMTPEnvelopeError,
+    SMTPEnvelopeNotSupported,
     SMTPError,
+    SMTPHeloRefused,
+    SMTPInvalidAuth,
+    SMTPInvalidEnvelope,
+    SMTPInvalidMessage,
     SMTPMaybeDelivered,
-    SMTPMessageError,
     SMTPProtocolError,
+    SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseError,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPServiceClosing,
     SMTPTimeoutError,
     SMTPTLSError,
+    SMTPTLSNotSupported,
+    SMTPUnexpectedReply,
+    reply_error_class,
 )
 from .message import (
     Envelope,
@@ -71,24 +80,13 @@ from .message import (
     file_size_floor,
     message_payload,
 )
-from .options import (
-    DEFAULT_CONNECTION_TIMEOUT,
-    DEFAULT_GREETING_TIMEOUT,
-    DEFAULT_SOCKET_TIMEOUT,
-    ConnectionOptions,
-)
+from .options import ConnectionOptions, TokenProvider, connection_options
 from .protocol import RawReply, SMTPClientProtocol
 from .reply import Reply
 
 __all__ = ["SMTPConnection", "SendResult", "TokenProvider"]
 
 _log = logging.getLogger("fastsmtp.connection")
-
-#: An XOAUTH2 token provider: ``await provider(user, refresh=False) -> token``. It is
-#: called again with ``refresh=True`` when the server rejected the token it returned. A
-#: provider that knows its account (as nodemailer's xoauth2 generator does) may return
-#: ``(user, token)`` instead; it is then called with ``user=None`` when none was given.
-TokenProvider = Callable[..., Awaitable[str | tuple[str, str]] | str | tuple[str, str]]
 
 #: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
 #: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
@@ -128,15 +126,15 @@ def _command(*parts: str, utf8: bool = False) -> bytes:
         data = line.encode("ascii")  # the common case: no control character possible
     else:
         if _FORBIDDEN.search(line) is not None:
-            raise SMTPEnvelopeError(f"control character in command {line[:60]!r}")
+            raise SMTPInvalidEnvelope(f"control character in command {line[:60]!r}")
         try:
             data = line.encode("utf-8" if utf8 else "ascii")
         except UnicodeEncodeError:
-            raise SMTPEnvelopeError(
+            raise SMTPInvalidEnvelope(
                 f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
             ) from None
     if len(data) > MAX_COMMAND:
-        raise SMTPEnvelopeError(f"command longer than {MAX_COMMAND} bytes")
+        raise SMTPInvalidEnvelope(f"command longer than {MAX_COMMAND} bytes")
     return data + b"\r\n"
 
 
@@ -154,7 +152,7 @@ def _path(address: str) -> str:
     """
     why = path_error(address)
     if why is not None:
-        raise SMTPEnvelopeError(f"invalid address {address[:60]!r}: {why}")
+        raise SMTPInvalidEnvelope(f"invalid address {address[:60]!r}: {why}")
     return "<" + address + ">"
 
 
@@ -257,27 +255,20 @@ class SMTPConnection:
         port: Server port; None: 465 when ``secure``, 24 for LMTP, else 587 (message
             submission with STARTTLS, RFC 6409). Port 25 (MTA relay) is never implied:
             most networks block it for clients; pass it explicitly to relay.
-        secure: Implicit TLS from the first byte.
-        ignore_tls: Never use STARTTLS.
-        require_tls: Fail unless the connection is TLS-protected before any command after
-            EHLO.
-        opportunistic_tls: Go on in plaintext when the server refuses STARTTLS.
-        name: EHLO/LHLO name; default: the host's FQDN or the local address literal.
-        local_address: Local interface to bind (host or ``(host, port)``).
-        connection_timeout: Seconds to establish TCP (and implicit TLS/STARTTLS handshake).
-        greeting_timeout: Seconds to wait for the greeting.
-        socket_timeout: Seconds of server silence allowed while a reply or a write is
-            pending; an idle connection is not timed out by the client.
-        logger: A :class:`logging.Logger`; default ``fastsmtp.connection``.
-        debug: Log the SMTP traffic at DEBUG (AUTH data masked).
-        auth_method: Preferred SASL mechanism; default: the strongest offered.
-        tls: An :class:`ssl.SSLContext` or a mapping of options (see
-            :func:`fastsmtp.options.make_ssl_context`); default: verified certificates.
-        sock: An already connected socket to use instead of connecting.
-        lmtp: Speak LMTP (RFC 2033).
-        allow_plaintext_auth: Allow AUTH without TLS.
         options: A prepared :class:`~fastsmtp.options.ConnectionOptions` (a pool shares
-            one); it replaces every option above except ``sock`` and ``logger``.
+            one) instead of ``host``, ``port`` and keyword options.
+        sock: An already connected socket to use instead of connecting.
+        logger: A :class:`logging.Logger`; default ``fastsmtp.connection``.
+        **kwargs: Any other :class:`~fastsmtp.options.ConnectionOptions` field, with the
+            meaning and default documented there: ``secure``, ``ignore_tls``,
+            ``require_tls``, ``opportunistic_tls``, ``name``, ``local_address``,
+            ``connection_timeout``, ``greeting_timeout``, ``socket_timeout``,
+            ``auth_method``, ``tls``, ``lmtp``, ``allow_plaintext_auth``, ``debug``.
+
+    Raises:
+        TypeError: An unknown option (the message lists the valid ones), or ``options``
+            together with ``host``, ``port`` or keyword options.
+        ValueError: A bad option value.
 
     Attributes:
         options: The validated options.
@@ -293,36 +284,17 @@ class SMTPConnection:
         host: str = "localhost",
         port: int | None = None,
         *,
-        secure: bool = False,
-        ignore_tls: bool = False,
-        require_tls: bool = False,
-        opportunistic_tls: bool = False,
-        name: str | None = None,
-        local_address: str | tuple[str, int] | None = None,
-        connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
-        greeting_timeout: float = DEFAULT_GREETING_TIMEOUT,
-        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        logger: logging.Logger | None = None,
-        debug: bool = False,
-        auth_method: str | None = None,
-        tls: ssl.SSLContext | Mapping[str, Any] | None = None,
-        sock: socket.socket | None = None,
-        lmtp: bool = False,
-        allow_plaintext_auth: bool = False,
         options: ConnectionOptions | None = None,
+        sock: socket.socket | None = None,
+        logger: logging.Logger | None = None,
+        **kwargs: Any,
     ) -> None:
         if options is None:
-            options = ConnectionOptions(
-                host=host, port=port, secure=secure, ignore_tls=ignore_tls,
-                require_tls=require_tls, opportunistic_tls=opportunistic_tls, name=name,
-                local_address=local_address, connection_timeout=connection_timeout,
-                greeting_timeout=greeting_timeout, socket_timeout=socket_timeout,
-                auth_method=auth_method, tls=tls, lmtp=lmtp,
-                allow_plaintext_auth=allow_plaintext_auth, debug=debug,
-            )
-        elif host != "localhost" or port is not None:
-            # The other keywords are ignored with options: it already holds them all.
-            raise TypeError("pass either options or host/port, not both")
+            # Every option is declared once, on ConnectionOptions, and validated there.
+            options = connection_options(host=host, port=port, **kwargs)
+        elif host != "localhost" or port is not None or kwargs:
+            # options already holds every option: two sources would silently disagree.
+            raise TypeError("pass either options or host, port and keyword options, not both")
         self.options = options
         self._sock = sock
         self.logger = logger or _log
@@ -462,7 +434,7 @@ class SMTPConnection:
             return
         if not self.capabilities.starttls:
             if opts.require_tls:
-                raise SMTPTLSError("require_tls: the server does not offer STARTTLS")
+                raise SMTPTLSNotSupported("require_tls: the server does not offer STARTTLS")
             return
         await self._starttls()
 
@@ -473,10 +445,10 @@ class SMTPConnection:
             self.capabilities = parse_ehlo(line.decode("utf-8", "replace") for line in raw[1])
             return
         if self.options.lmtp or not 500 <= raw[0] < 600 or self.options.require_tls:
-            raise self._reply_error(raw, f"{hello} refused", SMTPProtocolError)
+            raise self._reply_error(raw, f"{hello} refused", SMTPHeloRefused)
         raw = await self._command_reply(_command("HELO", self._name))
         if raw[0] != 250:
-            raise self._reply_error(raw, "HELO refused", SMTPProtocolError)
+            raise self._reply_error(raw, "HELO refused", SMTPHeloRefused)
         self.capabilities = Capabilities(greeting=raw[1][0].decode("utf-8", "replace"))
 
     async def _starttls(self) -> None:
@@ -577,9 +549,14 @@ class SMTPConnection:
         return (await self._proto.expect(1))[0]  # type: ignore[union-attr]
 
     def _reply_error(
-        self, raw: RawReply, what: str, cls: type[SMTPError] = SMTPResponseError
+        self, raw: RawReply, what: str, cls: type[SMTPError] = SMTPResponseError,
+        **attrs: Any,
     ) -> SMTPError:
         """The error for a reply that is not the one a command wanted.
+
+        ``cls`` names the category (its reply flavour is raised: see
+        :func:`~fastsmtp.errors.reply_error_class`); ``attrs`` go to its constructor
+        (``sender=``, ``recipient=``).
 
         A 421 and a reply outside 2xx/4xx/5xx (a 3xx where none is expected, e.g. 354
         to MAIL) also break the connection: after a 421 the server is gone, and after an
@@ -590,11 +567,11 @@ class SMTPConnection:
         error: SMTPError
         if raw[0] == 421:
             # The server is closing the connection: it must not be reused.
-            error = SMTPServerDisconnected(f"{what}: {reply}", reply=reply)
+            error = SMTPServiceClosing(f"{what}: {reply}", reply=reply)
         elif not _positive_or_negative(raw[0]):
-            error = SMTPProtocolError(f"{what}: unexpected reply {reply}", reply=reply)
+            error = SMTPUnexpectedReply(f"{what}: unexpected reply {reply}", reply=reply)
         else:
-            return cls(f"{what}: {reply}", reply=reply)
+            return reply_error_class(cls)(f"{what}: {reply}", reply=reply, **attrs)
         self._abort(error)
         return error
 
@@ -699,11 +676,11 @@ class SMTPConnection:
             SMTPAuthError: Refused, impossible (no mechanism, no TLS) or failed.
         """
         if user is None and not callable(xoauth2):
-            raise SMTPAuthError("a user name is needed (only a token provider may supply it)")
+            raise SMTPInvalidAuth("a user name is needed (only a token provider may supply it)")
         if (password is None) == (xoauth2 is None):
-            raise SMTPAuthError("give exactly one of password and xoauth2")
+            raise SMTPInvalidAuth("give exactly one of password and xoauth2")
         if not self.secure and not self.options.allow_plaintext_auth:
-            raise SMTPAuthError(
+            raise SMTPInvalidAuth(
                 "refusing to send credentials over a plaintext connection "
                 "(use TLS, or allow_plaintext_auth=True)"
             )
@@ -742,15 +719,15 @@ class SMTPConnection:
         if isinstance(got, tuple) and len(got) == 2:
             account, token = got
             if not isinstance(account, str) or not account:
-                raise SMTPAuthError("the xoauth2 token provider returned no user")
+                raise SMTPInvalidAuth("the xoauth2 token provider returned no user")
         else:
             account, token = user or "", got
             if not account:
-                raise SMTPAuthError(
+                raise SMTPInvalidAuth(
                     "no user for XOAUTH2: give one, or let the provider return (user, token)"
                 )
         if not isinstance(token, str) or not token:
-            raise SMTPAuthError("the xoauth2 token provider returned no token")
+            raise SMTPInvalidAuth("the xoauth2 token provider returned no token")
         return account, token
 
     async def _sasl(self, mech: SASLMechanism) -> Reply:
@@ -824,7 +801,7 @@ class SMTPConnection:
         params = ""
         if utf8:
             if not caps.smtputf8:
-                raise SMTPEnvelopeError(
+                raise SMTPEnvelopeNotSupported(
                     "an address is not ASCII and the server does not offer SMTPUTF8"
                 )
             params = " SMTPUTF8"
@@ -847,7 +824,7 @@ class SMTPConnection:
         """Refuse a message over the server's SIZE limit, before anything is written."""
         limit = self.capabilities.size
         if limit and size > limit:
-            raise SMTPMessageError(
+            raise SMTPInvalidMessage(
                 f"the message ({at_least}{size} bytes) exceeds the server's SIZE limit "
                 f"({limit} bytes)"
             )
@@ -1001,7 +978,8 @@ class SMTPConnection:
                 # DATA accepted with no transaction open: the server now takes whatever
                 # we write next for message data.
                 raise self._reply_error(data, "DATA accepted although MAIL was refused")
-            raise self._reply_error(mail, "sender refused", SMTPSenderRefused)
+            raise self._reply_error(mail, f"sender <{envelope.mail_from}> refused",
+                                    SMTPSenderRefused, sender=envelope.mail_from)
         accepted: list[str] = []
         rejected: list[str] = []
         errors: list[SMTPEnvelopeError] = []
@@ -1009,7 +987,8 @@ class SMTPConnection:
             if 200 <= raw[0] < 300:
                 accepted.append(rcpt)
             else:
-                error = self._reply_error(raw, f"recipient {rcpt} refused", SMTPEnvelopeError)
+                error = self._reply_error(raw, f"recipient {rcpt} refused",
+                                          SMTPRecipientRefused, recipient=rcpt)
                 if not isinstance(error, SMTPEnvelopeError):
                     raise error  # 421 or a 3xx: the connection is closed
                 rejected.append(rcpt)
@@ -1110,8 +1089,9 @@ class SMTPConnection:
                 delivered.append(rcpt)
             else:
                 rejected.append(rcpt)
-                errors.append(SMTPEnvelopeError(
-                    f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw)
+                errors.append(SMTPRecipientRefused(
+                    f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw),
+                    recipient=rcpt,
                 ))
         if not delivered:
             # Nobody got the message: a refusal, as when SMTP refuses the dot (and as in

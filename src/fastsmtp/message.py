@@ -30,7 +30,7 @@ from typing import IO, cast
 
 from . import _codec
 from ._syntax import xtext
-from .errors import SMTPEnvelopeError
+from .errors import SMTPInvalidEnvelope
 
 __all__ = [
     "DSN",
@@ -98,33 +98,33 @@ class DSN:
         if self.ret is not None:
             ret = str(self.ret).upper()
             if ret not in RET_VALUES:
-                raise SMTPEnvelopeError("DSN ret must be FULL or HDRS")
+                raise SMTPInvalidEnvelope("DSN ret must be FULL or HDRS")
             object.__setattr__(self, "ret", ret)
         notify = self.notify
         if notify is not None:
             items = notify.split(",") if isinstance(notify, str) else list(notify)
             values = tuple(dict.fromkeys(str(v).strip().upper() for v in items if str(v).strip()))
             if not values or not set(values) <= NOTIFY_VALUES:
-                raise SMTPEnvelopeError(
+                raise SMTPInvalidEnvelope(
                     "DSN notify must be NEVER or a list of SUCCESS, FAILURE, DELAY"
                 )
             if "NEVER" in values and len(values) > 1:
-                raise SMTPEnvelopeError("DSN notify NEVER must appear by itself")
+                raise SMTPInvalidEnvelope("DSN notify NEVER must appear by itself")
             object.__setattr__(self, "notify", values)
         for name in ("envid", "orcpt"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise SMTPEnvelopeError(f"DSN {name} must be a non-empty string")
+                raise SMTPInvalidEnvelope(f"DSN {name} must be a non-empty string")
         if self.orcpt is not None:
             kind, value = self._orcpt()
             # The type goes on the wire as is (only the value is xtext-encoded), so it
             # must be an atom: "rfc822 NOTIFY=NEVER;x" would add a parameter.
             if _ADDR_TYPE.fullmatch(kind) is None:
-                raise SMTPEnvelopeError(
+                raise SMTPInvalidEnvelope(
                     f"DSN orcpt address type {kind[:30]!r} is not an atom ([A-Za-z0-9-]+)"
                 )
             if not value:
-                raise SMTPEnvelopeError("DSN orcpt has no address after its type")
+                raise SMTPInvalidEnvelope("DSN orcpt has no address after its type")
 
     def _orcpt(self) -> tuple[str, str]:
         """``(addr-type, address)`` of ``orcpt``; a bare address is of type ``rfc822``."""
@@ -155,14 +155,18 @@ class DSN:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Envelope:
     """The SMTP envelope of one message.
+
+    ``Envelope("me@example.com", ["you@example.org", "them@example.org"])``: the
+    recipients may be one address or any iterable of them (a list, a generator ...);
+    they are stored as a tuple.
 
     Attributes:
         mail_from: The reverse path; ``""`` is the null sender (``MAIL FROM:<>``), used for
             bounces.
-        rcpt_to: One recipient or several; stored as a tuple.
+        rcpt_to: The recipients, as a tuple.
         size: Predicted message size in bytes (RFC 1870: after CRLF normalization,
             before dot-stuffing): sent as ``SIZE=`` when the server offers SIZE and
             checked against its limit before ``MAIL``. When None, an in-memory message's
@@ -173,37 +177,65 @@ class Envelope:
         use_8bit_mime: Announce ``BODY=8BITMIME`` (when the server offers it).
         dsn: Delivery status notification parameters (used when the server offers DSN).
         smtputf8: True when an address is not ASCII (computed).
+
+    Raises:
+        SMTPInvalidEnvelope: No recipient, an address that is not a non-empty string, a
+            bad ``size`` or ``dsn`` (a ``ValueError`` too).
     """
 
     mail_from: str
-    rcpt_to: tuple[str, ...] | str
-    size: int | None = None
-    use_8bit_mime: bool = False
-    dsn: DSN | None = None
-    smtputf8: bool = field(init=False, repr=False, compare=False, default=False)
+    rcpt_to: tuple[str, ...]
+    size: int | None
+    use_8bit_mime: bool
+    dsn: DSN | None
+    smtputf8: bool = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        rcpt = self.rcpt_to
-        if type(rcpt) is not tuple:
-            rcpt = (rcpt,) if isinstance(rcpt, str) else tuple(rcpt)
-            object.__setattr__(self, "rcpt_to", rcpt)
+    # A hand-written __init__ (init=False above) so that the field is typed as what is
+    # stored, a tuple, while the argument takes what callers have: a str or any iterable
+    # (a list passes strict mypy). Same cost as the generated one: frozen dataclasses set
+    # their fields through object.__setattr__ as well.
+    def __init__(
+        self,
+        mail_from: str,
+        rcpt_to: str | Iterable[str],
+        size: int | None = None,
+        use_8bit_mime: bool = False,
+        dsn: DSN | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        if type(rcpt_to) is tuple:
+            rcpt: tuple[str, ...] = rcpt_to
+        elif isinstance(rcpt_to, str):
+            rcpt = (rcpt_to,)
+        else:
+            try:
+                rcpt = tuple(rcpt_to)
+            except TypeError:
+                raise SMTPInvalidEnvelope(
+                    f"rcpt_to must be an address or an iterable of addresses, "
+                    f"not {type(rcpt_to).__name__}"
+                ) from None
         if not rcpt:
-            raise SMTPEnvelopeError("the envelope has no recipient")
-        if not isinstance(self.mail_from, str):
-            raise SMTPEnvelopeError("mail_from must be a string")
-        ascii_ = self.mail_from.isascii()
+            raise SMTPInvalidEnvelope("the envelope has no recipient")
+        if not isinstance(mail_from, str):
+            raise SMTPInvalidEnvelope("mail_from must be a string")
+        ascii_ = mail_from.isascii()
         for address in rcpt:
             if not isinstance(address, str) or not address:
-                raise SMTPEnvelopeError(f"invalid recipient {address!r}")
+                raise SMTPInvalidEnvelope(f"invalid recipient {address!r}")
             ascii_ = ascii_ and address.isascii()
-        if not ascii_:
-            object.__setattr__(self, "smtputf8", True)
-        if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or size < 0
         ):
-            raise SMTPEnvelopeError("size must be a non-negative int")
-        if self.dsn is not None and not isinstance(self.dsn, DSN):
-            raise SMTPEnvelopeError("dsn must be a DSN")
+            raise SMTPInvalidEnvelope("size must be a non-negative int")
+        if dsn is not None and not isinstance(dsn, DSN):
+            raise SMTPInvalidEnvelope("dsn must be a DSN")
+        set_(self, "mail_from", mail_from)
+        set_(self, "rcpt_to", rcpt)
+        set_(self, "size", size)
+        set_(self, "use_8bit_mime", use_8bit_mime)
+        set_(self, "dsn", dsn)
+        set_(self, "smtputf8", not ascii_)
 
 
 def _addresses(message: Message, *headers: str) -> list[str]:
@@ -214,22 +246,49 @@ def _addresses(message: Message, *headers: str) -> list[str]:
     return list(dict.fromkeys(addr for _, addr in email.utils.getaddresses(values) if addr))
 
 
-def envelope_from_message(message: Message) -> Envelope:
-    """Derive the envelope from a message's headers.
+def _resent_prefix(message: Message) -> str:
+    """``"Resent-"`` when the message was resent (one ``Resent-`` block), else ``""``.
 
-    The sender is the first ``Sender`` address, else the first ``From`` address; the
-    recipients are every address in ``To``, ``Cc`` and ``Bcc`` (deduplicated). ``Bcc``
-    itself is stripped by :func:`message_payload` before sending.
+    As smtplib's ``send_message``: ``Resent-Date`` is mandatory in each block (RFC 5322
+    3.6.6), so it counts the blocks; with several, which one is the latest cannot be
+    told in every case, so it is an error rather than a guess.
 
     Raises:
-        SMTPEnvelopeError: No sender or no recipient could be found.
+        SMTPInvalidEnvelope: More than one ``Resent-`` block.
     """
-    senders = _addresses(message, "Sender") or _addresses(message, "From")
+    dates = message.get_all("Resent-Date")
+    if not dates:
+        return ""
+    if len(dates) == 1:
+        return "Resent-"
+    raise SMTPInvalidEnvelope(
+        f"the message has {len(dates)} Resent- header blocks (Resent-Date headers): "
+        "which one is the latest is ambiguous; give the envelope explicitly"
+    )
+
+
+def envelope_from_message(message: Message) -> Envelope:
+    """Derive the envelope from a message's headers, as smtplib's ``send_message`` does.
+
+    The sender is the first ``Sender`` address, else the first ``From`` address; the
+    recipients are every address in ``To``, ``Cc`` and ``Bcc`` (deduplicated). A
+    resent message (one ``Resent-Date``) uses ``Resent-Sender`` / ``Resent-From`` and
+    ``Resent-To``, ``Resent-Cc``, ``Resent-Bcc`` instead. ``Bcc`` and ``Resent-Bcc``
+    themselves are stripped by :func:`message_payload` before sending.
+
+    Raises:
+        SMTPInvalidEnvelope: No sender or no recipient could be found, or the message
+            has several ``Resent-`` blocks (a ``ValueError``, as in smtplib).
+    """
+    prefix = _resent_prefix(message)
+    senders = _addresses(message, prefix + "Sender") or _addresses(message, prefix + "From")
     if not senders:
-        raise SMTPEnvelopeError("the message has no From or Sender address")
-    recipients = _addresses(message, "To", "Cc", "Bcc")
+        raise SMTPInvalidEnvelope(f"the message has no {prefix}From or {prefix}Sender address")
+    recipients = _addresses(message, prefix + "To", prefix + "Cc", prefix + "Bcc")
     if not recipients:
-        raise SMTPEnvelopeError("the message has no To, Cc or Bcc address")
+        raise SMTPInvalidEnvelope(
+            f"the message has no {prefix}To, {prefix}Cc or {prefix}Bcc address"
+        )
     return Envelope(senders[0], tuple(recipients))
 
 
@@ -266,8 +325,8 @@ def message_payload(message: MessageSource) -> Payload:
 
     Args:
         message: bytes-like, ``str`` (encoded as UTF-8), an :class:`email.message.Message`
-            (serialized with CRLF line endings, ``Bcc`` removed from a copy, never from
-            the caller's object), a binary file object (read in :data:`FILE_CHUNK` pieces,
+            (serialized with CRLF line endings, ``Bcc`` and ``Resent-Bcc`` removed from
+            a copy, never from the caller's object), a binary file object (read in :data:`FILE_CHUNK` pieces,
             blocking reads: meant for local files), or a sync or async iterable of bytes.
 
     Returns:
@@ -281,11 +340,13 @@ def message_payload(message: MessageSource) -> Payload:
     if isinstance(message, str):
         return message.encode("utf-8")
     if isinstance(message, Message):
-        if "Bcc" in message:
-            # A shallow copy: Message.__delitem__ rebuilds its header list instead of
-            # mutating it, so the caller's message keeps its Bcc.
+        if "Bcc" in message or "Resent-Bcc" in message:
+            # Blind copies stay blind (as smtplib's send_message): neither header is
+            # transmitted. A shallow copy: Message.__delitem__ rebuilds its header list
+            # instead of mutating it, so the caller's message keeps both.
             message = copy.copy(message)
             del message["Bcc"]
+            del message["Resent-Bcc"]
         if isinstance(message, EmailMessage):
             return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         return message.as_bytes()

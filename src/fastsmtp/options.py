@@ -1,7 +1,13 @@
-"""Frozen connection options: defaults, validation and port selection.
+"""Every client option, declared once: connection options, pool options, auth and URLs.
 
 :class:`ConnectionOptions` holds everything that describes *how* to reach and talk to one
-SMTP server. It is immutable and validated once, so a pool can build thousands of
+SMTP server (``SMTPConnection(**options)`` takes its fields), :class:`PoolOptions` how a
+pool uses its connections, :class:`Auth` the credentials a pool logs in with, and
+:func:`parse_url` turns an ``smtp://`` URL into those options. Each option's name,
+default and documentation live on its dataclass field and nowhere else; text (URL query
+values, config files) becomes a bool in one place, :func:`parse_bool`.
+
+:class:`ConnectionOptions` It is immutable and validated once, so a pool can build thousands of
 connections from one object without re-checking anything; the TLS context it needs is
 built once here too (loading the system CA store costs milliseconds, far too much to pay
 per connection).
@@ -13,13 +19,23 @@ clock is seconds, so converting once here keeps the hot path free of arithmetic)
 from __future__ import annotations
 
 import math
+import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
     "ConnectionOptions",
+    "PoolOptions",
+    "Auth",
+    "TokenProvider",
+    "FAST_BATCH_SIZE",
+    "connection_options",
+    "CONNECTION_OPTION_NAMES",
+    "parse_bool",
+    "parse_url",
     "DEFAULT_CONNECTION_TIMEOUT",
     "DEFAULT_GREETING_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
@@ -100,13 +116,35 @@ VERIFY_ALIASES = ("rejectUnauthorized", "reject_unauthorized")
 SECRET_TLS_KEYS = frozenset({"password"})
 
 
-def _tls_flag(name: str, value: Any) -> bool:
-    # A bool, or the text "true"/"false" as a URL query or a config file gives it.
+#: Text accepted as true / false by :func:`parse_bool` (compared case-insensitively).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """A bool option: a bool, or text as a URL query or a config file gives it.
+
+    The one text-to-bool rule of the library (``tls.verify=false`` in a URL,
+    ``{"rejectUnauthorized": "false"}``, ``?pipelining=no``).
+
+    Args:
+        name: The option, named in the error.
+        value: ``True``/``False``, or one of :data:`TRUE_WORDS` / :data:`FALSE_WORDS`.
+
+    Raises:
+        ValueError: Anything else.
+    """
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError(f"tls {name!r} must be a bool")
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise ValueError(
+        f"{name} must be a bool (true/false, yes/no, on/off, 1/0), not {value!r}"
+    )
 
 
 def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLContext:
@@ -134,12 +172,12 @@ def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLC
     ctx = ssl.create_default_context(
         cafile=opts.get("cafile"), capath=opts.get("capath"), cadata=opts.get("cadata")
     )
-    given = {name: _tls_flag(name, opts[name]) for name in ("verify", *VERIFY_ALIASES)
+    given = {name: parse_bool(f"tls {name!r}", opts[name]) for name in ("verify", *VERIFY_ALIASES)
              if name in opts}
     if len(set(given.values())) > 1:
         raise ValueError(f"contradictory tls options: {', '.join(sorted(given))}")
     verify = next(iter(given.values()), True)
-    check_hostname = _tls_flag("check_hostname", opts.get("check_hostname", verify))
+    check_hostname = parse_bool("tls 'check_hostname'", opts.get("check_hostname", verify))
     if check_hostname and not verify:
         raise ValueError("tls 'check_hostname' needs 'verify'")
     ctx.check_hostname = bool(check_hostname)
@@ -277,3 +315,224 @@ class ConnectionOptions:
         if local is None:
             return None
         return (local, 0) if isinstance(local, str) else local
+
+
+#: What ``SMTPConnection(**options)`` accepts: the init fields of :class:`ConnectionOptions`.
+CONNECTION_OPTION_NAMES = frozenset(f.name for f in fields(ConnectionOptions) if f.init)
+
+
+def connection_options(**options: Any) -> ConnectionOptions:
+    """Build :class:`ConnectionOptions` from keyword options, naming any unknown one.
+
+    Raises:
+        TypeError: An option that is not a :class:`ConnectionOptions` field (the message
+            lists the valid ones), or a value of the wrong type.
+        ValueError: A bad value (see :class:`ConnectionOptions`).
+    """
+    unknown = sorted(set(options) - CONNECTION_OPTION_NAMES)
+    if unknown:
+        raise TypeError(
+            f"unknown connection option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; the options are ConnectionOptions' fields: "
+            f"{', '.join(sorted(CONNECTION_OPTION_NAMES))}"
+        )
+    return ConnectionOptions(**options)
+
+
+# -- pool options, credentials and URLs ----------------------------------------------------
+
+#: An XOAUTH2 token provider: ``await provider(user, refresh=False) -> token``. It is
+#: called again with ``refresh=True`` when the server rejected the token it returned. A
+#: provider that knows its account (as nodemailer's xoauth2 generator does) may return
+#: ``(user, token)`` instead; it is then called with ``user=None`` when none was given.
+TokenProvider = Callable[..., Awaitable[str | tuple[str, str]] | str | tuple[str, str]]
+
+#: The default ``batch_size`` (see :class:`PoolOptions`): long enough that a run's set-up
+#: is paid rarely, short enough that other slots get queued jobs too.
+FAST_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Credentials a pool logs in with on every new connection.
+
+    Attributes:
+        user: User name (for XOAUTH2, the account the token belongs to). May be empty
+            only with a token provider that returns ``(user, token)`` itself (the seed's
+            xoauth2 generator, which needs no ``auth.user``).
+        password: Password; mutually exclusive with ``xoauth2``.
+        xoauth2: An OAuth2 access token, or a token provider
+            ``provider(user, *, refresh: bool)`` (sync or async) returning the token or
+            ``(user, token)``, asked again with ``refresh=True`` when the server
+            rejected its token.
+    """
+
+    user: str
+    password: str | None = None
+    xoauth2: str | TokenProvider | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user, str) or not (self.user or callable(self.xoauth2)):
+            raise ValueError("auth needs a user (unless a token provider supplies it)")
+        if (self.password is None) == (self.xoauth2 is None):
+            raise ValueError("auth needs exactly one of password and xoauth2")
+
+    def __repr__(self) -> str:  # never show the secret
+        kind = "password" if self.password is not None else "xoauth2"
+        return f"Auth(user={self.user!r}, {kind}=<hidden>)"
+
+    @classmethod
+    def coerce(cls, value: Auth | Mapping[str, Any] | tuple[str, str] | None) -> Auth | None:
+        """Accept an Auth, a ``(user, password)`` pair or a nodemailer-style mapping
+        (``user``, ``pass``/``password``, ``xoauth2``; ``xoauth2`` wins over a password)."""
+        if value is None or isinstance(value, Auth):
+            return value
+        if isinstance(value, tuple):
+            user, password = value
+            return cls(user, password)
+        if isinstance(value, Mapping):
+            token = value.get("xoauth2")
+            secret = None if token is not None else value.get("pass", value.get("password"))
+            return cls(str(value.get("user", "")), secret, token)
+        raise TypeError("auth must be an Auth, a (user, password) tuple or a mapping")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """How a pool uses its connections (the connection options live apart).
+
+    Attributes:
+        max_connections: Simultaneous connections at most (nodemailer: 5).
+        max_messages: Messages per connection before it is replaced (nodemailer: 100).
+        rate_limit: Messages allowed to *start* in any window of ``rate_delta`` seconds,
+            shared by all connections; None for no limit.
+        rate_delta: The rate window in seconds.
+        max_queue: Jobs waiting for a connection at most; ``send()`` waits beyond that.
+        max_attempts: Attempts per message for retryable failures (1 disables retries).
+        retry_delay: First backoff in seconds; it doubles per attempt.
+        retry_delay_max: Cap of the backoff (also of the pool's reconnect backoff).
+        idle_timeout: Seconds an unused connection is kept open.
+        pipelining: Pipeline consecutive messages on a connection (when offered).
+        batch_size: Messages a connection may send as one run while more are queued
+            (with PIPELINING and no rate limit): each message's envelope then goes out in
+            the same write as the previous message's final dot, one write per message.
+            Each caller still gets its result the moment its own reply arrives. 1: one
+            task per message, up to ``PIPELINE_DEPTH`` in flight per connection (the
+            path a rate-limited pool always takes).
+    """
+
+    max_connections: int = 5
+    max_messages: int = 100
+    rate_limit: int | None = None
+    rate_delta: float = 1.0
+    max_queue: int = 1000
+    max_attempts: int = 3
+    retry_delay: float = 0.5
+    retry_delay_max: float = 30.0
+    idle_timeout: float = 30.0
+    pipelining: bool = True
+    batch_size: int = FAST_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_messages", "max_queue", "max_attempts",
+                     "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int of at least 1")
+        if self.rate_limit is not None and (
+            isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int)
+            or self.rate_limit < 1
+        ):
+            raise ValueError("rate_limit must be None or an int of at least 1")
+        for name in ("rate_delta", "retry_delay", "retry_delay_max", "idle_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds")
+            object.__setattr__(self, name, float(value))
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+_SCHEMES = {"smtp": False, "smtps": True}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+#: Boolean keys of the ``tls`` mapping (``rejectUnauthorized`` is nodemailer's ``verify``).
+_TLS_FLAGS = frozenset({"verify", "check_hostname", "rejectUnauthorized", "reject_unauthorized"})
+# nodemailer option names whose Python name is not simply the snake_case form.
+_ALIASES = {"ignore_t_l_s": "ignore_tls", "require_t_l_s": "require_tls",
+            "opportunistic_t_l_s": "opportunistic_tls", "l_m_t_p": "lmtp"}
+
+
+def _field_types() -> dict[str, str]:
+    types: dict[str, str] = {}
+    for cls in (ConnectionOptions, PoolOptions):
+        for f in fields(cls):
+            if f.init:
+                types[f.name] = str(f.type).split("|")[0].strip()
+    types.pop("tls", None)  # tls is given as tls.<key>=value pairs
+    types["service"] = "str"
+    return types
+
+
+def _coerce(name: str, text: str, kind: str) -> Any:
+    if text.lower() in ("none", "null") and kind != "str":
+        return None
+    if kind == "bool":
+        return parse_bool(name, text)
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    return text
+
+
+def _option_name(key: str) -> str:
+    name = _CAMEL.sub("_", key).lower().replace("-", "_")
+    return _ALIASES.get(name, name)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """Parse ``smtp://user:pass@host:port/?option=value&...`` (or ``smtps://``) into options.
+
+    Query arguments name any connection or pool option, in snake_case or nodemailer's
+    camelCase (``max_connections=8`` or ``maxConnections=8``), and ``tls.<key>=value``
+    sets a TLS option (``tls.verify=false``). User and password are percent-decoded.
+
+    Returns:
+        Keyword options for :class:`SMTPPool` (``auth`` as an :class:`Auth`); a user
+        without a password comes back as ``user`` alone, for the caller to complete.
+
+    Raises:
+        ValueError: Unknown scheme or option, or a value of the wrong type.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} (use smtp:// or smtps://)")
+    options: dict[str, Any] = {"secure": _SCHEMES[scheme]}
+    if parts.hostname:
+        options["host"] = parts.hostname
+    if parts.port is not None:
+        options["port"] = parts.port
+    if parts.username is not None:
+        if parts.password is None:
+            options["user"] = unquote(parts.username)  # the password must come from elsewhere
+        else:
+            options["auth"] = Auth(unquote(parts.username), unquote(parts.password))
+    types = _field_types()
+    tls: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.startswith("tls."):
+            sub = key[4:]
+            tls[sub] = parse_bool(key, value) if sub in _TLS_FLAGS else value
+            continue
+        name = _option_name(key)
+        if name not in types:
+            raise ValueError(f"unknown option {key!r} in the SMTP URL")
+        options[name] = _coerce(key, value, types[name])
+    if tls:
+        options["tls"] = tls
+    return options

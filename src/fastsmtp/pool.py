@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import socket
 from collections import deque
 from collections.abc import (
@@ -52,26 +50,31 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from email.message import Message
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .connection import SendResult, SMTPConnection, TokenProvider, unsent_error
+from .connection import SendResult, SMTPConnection, unsent_error
 from .errors import (
-    SMTPAuthError,
     SMTPConnectionError,
     SMTPError,
     SMTPMaybeDelivered,
     SMTPPoolClosed,
-    SMTPProtocolError,
-    SMTPResponseError,
-    SMTPTimeoutError,
-    SMTPTLSError,
 )
 from .message import Envelope, MessageSource, envelope_from_message
-from .options import ConnectionOptions
+
+# Pool options, credentials and URLs live in options.py (each option declared once);
+# re-exported here, where they have always been importable from.
+from .options import (
+    FAST_BATCH_SIZE,
+    Auth,
+    ConnectionOptions,
+    PoolOptions,
+    _option_name,
+    parse_url,
+)
 from .ratelimit import RateLimiter
+from .retry import is_retryable
 from .services import lookup_service
 
 __all__ = ["SMTPPool", "PoolOptions", "Auth", "parse_url", "PIPELINE_DEPTH", "FAST_BATCH_SIZE"]
@@ -82,205 +85,9 @@ _log = logging.getLogger("fastsmtp.pool")
 #: when the server offers PIPELINING: enough that the next one is always waiting for the
 #: write turn when a dot is written, so its envelope rides in the same write.
 PIPELINE_DEPTH = 4
-#: The default ``batch_size`` (see :class:`PoolOptions`): long enough that a run's set-up
-#: is paid rarely, short enough that other slots get queued jobs too.
-FAST_BATCH_SIZE = 32
 
 #: The ``get_socket`` hook: ``async get_socket(options) -> socket | None``.
 GetSocket = Callable[[ConnectionOptions], Awaitable[socket.socket | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Auth:
-    """Credentials a pool logs in with on every new connection.
-
-    Attributes:
-        user: User name (for XOAUTH2, the account the token belongs to). May be empty
-            only with a token provider that returns ``(user, token)`` itself (the seed's
-            xoauth2 generator, which needs no ``auth.user``).
-        password: Password; mutually exclusive with ``xoauth2``.
-        xoauth2: An OAuth2 access token, or a token provider
-            ``provider(user, *, refresh: bool)`` (sync or async) returning the token or
-            ``(user, token)``, asked again with ``refresh=True`` when the server
-            rejected its token.
-    """
-
-    user: str
-    password: str | None = None
-    xoauth2: str | TokenProvider | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.user, str) or not (self.user or callable(self.xoauth2)):
-            raise ValueError("auth needs a user (unless a token provider supplies it)")
-        if (self.password is None) == (self.xoauth2 is None):
-            raise ValueError("auth needs exactly one of password and xoauth2")
-
-    def __repr__(self) -> str:  # never show the secret
-        kind = "password" if self.password is not None else "xoauth2"
-        return f"Auth(user={self.user!r}, {kind}=<hidden>)"
-
-    @classmethod
-    def coerce(cls, value: Auth | Mapping[str, Any] | tuple[str, str] | None) -> Auth | None:
-        """Accept an Auth, a ``(user, password)`` pair or a nodemailer-style mapping
-        (``user``, ``pass``/``password``, ``xoauth2``; ``xoauth2`` wins over a password)."""
-        if value is None or isinstance(value, Auth):
-            return value
-        if isinstance(value, tuple):
-            user, password = value
-            return cls(user, password)
-        if isinstance(value, Mapping):
-            token = value.get("xoauth2")
-            secret = None if token is not None else value.get("pass", value.get("password"))
-            return cls(str(value.get("user", "")), secret, token)
-        raise TypeError("auth must be an Auth, a (user, password) tuple or a mapping")
-
-
-@dataclass(frozen=True, slots=True)
-class PoolOptions:
-    """How a pool uses its connections (the connection options live apart).
-
-    Attributes:
-        max_connections: Simultaneous connections at most (nodemailer: 5).
-        max_messages: Messages per connection before it is replaced (nodemailer: 100).
-        rate_limit: Messages allowed to *start* in any window of ``rate_delta`` seconds,
-            shared by all connections; None for no limit.
-        rate_delta: The rate window in seconds.
-        max_queue: Jobs waiting for a connection at most; ``send()`` waits beyond that.
-        max_attempts: Attempts per message for retryable failures (1 disables retries).
-        retry_delay: First backoff in seconds; it doubles per attempt.
-        retry_delay_max: Cap of the backoff (also of the pool's reconnect backoff).
-        idle_timeout: Seconds an unused connection is kept open.
-        pipelining: Pipeline consecutive messages on a connection (when offered).
-        batch_size: Messages a connection may send as one run while more are queued
-            (with PIPELINING and no rate limit): each message's envelope then goes out in
-            the same write as the previous message's final dot, one write per message.
-            Each caller still gets its result the moment its own reply arrives. 1: one
-            task per message, up to ``PIPELINE_DEPTH`` in flight per connection (the
-            path a rate-limited pool always takes).
-    """
-
-    max_connections: int = 5
-    max_messages: int = 100
-    rate_limit: int | None = None
-    rate_delta: float = 1.0
-    max_queue: int = 1000
-    max_attempts: int = 3
-    retry_delay: float = 0.5
-    retry_delay_max: float = 30.0
-    idle_timeout: float = 30.0
-    pipelining: bool = True
-    batch_size: int = FAST_BATCH_SIZE
-
-    def __post_init__(self) -> None:
-        for name in ("max_connections", "max_messages", "max_queue", "max_attempts",
-                     "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int of at least 1")
-        if self.rate_limit is not None and (
-            isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int)
-            or self.rate_limit < 1
-        ):
-            raise ValueError("rate_limit must be None or an int of at least 1")
-        for name in ("rate_delta", "retry_delay", "retry_delay_max", "idle_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number of seconds")
-            object.__setattr__(self, name, float(value))
-
-
-# -- URLs ----------------------------------------------------------------------------------
-
-_SCHEMES = {"smtp": False, "smtps": True}
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-#: Boolean keys of the ``tls`` mapping (``rejectUnauthorized`` is nodemailer's ``verify``).
-_TLS_FLAGS = frozenset({"verify", "check_hostname", "rejectUnauthorized", "reject_unauthorized"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-# nodemailer option names whose Python name is not simply the snake_case form.
-_ALIASES = {"ignore_t_l_s": "ignore_tls", "require_t_l_s": "require_tls",
-            "opportunistic_t_l_s": "opportunistic_tls", "l_m_t_p": "lmtp"}
-
-
-def _field_types() -> dict[str, str]:
-    types: dict[str, str] = {}
-    for cls in (ConnectionOptions, PoolOptions):
-        for f in fields(cls):
-            if f.init:
-                types[f.name] = str(f.type).split("|")[0].strip()
-    types.pop("tls", None)  # tls is given as tls.<key>=value pairs
-    types["service"] = "str"
-    return types
-
-
-def _coerce(name: str, text: str, kind: str) -> Any:
-    if text.lower() in ("none", "null") and kind != "str":
-        return None
-    if kind == "bool":
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ValueError(f"{name} must be true or false, not {text!r}")
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {text!r}") from None
-    return text
-
-
-def _option_name(key: str) -> str:
-    name = _CAMEL.sub("_", key).lower().replace("-", "_")
-    return _ALIASES.get(name, name)
-
-
-def parse_url(url: str) -> dict[str, Any]:
-    """Parse ``smtp://user:pass@host:port/?option=value&...`` (or ``smtps://``) into options.
-
-    Query arguments name any connection or pool option, in snake_case or nodemailer's
-    camelCase (``max_connections=8`` or ``maxConnections=8``), and ``tls.<key>=value``
-    sets a TLS option (``tls.verify=false``). User and password are percent-decoded.
-
-    Returns:
-        Keyword options for :class:`SMTPPool` (``auth`` as an :class:`Auth`); a user
-        without a password comes back as ``user`` alone, for the caller to complete.
-
-    Raises:
-        ValueError: Unknown scheme or option, or a value of the wrong type.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported URL scheme {parts.scheme!r} (use smtp:// or smtps://)")
-    options: dict[str, Any] = {"secure": _SCHEMES[scheme]}
-    if parts.hostname:
-        options["host"] = parts.hostname
-    if parts.port is not None:
-        options["port"] = parts.port
-    if parts.username is not None:
-        if parts.password is None:
-            options["user"] = unquote(parts.username)  # the password must come from elsewhere
-        else:
-            options["auth"] = Auth(unquote(parts.username), unquote(parts.password))
-    types = _field_types()
-    tls: dict[str, Any] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key.startswith("tls."):
-            sub = key[4:]
-            tls[sub] = _coerce(key, value, "bool") if sub in _TLS_FLAGS \
-                else value
-            continue
-        name = _option_name(key)
-        if name not in types:
-            raise ValueError(f"unknown option {key!r} in the SMTP URL")
-        options[name] = _coerce(key, value, types[name])
-    if tls:
-        options["tls"] = tls
-    return options
 
 
 # -- jobs and slots ------------------------------------------------------------------------
@@ -336,19 +143,7 @@ def _replayable(message: MessageSource) -> bool:
 
 def _retryable(exc: BaseException) -> bool:
     """Did the attempt fail before the final dot, in a way a later attempt may not?"""
-    if isinstance(exc, SMTPMaybeDelivered):
-        return False  # never resend what may have been delivered
-    if isinstance(exc, SMTPError) and exc.reply is not None and exc.reply.is_permanent:
-        return False  # a 5xx (even a 554 greeting) will not change on a retry
-    if isinstance(exc, (SMTPAuthError, SMTPTLSError)):
-        return False  # configuration problems: retrying cannot help
-    if isinstance(exc, (SMTPConnectionError, SMTPTimeoutError)):
-        return True
-    if isinstance(exc, SMTPResponseError):
-        return exc.reply is not None and exc.reply.is_transient
-    if isinstance(exc, SMTPProtocolError):
-        return exc.reply is None  # a garbled peer (not a refusal): try a fresh connection
-    return False
+    return is_retryable(exc)  # the one policy: fastsmtp.retry
 
 
 class SMTPPool:

@@ -35,6 +35,7 @@ from .errors import (
     SMTPError,
     SMTPProtocolError,
     SMTPServerDisconnected,
+    SMTPServiceClosing,
     SMTPSocketError,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -196,7 +197,7 @@ class SMTPClientProtocol(asyncio.Protocol):
         if reply[0] == 421:
             # A server may announce that it is closing an idle connection (421 timeout).
             self.fail(
-                SMTPServerDisconnected(
+                SMTPServiceClosing(
                     "the server is closing the connection", reply=Reply.from_core(*reply)
                 ),
                 abort=False,
@@ -223,8 +224,12 @@ class SMTPClientProtocol(asyncio.Protocol):
                 error = SMTPServerDisconnected(
                     "the server closed the connection in the middle of a reply", reply=reply
                 )
+            elif reply is not None:
+                # The server said 421 and closed: an error caused by a reply.
+                error = SMTPServiceClosing(f"the server closed the connection: {reply}",
+                                           reply=reply)
             else:
-                error = SMTPServerDisconnected("the server closed the connection", reply=reply)
+                error = SMTPServerDisconnected("the server closed the connection")
             error.__cause__ = exc
             self.fail(error, abort=False)
         if self._drain_waiter is not None and not self._drain_waiter.done():
