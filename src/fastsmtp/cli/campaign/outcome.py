@@ -7,7 +7,8 @@ status back on ``--resume``. The statuses are :data:`fastsmtp.cli.progress.STATU
 from __future__ import annotations
 
 from ...connection import SendResult
-from ...errors import SMTPError, SMTPMaybeDelivered, SMTPPoolClosed
+from ...errors import SMTPError, SMTPPoolClosed
+from ...retry import Verdict, verdict
 
 __all__ = ["classify", "should_send"]
 
@@ -34,28 +35,29 @@ def _one_line(text: str | None) -> str:
 def classify(outcome: SendResult | BaseException) -> tuple[str, int | None, str]:
     """Map a one-recipient send outcome to ``(status, reply code, reply text)``.
 
-    ``accepted`` (250 to the final dot), ``rejected`` (a 5xx), ``deferred`` (a 4xx, or no
-    connection: not delivered, may be retried), ``maybe-delivered`` (connection lost after
-    the final dot), ``pending`` (never attempted: the pool was closed), ``failed`` (anything
-    else, e.g. a local error or a garbled reply).
+    ``accepted`` (250 to the final dot), ``deferred`` (not delivered and retryable by
+    :func:`fastsmtp.retry.verdict`: a 4xx, a lost connection, a garbled reply),
+    ``maybe-delivered`` (connection lost after the final dot), ``rejected`` (a final 5xx),
+    ``pending`` (never attempted: the pool was closed), ``failed`` (anything else final,
+    e.g. a local error). The pool retries exactly what this calls ``deferred``.
     """
     if isinstance(outcome, SendResult):
         if outcome.accepted:
             reply = outcome.response
             return "accepted", reply.code, _one_line(str(reply))
-        error = outcome.rejected_errors[0] if outcome.rejected_errors else None
-        code = error.response_code if error is not None else None
-        text = (error.response or str(error)) if error is not None else "recipient refused"
-        status = "deferred" if code is not None and code < 500 else "rejected"
-        return status, code, _one_line(text)
+        if not outcome.rejected_errors:
+            return "rejected", None, "recipient refused"
+        outcome = outcome.rejected_errors[0]  # judged like the error it is
     if isinstance(outcome, SMTPPoolClosed):
         return "pending", None, ""
-    if isinstance(outcome, SMTPMaybeDelivered):
+    # The one retry policy (fastsmtp.retry) decides, as it does for the pool.
+    judged = verdict(outcome)
+    if judged is Verdict.MAYBE_DELIVERED:
         return "maybe-delivered", None, _one_line(str(outcome))
     if isinstance(outcome, SMTPError):
         code = outcome.response_code
         text = _one_line(outcome.response or str(outcome))
-        if code is not None:
-            return ("rejected" if code >= 500 else "deferred"), code, text
-        return ("deferred" if outcome.transient else "failed"), None, text
+        if judged is Verdict.RETRY:
+            return "deferred", code, text
+        return ("rejected" if code is not None and code >= 500 else "failed"), code, text
     return "failed", None, _one_line(f"{type(outcome).__name__}: {outcome}")
