@@ -330,3 +330,21 @@ async def test_missing_extensions_are_smtplibs_not_supported() -> None:
         assert isinstance(tls.value, errors.SMTPTLSError) and tls.value.code == "ETLS"
     finally:
         await server.close()
+
+
+def test_the_readme_table_is_the_module_table() -> None:
+    """The README's error table says what the module's does (and so what the code does)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    while not (root / "README.md").exists():
+        root = root.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+
+    def rows(text: str) -> list[list[str]]:
+        return [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in text.splitlines() if line.strip().startswith("| SMTP")]
+
+    assert rows(section) == rows(errors.__doc__ or "")
+    assert len(rows(section)) > 20
