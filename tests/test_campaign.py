@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
+from support.env import child_env
 
 from fastsmtp._syntax import mailbox_error
 from fastsmtp.campaign import (

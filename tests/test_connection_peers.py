@@ -28,7 +28,7 @@ from fastsmtp.errors import (
 )
 from fastsmtp.message import DSN, Envelope
 
-from peers import (
+from support.peer import (
     Close,
     Expect,
     ExpectData,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
-from test_server_support import WAIT, greeted, serve
+from support.env import child_env
+from support.server import WAIT, greeted, serve
 
 from fastsmtp.cli import build_parser, load_users
 from fastsmtp.handlers import Maildir, Printing, Sink

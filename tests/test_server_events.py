@@ -8,7 +8,7 @@ from base64 import b64encode
 from typing import Any
 
 import pytest
-from test_server_support import Recorder, greeted, serve, wait_until
+from support.server import Recorder, greeted, serve, wait_until
 
 from fastsmtp._server_auth import AuthResult
 from fastsmtp.server import SMTPServer

@@ -1,6 +1,9 @@
-"""Helpers shared by the server tests: a running server and a scripted raw client.
+"""Our own server for a test, a recording handler, and a scripted raw client.
 
-(No tests here; the name only keeps the file inside the server tests' namespace.)
+* :func:`serve` runs an :class:`~fastsmtp.server.SMTPServer` on 127.0.0.1, port 0;
+* :class:`Recorder` is a handler recording every message;
+* :class:`RawClient` (and :func:`greeted`) speaks exact bytes to it;
+* :func:`wait_until` waits (bounded) for a condition that has no event to wait on.
 """
 
 from __future__ import annotations
