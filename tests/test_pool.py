@@ -33,6 +33,7 @@ from fastsmtp.pool import Auth, PoolOptions, SMTPPool, parse_url
 from fastsmtp.server import SMTPServer
 
 from support.peer import raw_server
+from support.wait import wait_until
 
 ENV = Envelope("sender@example.com", ["rcpt@example.com"])
 
@@ -218,7 +219,8 @@ async def test_close_does_not_wait_for_rate_limit_permits(recorder):
     pool = make_pool(recorder.port, max_connections=2, rate_limit=1, rate_delta=30)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(4)]
     await asyncio.wait_for(tasks[0], 10)
-    await asyncio.sleep(0.05)  # the other slot now holds a job and waits for a permit
+    # The other slot now holds a job and waits for a permit (holding the limiter's lock).
+    await wait_until(pool._limiter._lock.locked)
     await asyncio.wait_for(pool.close(), 5)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert results[0].response.code == 250
@@ -230,7 +232,8 @@ async def test_sender_waiting_for_queue_space_fails_when_the_pool_closes(recorde
     recorder.data_delay = 0.3
     pool = make_pool(recorder.port, max_connections=1, max_queue=1, pipelining=False)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(4)]
-    await asyncio.sleep(0.1)  # one in flight, one queued, two waiting for queue space
+    # One in flight (its DATA at the server), one queued, two waiting for queue space.
+    await wait_until(lambda: recorder.attempts.get(0) == 1 and len(pool._pending) == 1)
     await asyncio.wait_for(pool.close(), 5)
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert results[0].response.code == 250
@@ -378,7 +381,8 @@ async def test_idle_connection_closed_by_the_server_is_replaced():
     try:
         async with make_pool(server.port, max_connections=1) as pool:
             await pool.send(body(1), ENV)
-            await asyncio.sleep(0.6)  # the server times the idle connection out
+            # The server times the idle connection out.
+            await wait_until(lambda: server.connections == 0)
             result = await pool.send(body(2), ENV)
     finally:
         await server.close()
@@ -391,7 +395,7 @@ async def test_idle_connections_are_closed_after_idle_timeout(recorder):
     pool = make_pool(recorder.port, max_connections=3, idle_timeout=0.2)
     await asyncio.gather(*(pool.send(body(i), ENV) for i in range(6)))
     assert recorder.quit == 0
-    await asyncio.sleep(0.6)
+    await wait_until(lambda: recorder.quit == recorder.ehlo and pool._slots == [])
     assert recorder.quit == recorder.ehlo
     assert pool._slots == []
     await pool.close()
@@ -437,7 +441,7 @@ async def test_cancelled_send_leaves_no_half_transaction(recorder):
     async with make_pool(recorder.port, max_connections=1, pipelining=False) as pool:
         first = asyncio.ensure_future(pool.send(body(1), ENV))
         queued = asyncio.ensure_future(pool.send(body(2), ENV))
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: recorder.attempts.get(1) == 1)  # the first at the server
         first.cancel()  # in flight: the transaction completes on the connection
         queued.cancel()  # still queued: dropped without being sent
         recorder.data_delay = 0
@@ -452,7 +456,7 @@ async def test_close_finishes_in_flight_and_fails_the_queue(recorder):
     recorder.data_delay = 0.2
     pool = make_pool(recorder.port, max_connections=1)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(12)]
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: recorder.attempts.get(0) == 1)  # the first at the server
     await pool.close()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     sent = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
@@ -513,7 +517,7 @@ async def test_idle_notification(recorder):
     pool.on_idle(lambda: calls.append(pool.is_idle()))
     assert pool.is_idle()
     task = asyncio.ensure_future(pool.send(body(1), ENV))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: recorder.attempts.get(1) == 1)  # in flight at the server
     assert not pool.is_idle()
     await pool.wait_idle()
     assert pool.is_idle() and task.done()

@@ -3,7 +3,7 @@
 * :func:`serve` runs an :class:`~fastsmtp.server.SMTPServer` on 127.0.0.1, port 0;
 * :class:`Recorder` is a handler recording every message;
 * :class:`RawClient` (and :func:`greeted`) speaks exact bytes to it;
-* :func:`wait_until` waits (bounded) for a condition that has no event to wait on.
+* ``WAIT`` and :func:`wait_until` (from :mod:`support.wait`) for the server tests.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from fastsmtp.server import SMTPServer
 
-#: Upper bound for any single wait in the server tests (generous, but bounded).
-WAIT = 10.0
+from .wait import WAIT, wait_until
+
+__all__ = ["WAIT", "RawClient", "Recorder", "greeted", "serve", "wait_until"]
 
 
 class Recorder:
@@ -110,11 +111,3 @@ async def greeted(port: int, ssl_context: ssl.SSLContext | None = None) -> RawCl
     assert greeting.startswith(b"220 test.local "), greeting
     return client
 
-
-async def wait_until(predicate: Any, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` (bounded) until it is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
