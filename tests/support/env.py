@@ -52,27 +52,38 @@ def child_env(**extra: str) -> dict[str, str]:
                 **extra)
 
 
+def _greets(port: int) -> bool:
+    """Whether something on ``port`` accepts and sends an SMTP greeting (``220``)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            return probe.recv(4).startswith(b"220")
+    except OSError:
+        return False
+
+
 def _start(argv: Sequence[str], port: int) -> subprocess.Popen[bytes]:
-    """Start ``argv`` and wait until it accepts on ``port``; PortInUse if it could not bind."""
+    """Start ``argv`` and wait until it greets on ``port``; PortInUse if it could not bind.
+
+    Ready means greeted *and* still running: should another process hold the port, the
+    probe may reach that one, but our program then exits with its bind error.
+    """
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
         deadline = time.monotonic() + PROGRAM_START
         while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return proc
-            except OSError:
-                pass
+            greeted = _greets(port)
             if proc.poll() is not None:
                 errors.seek(0)
                 said = errors.read().decode(errors="replace")
                 if "in use" in said.lower():
                     raise PortInUse(port)
                 raise AssertionError(f"{argv[0]} exited with {proc.returncode}: {said}")
+            if greeted:
+                return proc
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
-                raise AssertionError(f"{argv[0]} did not listen on port {port} in time")
+                raise AssertionError(f"{argv[0]} did not greet on port {port} in time")
             # Polling the program's port is the only readiness signal it gives.
             time.sleep(0.02)
 
@@ -81,7 +92,8 @@ def _start(argv: Sequence[str], port: int) -> subprocess.Popen[bytes]:
 async def listening_program(argv: Callable[[int], Sequence[str]]) -> AsyncIterator[int]:
     """Run the peer program ``argv(port)`` until the block ends; yield its port.
 
-    For programs that must be given a port number (Postfix's ``smtp-sink``): the port is
+    For SMTP peer programs that must be given a port number (Postfix's ``smtp-sink``);
+    ready once it sends its ``220`` greeting. The port is
     picked free and, if the program finds it taken after all, picked again (see
     :func:`support.ports.retry_port_in_use`).
     """
