@@ -1,15 +1,17 @@
-"""Shared fixtures: both event loops, trustme TLS material, external peers.
+"""Shared fixtures: both event loops, trustme TLS material.
 
 Every async test runs once on asyncio's default loop and once on uvloop (when installed),
 through pytest-asyncio's ``pytest_asyncio_loop_factories`` hook. The core implementation is chosen
 for the whole run by ``FASTSMTP_IMPLEMENTATION`` (``make test`` runs the suite once each).
+
+Fixtures only: helpers live in the ``support`` package (``tests/support``, importable
+because pyproject's pytest ``pythonpath`` puts ``tests/`` on ``sys.path``); test modules
+import from there, never from this file or from each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import ssl
 from collections.abc import Iterator
 
@@ -60,38 +62,8 @@ def client_ssl_context(tls_ca) -> ssl.SSLContext:
     return ctx
 
 
-def require_peer(program: str) -> str:
-    """Return the path of an external peer program, or skip the test without it.
-
-    With ``FASTSMTP_REQUIRE_PEERS=1`` (CI) a missing peer fails the test instead: CI must
-    never pass by skipping the interop tests.
-    """
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
-    if path is None:
-        message = f"{program} is not installed (apt-get install postfix swaks / npm)"
-        if os.environ.get("FASTSMTP_REQUIRE_PEERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture
 def tmp_maildir(tmp_path) -> Iterator[str]:
     """A fresh directory path for Maildir tests."""
     yield str(tmp_path / "Maildir")
 
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a ``python -m fastsmtp`` child that imports *this* fastsmtp.
-
-    The child gets the directory the tests imported fastsmtp from at the front of its
-    PYTHONPATH: ``src/`` in a development checkout run with ``PYTHONPATH=src``, the
-    virtualenv's site-packages (with the compiled core) under ``make test``. Pointing it
-    at ``src/`` unconditionally would load a tree without the compiled core in CI.
-    """
-    import fastsmtp
-
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastsmtp.__file__)))
-    path = os.environ.get("PYTHONPATH", "")
-    return dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""),
-                **extra)

@@ -8,7 +8,8 @@ from base64 import b64encode
 from typing import Any
 
 import pytest
-from test_server_support import Recorder, greeted, serve, wait_until
+from support.server import Recorder, greeted, serve, wait_until
+from support.wait import settle
 
 from fastsmtp._server_auth import AuthResult
 from fastsmtp.server import SMTPServer
@@ -82,7 +83,7 @@ async def test_close_hook_called_once_per_connection(use_async: bool) -> None:
         await server.close(timeout=0.2)
     await client.close()
     assert handler.events[3:] == [("close", ("three", "c@x.org"))]
-    await asyncio.sleep(0.05)
+    await settle()  # every hook the server started has finished
     assert len(handler.events) == 4  # never twice
 
 

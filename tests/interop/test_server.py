@@ -17,8 +17,8 @@ import pytest
 from aiosmtpd.handlers import AsyncMessage, Message, Sink
 from aiosmtpd.smtp import AuthResult as AioAuthResult
 from aiosmtpd.smtp import LoginPassword as AioLoginPassword
-from conftest import require_peer
-from test_server_support import WAIT, Recorder, greeted, serve
+from support.env import require_peer
+from support.server import WAIT, Recorder, greeted, serve
 
 from fastsmtp._server_auth import AuthResult, CramMD5Credentials, XOAuth2Credentials
 from fastsmtp.server import SMTPServer, SMTPServerThread

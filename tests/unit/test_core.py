@@ -7,8 +7,6 @@ Every vector runs fed whole, byte by byte and split in two at every position (se
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 from types import ModuleType
 
@@ -17,24 +15,14 @@ import pytest
 from fastsmtp import _core_py
 from fastsmtp.errors import SMTPProtocolError
 
-import vectors as V
-
-
-def _load(name: str) -> ModuleType:
-    if name == "py":
-        return _core_py
-    try:
-        return importlib.import_module("fastsmtp._core")
-    except ImportError as exc:
-        if os.environ.get("FASTSMTP_REQUIRE_EXTENSION") == "1":
-            pytest.fail(f"FASTSMTP_REQUIRE_EXTENSION=1 but fastsmtp._core is missing: {exc}")
-        pytest.skip("fastsmtp._core is not built")
+from support import vectors as V
+from support.cores import load_core
 
 
 @pytest.fixture(params=["py", "c"])
 def core(request: pytest.FixtureRequest) -> ModuleType:
     """Each implementation of the codec in turn."""
-    return _load(request.param)
+    return load_core(request.param)
 
 
 def _ids(cases: list) -> list[str]:

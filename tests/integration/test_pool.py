@@ -3,6 +3,14 @@
 The peer is our own SMTPServer with a handler that records what arrived and can be told
 to misbehave (refuse, stall, drop the connection) for chosen messages; raw asyncio
 servers stand in where exact bytes or timing matter (pipelining, dead servers).
+
+Every test runs on both of the pool's sending paths (the ``pool_path`` fixture, applied
+by ``make_pool``): by default a connection sends runs of messages
+(``batch_size=FAST_BATCH_SIZE``); with a rate limit, or ``batch_size=1``, it keeps
+``PIPELINE_DEPTH`` ``send()`` tasks in flight instead. So retries, maybe-delivered,
+cancellation, max_messages, idle and back-pressure rules hold on both paths
+(``test_pipelining_across_messages`` checks that the next envelope rides with the dot on
+both). A few tests are about runs alone (a loss mid-run, runs and max_messages).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from fastsmtp.errors import (
 from fastsmtp.message import Envelope
 from fastsmtp.pool import Auth, PoolOptions, SMTPPool, parse_url
 from fastsmtp.server import SMTPServer
+
+from support.peer import raw_server
+from support.wait import wait_until
 
 ENV = Envelope("sender@example.com", ["rcpt@example.com"])
 
@@ -107,7 +118,26 @@ async def recorder():
         await server.close()
 
 
+#: The pool's two sending paths, as the options that select them.
+POOL_PATHS: dict[str, dict[str, object]] = {
+    "batched": {},
+    "one_task_per_message": {"batch_size": 1},
+}
+#: The current test's path options (set by ``pool_path``, read by ``make_pool``).
+_PATH_OPTIONS: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, params=list(POOL_PATHS))
+def pool_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per sending path; pools from ``make_pool`` take that path."""
+    for key, value in POOL_PATHS[request.param].items():
+        monkeypatch.setitem(_PATH_OPTIONS, key, value)
+    return request.param
+
+
 def make_pool(port: int, **options) -> SMTPPool:
+    for key, value in _PATH_OPTIONS.items():
+        options.setdefault(key, value)
     options.setdefault("retry_delay", 0.05)
     return SMTPPool(host="127.0.0.1", port=port, ignore_tls=True, **options)
 
@@ -189,7 +219,8 @@ async def test_close_does_not_wait_for_rate_limit_permits(recorder):
     pool = make_pool(recorder.port, max_connections=2, rate_limit=1, rate_delta=30)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(4)]
     await asyncio.wait_for(tasks[0], 10)
-    await asyncio.sleep(0.05)  # the other slot now holds a job and waits for a permit
+    # The other slot now holds a job and waits for a permit (holding the limiter's lock).
+    await wait_until(pool._limiter._lock.locked)
     await asyncio.wait_for(pool.close(), 5)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert results[0].response.code == 250
@@ -201,7 +232,8 @@ async def test_sender_waiting_for_queue_space_fails_when_the_pool_closes(recorde
     recorder.data_delay = 0.3
     pool = make_pool(recorder.port, max_connections=1, max_queue=1, pipelining=False)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(4)]
-    await asyncio.sleep(0.1)  # one in flight, one queued, two waiting for queue space
+    # One in flight (its DATA at the server), one queued, two waiting for queue space.
+    await wait_until(lambda: recorder.attempts.get(0) == 1 and len(pool._pending) == 1)
     await asyncio.wait_for(pool.close(), 5)
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert results[0].response.code == 250
@@ -222,16 +254,11 @@ async def test_server_refusing_every_session_gets_no_reconnect_storm():
         writer.write(b"421 4.3.2 too busy, go away\r\n")
         writer.close()
 
-    srv = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(refuse) as port:
         pool = make_pool(port, max_connections=2, retry_delay=0.05, retry_delay_max=0.2)
         results = await asyncio.wait_for(asyncio.gather(
             *(pool.send(body(i), ENV) for i in range(50)), return_exceptions=True), 20)
         await pool.close()
-    finally:
-        srv.close()
-        await srv.wait_closed()
     assert all(isinstance(r, Exception) for r in results)
     # A connection that breaks before its first delivery counts as a failed connect:
     # the pool backs off and charges every waiting message (3 attempts each).
@@ -248,16 +275,11 @@ async def test_permanent_greeting_is_not_retried():
         await writer.drain()
         writer.close()
 
-    srv = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(refuse) as port:
         pool = make_pool(port, max_connections=1)
         results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(5)),
                                        return_exceptions=True)
         await pool.close()
-    finally:
-        srv.close()
-        await srv.wait_closed()
     assert all(isinstance(r, SMTPConnectionError) and r.response_code == 554 for r in results)
     assert accepted == 1
 
@@ -359,7 +381,8 @@ async def test_idle_connection_closed_by_the_server_is_replaced():
     try:
         async with make_pool(server.port, max_connections=1) as pool:
             await pool.send(body(1), ENV)
-            await asyncio.sleep(0.6)  # the server times the idle connection out
+            # The server times the idle connection out.
+            await wait_until(lambda: server.connections == 0)
             result = await pool.send(body(2), ENV)
     finally:
         await server.close()
@@ -372,7 +395,7 @@ async def test_idle_connections_are_closed_after_idle_timeout(recorder):
     pool = make_pool(recorder.port, max_connections=3, idle_timeout=0.2)
     await asyncio.gather(*(pool.send(body(i), ENV) for i in range(6)))
     assert recorder.quit == 0
-    await asyncio.sleep(0.6)
+    await wait_until(lambda: recorder.quit == recorder.ehlo and pool._slots == [])
     assert recorder.quit == recorder.ehlo
     assert pool._slots == []
     await pool.close()
@@ -386,9 +409,7 @@ async def test_dead_server_fails_the_queue_without_a_hot_loop():
         accepted += 1
         writer.transport.abort()
 
-    dead = await asyncio.start_server(slam, "127.0.0.1", 0)
-    port = dead.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(slam) as port:
         pool = make_pool(port, max_connections=4, max_attempts=3, retry_delay=0.05)
         results = await asyncio.wait_for(
             asyncio.gather(*(pool.send(body(i), ENV) for i in range(50)),
@@ -396,9 +417,6 @@ async def test_dead_server_fails_the_queue_without_a_hot_loop():
             10,
         )
         await pool.close()
-    finally:
-        dead.close()
-        await dead.wait_closed()
     assert all(isinstance(r, SMTPConnectionError) for r in results)
     # Each connect failure costs every waiting message an attempt: a handful of
     # connections, not one per message and attempt (150).
@@ -423,7 +441,7 @@ async def test_cancelled_send_leaves_no_half_transaction(recorder):
     async with make_pool(recorder.port, max_connections=1, pipelining=False) as pool:
         first = asyncio.ensure_future(pool.send(body(1), ENV))
         queued = asyncio.ensure_future(pool.send(body(2), ENV))
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: recorder.attempts.get(1) == 1)  # the first at the server
         first.cancel()  # in flight: the transaction completes on the connection
         queued.cancel()  # still queued: dropped without being sent
         recorder.data_delay = 0
@@ -438,7 +456,7 @@ async def test_close_finishes_in_flight_and_fails_the_queue(recorder):
     recorder.data_delay = 0.2
     pool = make_pool(recorder.port, max_connections=1)
     tasks = [asyncio.ensure_future(pool.send(body(i), ENV)) for i in range(12)]
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: recorder.attempts.get(0) == 1)  # the first at the server
     await pool.close()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     sent = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
@@ -462,6 +480,7 @@ async def test_backpressure_bounds_the_queue(recorder):
             peak = max(peak, len(pool._pending))
             await asyncio.sleep(0.005)
     assert peak <= 3
+    assert peak == 3, "the queue never filled: the bound was not exercised"
     assert sorted(recorder.delivered) == list(range(20))
 
 
@@ -499,7 +518,7 @@ async def test_idle_notification(recorder):
     pool.on_idle(lambda: calls.append(pool.is_idle()))
     assert pool.is_idle()
     task = asyncio.ensure_future(pool.send(body(1), ENV))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: recorder.attempts.get(1) == 1)  # in flight at the server
     assert not pool.is_idle()
     await pool.wait_idle()
     assert pool.is_idle() and task.done()
@@ -551,14 +570,9 @@ async def test_pipelining_across_messages():
                 else:
                     break
 
-    srv = await asyncio.start_server(server, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(server) as port:
         async with make_pool(port, max_connections=1) as pool:
             results = await asyncio.gather(*(pool.send(body(i), ENV) for i in range(5)))
-    finally:
-        srv.close()
-        await srv.wait_closed()
     assert all(r.response.code == 250 for r in results)
     assert events.count("dot") == 5
     assert events.count("next-envelope-before-reply") >= 3
@@ -624,3 +638,29 @@ def test_url_options_and_services():
     with pytest.raises(ValueError, match="no password"):
         SMTPPool("smtp://me@mx.example.com")
     assert SMTPPool("smtp://me@mx.example.com", auth=("me", "pw")).auth == Auth("me", "pw")
+
+
+# -- runs of messages (the batched path only) ------------------------------------------------
+
+@pytest.mark.parametrize("pool_path", ["batched"], indirect=True)
+async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> None:
+    """A connection lost after message 3's dot: 3 is maybe delivered (never resent);
+    the messages batched behind it were not written, so they are retried."""
+    recorder.data_action[3] = "drop"
+    async with make_pool(recorder.port, max_connections=1) as pool:
+        results = await asyncio.gather(
+            *(pool.send(body(i), ENV) for i in range(1, 9)), return_exceptions=True
+        )
+    assert isinstance(results[2], SMTPMaybeDelivered)
+    assert all(r.response.code == 250 for i, r in enumerate(results) if i != 2)
+    assert sorted(recorder.delivered) == [1, 2, 4, 5, 6, 7, 8]
+    assert recorder.attempts[3] == 1  # never resent
+
+
+@pytest.mark.parametrize("pool_path", ["batched"], indirect=True)
+async def test_batches_respect_max_messages(recorder) -> None:
+    """A batch never runs a connection past max_messages."""
+    async with make_pool(recorder.port, max_connections=1, max_messages=4) as pool:
+        await asyncio.gather(*(pool.send(body(i), ENV) for i in range(10)))
+    assert sorted(recorder.delivered) == list(range(10))
+    assert recorder.ehlo == 3  # 4 + 4 + 2

@@ -12,7 +12,6 @@ import email
 import email.policy
 import io
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
+from support.env import child_env
+from support.ports import refused_port
 
 from fastsmtp._syntax import mailbox_error
 from fastsmtp.cli.campaign import (
@@ -427,9 +427,7 @@ def test_header_injection_refused(tmp_path: Path, recorder_server: tuple[Recorde
 def test_unreachable_server(tmp_path: Path) -> None:
     write_csv(tmp_path / "r.csv", ["email", "first_name"], [["a@example.com", "A"]])
     # A bound socket that does not listen: connections to its port are refused.
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        port = hole.getsockname()[1]
+    with refused_port() as port:
         proc = run_send(tmp_path, "r.csv", *BASIC, "--server",
                         f"smtp://127.0.0.1:{port}/?max_attempts=1&connection_timeout=5")
     assert proc.returncode == 3, proc.stderr
@@ -470,9 +468,8 @@ def test_existing_journal_refused_unless_resume_or_restart(
     proc = run_send(tmp_path, "r.csv", *BASIC, "--server", url, "--resume")
     assert proc.returncode == 0 and recorder.count() == 3  # all done already: nothing resent
     # --restart against a server that fails its check keeps the old journal.
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        dead = f"smtp://127.0.0.1:{hole.getsockname()[1]}/?max_attempts=1"
+    with refused_port() as port:
+        dead = f"smtp://127.0.0.1:{port}/?max_attempts=1"
         proc = run_send(tmp_path, "r.csv", *BASIC, "--server", dead, "--restart")
     assert proc.returncode == 3
     assert (tmp_path / "r.results.journal.sqlite").exists()

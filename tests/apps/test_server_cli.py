@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 import signal
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child_env
-from test_server_support import WAIT, greeted, serve
+from support.env import child_env
+from support.server import WAIT, greeted, serve, wait_until
 
 from fastsmtp.cli.main import build_parser
 from fastsmtp.cli.serve import load_users
@@ -45,10 +44,7 @@ async def test_maildir_handler_delivers_before_250_and_cleans_refused(tmp_maildi
         await client.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\npartial")
         replies = [await client.reply() for _ in range(3)]
         await client.close()
-        for _ in range(500):
-            if server.connections == 0:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.connections == 0)
     assert len(maildir_files(tmp_maildir, "new")) == 1
     assert maildir_files(tmp_maildir, "tmp") == []
 

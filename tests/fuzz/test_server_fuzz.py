@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_server_support import WAIT, Recorder, greeted, serve, wait_until
+from support.server import WAIT, Recorder, greeted, serve, wait_until
 
 from fastsmtp._codec import core
 from fastsmtp.handlers import StreamingHandler

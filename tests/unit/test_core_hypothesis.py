@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from fastsmtp import _core_py
 from fastsmtp.errors import SMTPProtocolError
 
-import vectors as V
-from test_core import _load
+from support import vectors as V
+from support.cores import load_core
 
 SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -42,7 +42,7 @@ def split(data: bytes, at: list[int]) -> list[bytes]:
 @pytest.fixture(scope="module")
 def both() -> tuple[ModuleType, ModuleType]:
     """(twin, compiled core); skips like test_core's "c" parameter when it is not built."""
-    return _core_py, _load("c")
+    return _core_py, load_core("c")
 
 
 # -- references ----------------------------------------------------------------------------

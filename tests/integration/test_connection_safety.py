@@ -26,7 +26,7 @@ from fastsmtp.errors import (
 )
 from fastsmtp.message import DSN, Envelope
 
-from peers import (
+from support.peer import (
     Close,
     Expect,
     ExpectData,
@@ -37,6 +37,7 @@ from peers import (
     Sleep,
     greet,
 )
+from support.ports import retry_port_in_use
 
 PIPE_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
 DSN_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-DSN\r\n250 SIZE 1000\r\n"
@@ -428,19 +429,18 @@ async def test_use_8bit_mime_on_the_wire(offered) -> None:
     peer.check()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("with_port", [True, False])
 async def test_local_address_binds_the_client_side(with_port) -> None:
-    port = _free_port()
-    local: str | tuple[str, int] = ("127.0.0.1", port) if with_port else "127.0.0.1"
-    async with ScriptedPeer(greet(PIPE_EHLO) + QUIT) as peer:
-        async with conn_for(peer, local_address=local):
-            pass
+    # The client must be given a port number to bind: retry_port_in_use picks another
+    # one should the chosen port be taken before the client binds it.
+    async def attempt(port: int) -> tuple[ScriptedPeer, int]:
+        local: str | tuple[str, int] = ("127.0.0.1", port) if with_port else "127.0.0.1"
+        async with ScriptedPeer(greet(PIPE_EHLO) + QUIT) as peer:
+            async with conn_for(peer, local_address=local):
+                pass
+        return peer, port
+
+    peer, port = await retry_port_in_use(attempt)
     peer.check()
     assert peer.peername is not None and peer.peername[0] == "127.0.0.1"
     if with_port:

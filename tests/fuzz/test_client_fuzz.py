@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +43,9 @@ from fastsmtp.errors import (
 )
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool
+
+from support.peer import reset
+from support.ports import listening_socket
 
 #: Seconds the server waits for client bytes before it gives up on the connection.
 SERVER_READ_TIMEOUT = 5.0
@@ -116,7 +117,7 @@ class FuzzServer:
         self.port = 0
 
     async def __aenter__(self) -> FuzzServer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, sock=listening_socket())
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -388,10 +389,7 @@ class _Session:
             await self.write(b"354 go ahead\r\n" if not ok.startswith(b"354")
                              else b"334 VXNlcm5hbWU6\r\n")
         elif kind == "reset":
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.writer.transport.abort()
+            reset(self.writer)
             return False
         elif kind == "close":
             self.writer.close()

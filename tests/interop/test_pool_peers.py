@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import time
 
 from aiosmtpd.smtp import SMTP
 
-from conftest import require_peer
 from fastsmtp._server_auth import AuthResult, XOAuth2Credentials
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool
 from fastsmtp.server import SMTPServer
+
+from support.env import listening_program, require_peer
+from support.ports import listening_socket, refused_port
 
 ENV = Envelope("sender@example.com", ["rcpt@example.com"])
 
@@ -36,7 +36,7 @@ async def test_pool_to_aiosmtpd():
     handler = Collect()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="aiosmtpd.test", loop=loop), "127.0.0.1", 0)
+        lambda: SMTP(handler, hostname="aiosmtpd.test", loop=loop), sock=listening_socket())
     port = server.sockets[0].getsockname()[1]
     try:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
@@ -49,33 +49,15 @@ async def test_pool_to_aiosmtpd():
     assert sorted(handler.contents) == sorted(body(i) for i in range(300))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_pool_to_postfix_smtp_sink():
     sink = require_peer("smtp-sink")
-    port = _free_port()
-    # -c counts; smtp-sink refuses to run as root without -u; never the postfix daemon.
-    proc = subprocess.Popen([sink, "-u", "nobody", f"127.0.0.1:{port}", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "smtp-sink did not start"
-                await asyncio.sleep(0.05)
+    # smtp-sink takes a port number, not a socket: listening_program retries on a port
+    # found in use. smtp-sink refuses to run as root without -u; never the postfix daemon.
+    async with listening_program(lambda port: [sink, "-u", "nobody", f"127.0.0.1:{port}",
+                                               "256"]) as port:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=8, max_messages=300) as pool:
             results = [r async for _, r in pool.send_many((ENV, body(i)) for i in range(2000))]
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert len(results) == 2000
     assert all(not isinstance(r, Exception) and r.response.code == 250 for r in results)
 
@@ -93,11 +75,13 @@ async def test_get_socket_supplies_each_connection():
         return sock
 
     try:
-        # The configured host is unreachable on purpose: only get_socket's sockets work.
-        async with SMTPPool(host="127.0.0.1", port=_free_port(), ignore_tls=True,
-                            get_socket=get_socket, max_connections=1, max_messages=2) as pool:
-            for i in range(5):
-                await pool.send(body(i), ENV)
+        # The configured port refuses on purpose: only get_socket's sockets work.
+        with refused_port() as port:
+            async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
+                                get_socket=get_socket, max_connections=1,
+                                max_messages=2) as pool:
+                for i in range(5):
+                    await pool.send(body(i), ENV)
     finally:
         await server.close()
     assert len(handler.contents) == 5

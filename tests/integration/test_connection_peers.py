@@ -28,7 +28,7 @@ from fastsmtp.errors import (
 )
 from fastsmtp.message import DSN, Envelope
 
-from peers import (
+from support.peer import (
     Close,
     Expect,
     ExpectData,
@@ -39,6 +39,7 @@ from peers import (
     StartTLS,
     greet,
 )
+from support.wait import wait_until
 
 PIPE_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
 QUIT = [Expect(b"QUIT\r\n"), Send(b"221 bye\r\n")]
@@ -469,7 +470,9 @@ async def test_disconnect_mid_reply_is_immediate() -> None:
 async def test_disconnect_mid_data_is_not_maybe_delivered() -> None:
     async def slow_body() -> AsyncIterator[bytes]:
         yield b"first chunk\r\n"
-        await asyncio.sleep(0.3)  # meanwhile the server hangs up
+        # Meanwhile the server hangs up: go on once the client has seen it (the dot is
+        # then never written; written before, it would rightly be "maybe delivered").
+        await wait_until(lambda: not conn.is_connected)
         yield b"second chunk\r\n"
 
     script = greet(PIPE_EHLO) + [

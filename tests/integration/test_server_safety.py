@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 import pytest
-from test_server_support import WAIT, RawClient, Recorder, greeted, serve, wait_until
+from support.server import WAIT, RawClient, Recorder, greeted, serve, wait_until
 
 from fastsmtp._codec import core
 from fastsmtp.server import SMTPServer, SMTPServerProtocol

@@ -20,7 +20,11 @@ After the script ends the peer waits for the client to close. ``peer.check()`` r
 ``peer.data`` every DATA payload. Use it as ``async with ScriptedPeer([...]) as peer``;
 leaving the block stops the server and its connection (bounded in time).
 
-The pool's tests reuse this module.
+:func:`raw_server` runs any ``(reader, writer)`` coroutine as a server on a socket bound
+to port 0 (for the few tests whose server reacts instead of playing a fixed script, e.g.
+the pool's refusing or dead servers); :func:`reset` aborts a connection with a TCP RST.
+Both are what :class:`ScriptedPeer` itself is built on, so every scripted server in the
+suite listens, resets and shuts down the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ import asyncio
 import socket
 import ssl
 import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+from .ports import listening_socket
 
 __all__ = [
     "Send",
@@ -42,6 +50,8 @@ __all__ = [
     "Silence",
     "ScriptedPeer",
     "greet",
+    "raw_server",
+    "reset",
 ]
 
 #: Seconds a peer waits for bytes it expects before it gives up.
@@ -98,6 +108,31 @@ class Silence:
     limit: float = 30.0
 
 
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Abort the connection with a TCP RST (SO_LINGER 0): the client sees ``ECONNRESET``."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@asynccontextmanager
+async def raw_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """Serve ``handle`` on 127.0.0.1 (a socket bound to port 0); yield the port.
+
+    The socket is bound before its number is known, so no other process can take the
+    port between choosing and listening. Leaving the block stops the server (bounded).
+    """
+    server = await asyncio.start_server(handle, sock=listening_socket())
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
 def greet(ehlo: bytes = b"250 peer.test\r\n", name: bytes = b"client.test") -> list[object]:
     """The usual opening: greeting, the EHLO the client sends, and ``ehlo`` as the reply."""
     return [Send(b"220 peer.test ESMTP\r\n"), Expect(b"EHLO " + name + b"\r\n"), Send(ehlo)]
@@ -125,10 +160,7 @@ class ScriptedPeer:
     async def __aenter__(self) -> ScriptedPeer:
         # Our own listening socket: the kernel completes TCP handshakes into its backlog
         # even while nothing accepts (accept_after).
-        sock = self._sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        sock.setblocking(False)
+        sock = self._sock = listening_socket()
         self.port = sock.getsockname()[1]
         if self.accept_after > 0:
             self._starting = asyncio.ensure_future(self._start(self.accept_after))
@@ -224,9 +256,7 @@ class ScriptedPeer:
                 writer.close()
                 return
             elif isinstance(step, Reset):
-                sock = writer.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                writer.transport.abort()
+                reset(writer)
                 return
             elif isinstance(step, Silence):
                 try:

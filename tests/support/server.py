@@ -1,6 +1,9 @@
-"""Helpers shared by the server tests: a running server and a scripted raw client.
+"""Our own server for a test, a recording handler, and a scripted raw client.
 
-(No tests here; the name only keeps the file inside the server tests' namespace.)
+* :func:`serve` runs an :class:`~fastsmtp.server.SMTPServer` on 127.0.0.1, port 0;
+* :class:`Recorder` is a handler recording every message;
+* :class:`RawClient` (and :func:`greeted`) speaks exact bytes to it;
+* ``WAIT`` and :func:`wait_until` (from :mod:`support.wait`) for the server tests.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 
 from fastsmtp.server import SMTPServer
 
-#: Upper bound for any single wait in the server tests (generous, but bounded).
-WAIT = 10.0
+from .wait import WAIT, wait_until
+
+__all__ = ["WAIT", "RawClient", "Recorder", "greeted", "serve", "wait_until"]
 
 
 class Recorder:
@@ -107,11 +111,3 @@ async def greeted(port: int, ssl_context: ssl.SSLContext | None = None) -> RawCl
     assert greeting.startswith(b"220 test.local "), greeting
     return client
 
-
-async def wait_until(predicate: Any, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` (bounded) until it is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
