@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import child_env
+from support.env import child_env
 
 import fastsmtp
 
