@@ -11,7 +11,7 @@ import time
 from aiosmtpd.smtp import SMTP
 
 from conftest import require_peer
-from fastsmtp._server_auth import AuthResult, XOAuth2Credentials
+from fastsmtp.server.auth import AuthResult, XOAuth2Credentials
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool
 from fastsmtp.server import SMTPServer

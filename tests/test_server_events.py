@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_server_support import Recorder, greeted, serve, wait_until
 
-from fastsmtp._server_auth import AuthResult
+from fastsmtp.server.auth import AuthResult
 from fastsmtp.server import SMTPServer
 
 TRANSACTION = b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastsmtp._codec import ServerReader, core
-from fastsmtp._session import (
+from fastsmtp.server.config import ServerConfig
+from fastsmtp.server.replies import encode_reply
+from fastsmtp.server.session import (
     ACT_CLOSE,
     ACT_DATA,
     HookCall,
-    ServerConfig,
     ServerSession,
-    encode_reply,
 )
 
 

@@ -30,32 +30,74 @@ RCPT, DATA without hooks) allocates almost nothing.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, overload
 
-from ._codec import core
-from ._server_auth import (
+from .._codec import core
+from .._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, is_param_keyword
+from .auth import (
     AUTH_MECHANISMS,
     XOAUTH2_FAILURE,
     SaslChallenge,
     SaslError,
     SaslExchange,
 )
-from ._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, has_control, is_param_keyword
+from .config import ServerConfig
+from .replies import (
+    R_354,
+    R_ALREADY_AUTH,
+    R_AUTH_FAIL,
+    R_AUTH_IN_MAIL,
+    R_AUTH_MECH,
+    R_AUTH_NEEDS_TLS,
+    R_AUTH_OK,
+    R_BAD_PARAM,
+    R_BAD_UTF8,
+    R_BARE_EOL,
+    R_BARE_EOL_DATA,
+    R_BYE,
+    R_CTL,
+    R_DATA_OK,
+    R_LINE_TOO_LONG,
+    R_LOCAL_ERROR,
+    R_MAIL_OK,
+    R_NEED_AUTH,
+    R_NEED_HELO,
+    R_NEED_LHLO,
+    R_NEED_MAIL,
+    R_NEED_RCPT,
+    R_NEED_TLS,
+    R_NESTED_MAIL,
+    R_NO_ARGS,
+    R_NON_ASCII,
+    R_NOT_IMPL,
+    R_OK,
+    R_RCPT_OK,
+    R_STARTTLS,
+    R_SYNTAX_AUTH,
+    R_SYNTAX_EHLO,
+    R_SYNTAX_HELO,
+    R_SYNTAX_LHLO,
+    R_SYNTAX_MAIL,
+    R_SYNTAX_RCPT,
+    R_SYNTAX_VRFY,
+    R_TLS_ACTIVE,
+    R_TLS_UNAVAILABLE,
+    R_TOO_BIG,
+    R_TOO_MANY_RCPT,
+    R_VRFY,
+    encode_reply,
+)
 
 __all__ = [
     "ACT_NONE",
     "ACT_DATA",
     "ACT_STARTTLS",
     "ACT_CLOSE",
-    "DEFAULT_MAX_SIZE",
     "Envelope",
     "HookCall",
-    "ServerConfig",
     "ServerSession",
     "Session",
-    "encode_reply",
 ]
 
 log = logging.getLogger("fastsmtp.server")
@@ -65,8 +107,6 @@ ACT_DATA = 1
 ACT_STARTTLS = 2
 ACT_CLOSE = 3
 
-#: Default ``max_size``: 32 MiB, aiosmtpd's default too (buffered handlers hold it in memory).
-DEFAULT_MAX_SIZE = 32 * 1024 * 1024
 #: Unrecognised or malformed commands tolerated before the session is closed (421).
 MAX_BAD_COMMANDS = 20
 #: Failed AUTH attempts tolerated before the session is closed (421): slows brute force.
@@ -79,95 +119,8 @@ _DATA_END = core.DATA_END
 _DATA_BARE_EOL = core.DATA_BARE_EOL
 _DATA_TOO_BIG = core.DATA_TOO_BIG
 
-_REPLY_LINE = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
 # Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
 _HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
-
-R_OK = b"250 2.0.0 OK\r\n"
-R_MAIL_OK = b"250 2.1.0 OK\r\n"
-R_RCPT_OK = b"250 2.1.5 OK\r\n"
-R_DATA_OK = b"250 2.0.0 OK: message accepted\r\n"
-R_354 = b"354 End data with <CR><LF>.<CR><LF>\r\n"
-R_BYE = b"221 2.0.0 Bye\r\n"
-R_STARTTLS = b"220 2.0.0 Ready to start TLS\r\n"
-R_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
-R_AUTH_FAIL = b"535 5.7.8 Authentication credentials invalid\r\n"
-R_VRFY = b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
-R_LINE_TOO_LONG = b"500 5.5.2 Error: line too long\r\n"
-R_BARE_EOL = b"500 5.5.2 Error: bare <CR> or <LF> in command\r\n"
-R_CTL = b"501 5.5.2 Error: control characters are not allowed\r\n"
-R_BAD_UTF8 = b"501 5.5.2 Error: invalid UTF-8\r\n"
-R_NEED_HELO = b"503 5.5.1 Error: send HELO/EHLO first\r\n"
-R_NEED_LHLO = b"503 5.5.1 Error: send LHLO first\r\n"
-R_NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
-R_NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
-R_NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
-R_NOT_IMPL = b"502 5.5.1 Error: command not implemented\r\n"
-R_NEED_TLS = b"530 5.7.0 Must issue a STARTTLS command first\r\n"
-R_NEED_AUTH = b"530 5.7.0 Authentication required\r\n"
-R_AUTH_NEEDS_TLS = b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
-R_ALREADY_AUTH = b"503 5.5.1 Error: already authenticated\r\n"
-R_AUTH_IN_MAIL = b"503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n"
-R_AUTH_MECH = b"504 5.5.4 Error: unrecognized authentication type\r\n"
-R_TLS_ACTIVE = b"503 5.5.1 Error: TLS already active\r\n"
-R_TLS_UNAVAILABLE = b"454 4.7.0 TLS not available\r\n"
-R_TOO_MANY_RCPT = b"452 4.5.3 Error: too many recipients\r\n"
-R_TOO_BIG = b"552 5.3.4 Error: message size exceeds fixed maximum message size\r\n"
-R_BARE_EOL_DATA = b"550 5.6.0 Error: bare <CR> or <LF> in message data\r\n"
-R_BAD_PARAM = b"555 5.5.4 Error: parameters not recognized or not implemented\r\n"
-R_NON_ASCII = b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n"
-R_LOCAL_ERROR = b"451 4.3.0 Error: local error in processing\r\n"
-R_NO_ARGS = b"501 5.5.4 Error: no arguments allowed\r\n"
-
-
-def _syntax(text: str) -> bytes:
-    return f"501 5.5.4 Syntax: {text}\r\n".encode("ascii")
-
-
-R_SYNTAX_MAIL = _syntax("MAIL FROM:<address> [parameters]")
-R_SYNTAX_RCPT = _syntax("RCPT TO:<address> [parameters]")
-R_SYNTAX_HELO = _syntax("HELO hostname")
-R_SYNTAX_EHLO = _syntax("EHLO hostname")
-R_SYNTAX_LHLO = _syntax("LHLO hostname")
-R_SYNTAX_VRFY = _syntax("VRFY address")
-R_SYNTAX_AUTH = _syntax("AUTH mechanism [initial-response]")
-
-# Strings returned by hooks repeat ("250 OK"); their wire form is cached, bounded.
-_REPLY_CACHE: dict[str, bytes] = {}
-_REPLY_CACHE_MAX = 512
-
-
-def encode_reply(text: Any) -> bytes | None:
-    """Turn a reply returned by a hook into wire bytes, or None when it is not one reply.
-
-    ``text`` may hold several lines separated by ``\\n``, ``\\r\\n`` or ``\\r``. It must
-    stay *one* reply, whatever the handler wrote: every line must start with the same
-    2xx-5xx code, and no line may hold a control character (NUL, ESC, TAB, DEL, C1 ...).
-    The separators are rewritten, ``code-`` on every line but the last and ``code `` on the
-    last one, and line endings become CRLF, so a handler can never end a reply early (a
-    pipelining client would read the rest as the replies to its next commands) nor put a
-    bare CR or LF on the wire. The caller answers 451 when None comes back.
-    """
-    cached = _REPLY_CACHE.get(text) if type(text) is str else None
-    if cached is not None:
-        return cached
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", "replace")
-    if not isinstance(text, str):
-        return None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
-    code = lines[0][:3]
-    for line in lines:
-        if _REPLY_LINE.match(line) is None or line[:3] != code or has_control(line):
-            return None
-    # The handler's own separators are not trusted: only the last line may end the reply.
-    wire = [f"{code}-{line[4:]}\r\n" for line in lines[:-1]]
-    text_of_last = lines[-1][4:]
-    wire.append(f"{code} {text_of_last}\r\n" if text_of_last else f"{code}\r\n")
-    out = "".join(wire).encode("utf-8")
-    if len(_REPLY_CACHE) < _REPLY_CACHE_MAX:
-        _REPLY_CACHE[text] = out
-    return out
 
 
 class Session:
@@ -268,174 +221,6 @@ class HookCall:
         """Replace the failure continuation; return self (for chaining)."""
         self.fail = fail
         return self
-
-
-class ServerConfig:
-    """Validated server options plus everything that can be computed once per server.
-
-    Args:
-        handler: The application's handler object (hooks are looked up once, here).
-        name: Server host name, used in the greeting, EHLO and 421 replies (no spaces, no
-            control characters: ValueError).
-        banner: Greeting text after the name (no control characters: ValueError).
-        timeout: Seconds a client may take for one command line (total, not only idle),
-            and the longest silence during DATA.
-        data_timeout: Seconds one message's DATA may take in total.
-        secure: The listener speaks implicit TLS.
-        tls_available: A STARTTLS context exists.
-        require_tls: Every transaction command needs TLS first (530).
-        enable_auth: Offer AUTH.
-        require_auth: MAIL/RCPT/DATA need a successful AUTH first (530).
-        auth_methods: Mechanisms offered, a subset of PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
-        auth_require_tls: Offer and accept AUTH only over TLS (default: True).
-        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``.
-        max_size: Largest message in bytes (SIZE), 0 for no limit (a buffering
-            ``handle_DATA`` then holds messages of any size in memory).
-        max_recipients: Most RCPTs in one transaction, 0 for no limit.
-        disable_ehlo: Answer EHLO with 502 (HELO only).
-        hidden_commands: Commands left out of HELP (they still work).
-        disabled_commands: Commands answered with 502.
-        lmtp: Speak LMTP (LHLO; one reply per recipient after DATA).
-        bare_newline: ``"normalize"`` or ``"reject"`` (550 after the data).
-        smtputf8: Offer SMTPUTF8.
-    """
-
-    def __init__(
-        self,
-        handler: Any,
-        *,
-        name: str,
-        banner: str | None = None,
-        timeout: float = 60.0,
-        data_timeout: float = 600.0,
-        secure: bool = False,
-        tls_available: bool = False,
-        require_tls: bool = False,
-        enable_auth: bool = False,
-        require_auth: bool = False,
-        auth_methods: Iterable[str] = ("PLAIN", "LOGIN"),
-        auth_require_tls: bool = True,
-        authenticator: Callable[..., Any] | None = None,
-        max_size: int = DEFAULT_MAX_SIZE,
-        max_recipients: int = 0,
-        disable_ehlo: bool = False,
-        hidden_commands: Iterable[str] = (),
-        disabled_commands: Iterable[str] = (),
-        lmtp: bool = False,
-        bare_newline: str = "normalize",
-        smtputf8: bool = True,
-    ) -> None:
-        if bare_newline not in ("normalize", "reject"):
-            raise ValueError("bare_newline must be 'normalize' or 'reject'")
-        if max_size < 0 or max_recipients < 0:
-            raise ValueError("max_size and max_recipients must be >= 0")
-        if timeout <= 0 or data_timeout <= 0:
-            raise ValueError("timeouts must be > 0")
-        # Both go verbatim into replies (greeting, EHLO, 421s): a CR or LF in them would put
-        # extra replies, or a bare LF, on the wire.
-        if not isinstance(name, str) or not name or " " in name or has_control(name):
-            raise ValueError("name must be a non-empty host name without spaces or control characters")
-        if banner is not None and (not isinstance(banner, str) or has_control(banner)):
-            raise ValueError("banner must be text without control characters (no CR, LF, NUL ...)")
-        methods = tuple(m.upper() for m in auth_methods)
-        unknown = [m for m in methods if m not in AUTH_MECHANISMS]
-        if unknown:
-            raise ValueError(f"unsupported auth_methods: {', '.join(unknown)}")
-        if require_tls and not (tls_available or secure):
-            raise ValueError("require_tls needs a tls_context (STARTTLS) or secure=True")
-        self.handler = handler
-        self.name = name
-        proto = "LMTP" if lmtp else "ESMTP"
-        self.banner = banner if banner is not None else f"{proto} fastsmtp ready"
-        self.timeout = float(timeout)
-        self.data_timeout = float(data_timeout)
-        self.secure = secure
-        self.tls_available = tls_available
-        self.require_tls = require_tls
-        if authenticator is None:
-            authenticator = getattr(handler, "authenticator", None)
-        self.authenticator = authenticator
-        self.require_auth = require_auth
-        self.auth_enabled = bool(enable_auth or require_auth)
-        self.auth_methods = methods
-        self.auth_require_tls = auth_require_tls
-        self.max_size = max_size
-        self.max_recipients = max_recipients
-        self.disable_ehlo = disable_ehlo
-        self.hidden_commands = frozenset(c.upper() for c in hidden_commands)
-        self.disabled_commands = frozenset(c.upper() for c in disabled_commands)
-        self.lmtp = lmtp
-        self.reject_bare_newline = bare_newline == "reject"
-        self.smtputf8 = smtputf8
-
-        def hook(hook_name: str) -> Callable[..., Any] | None:
-            func = getattr(handler, hook_name, None)
-            return func if callable(func) else None
-
-        self.hook_ehlo = hook("handle_EHLO")
-        self.hook_helo = hook("handle_HELO")
-        self.hook_mail = hook("handle_MAIL")
-        self.hook_rcpt = hook("handle_RCPT")
-        self.hook_data = hook("handle_DATA")
-        self.hook_rset = hook("handle_RSET")
-        self.hook_quit = hook("handle_QUIT")
-        self.hook_noop = hook("handle_NOOP")
-        self.hook_vrfy = hook("handle_VRFY")
-        self.hook_start_data = hook("start_data")
-        self.hook_data_chunk = hook("data_chunk")
-        self.hook_data_ready = hook("data_ready")
-        self.hook_data_abort = hook("data_abort")
-        self.hook_close = hook("handle_CLOSE")
-        # The streaming interface (the seed's startData/data/dataReady) wins over
-        # handle_DATA: a handler that can stream never gets the whole message in memory.
-        self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
-
-        self.greeting = f"220 {name} {self.banner}\r\n".encode()
-        self.r_closing = f"421 4.3.2 {name} Service shutting down, closing connection\r\n"
-        self.r_busy = f"421 4.3.2 {name} Too many connections, try again later\r\n"
-        self.r_timeout = f"421 4.4.2 {name} Error: timeout exceeded, closing connection\r\n"
-        self.r_runaway = f"421 4.7.0 {name} Error: line too long, closing connection\r\n"
-        self.r_bad_cmds = f"421 4.7.0 {name} Error: too many bad commands, closing connection\r\n"
-        self.r_auth_fails = f"421 4.7.0 {name} Error: too many failed AUTH attempts\r\n"
-        self.r_helo = f"250 {name}\r\n".encode()
-        self._ehlo_cache: dict[tuple[bool, bool], tuple[list[str], bytes]] = {}
-        self.help = self._help_reply()
-
-    def auth_offered(self, tls: bool) -> bool:
-        """Whether AUTH is advertised and accepted on a connection (TLS or not)."""
-        return self.auth_enabled and bool(self.auth_methods) and (tls or not self.auth_require_tls)
-
-    def ehlo_lines(self, tls: bool) -> tuple[list[str], bytes]:
-        """The EHLO reply as lines (for ``handle_EHLO``) and as precomputed bytes."""
-        key = (tls, self.auth_offered(tls))
-        cached = self._ehlo_cache.get(key)
-        if cached is not None:
-            return cached
-        caps = ["PIPELINING"]
-        if self.max_size:
-            caps.append(f"SIZE {self.max_size}")
-        caps += ["8BITMIME", "ENHANCEDSTATUSCODES"]
-        if self.smtputf8:
-            caps.append("SMTPUTF8")
-        if self.tls_available and not tls and "STARTTLS" not in self.disabled_commands:
-            caps.append("STARTTLS")
-        if key[1] and "AUTH" not in self.disabled_commands:
-            caps.append("AUTH " + " ".join(self.auth_methods))
-        caps.append("HELP")
-        lines = [f"250-{self.name}"] + [f"250-{c}" for c in caps[:-1]] + [f"250 {caps[-1]}"]
-        wire = "".join(line + "\r\n" for line in lines).encode("utf-8")
-        self._ehlo_cache[key] = (lines, wire)
-        return lines, wire
-
-    def _help_reply(self) -> bytes:
-        hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
-        names = hello + ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
-        if self.tls_available:
-            names.append("STARTTLS")
-        if self.auth_enabled:
-            names.append("AUTH")
-        shown = [n for n in names if n not in self.hidden_commands | self.disabled_commands]
-        return f"214 2.0.0 Supported commands: {' '.join(shown)}\r\n".encode("ascii")
 
 
 def _parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:

@@ -1,0 +1,485 @@
+"""The asyncio Protocol of one server connection: bytes between the socket and the session.
+
+``data_received`` feeds the core's ``ServerReader``, hands every complete command line (or
+DATA chunk) to the sans-IO :class:`~fastsmtp.server.session.ServerSession`, and writes all
+replies produced by one read in a single ``transport.write`` (pipelined clients get one
+segment back, not one per command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from typing import TYPE_CHECKING, Any
+
+from .._codec import ServerReader
+from .session import (
+    ACT_CLOSE,
+    ACT_DATA,
+    ACT_STARTTLS,
+    Envelope,
+    HookCall,
+    ServerSession,
+    Session,
+)
+
+if TYPE_CHECKING:
+    from .listener import SMTPServer
+
+__all__ = ["SMTPServerProtocol"]
+
+log = logging.getLogger("fastsmtp.server")
+
+#: Replies gathered before a write, so that a paused transport stops processing early.
+_FLUSH_REPLIES = 64
+_PENDING = object()  # a hook is being awaited; processing continues when it returns
+_CoroutineType = types.CoroutineType
+
+
+def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
+    ssl_object = transport.get_extra_info("ssl_object")
+    return {
+        "cipher": transport.get_extra_info("cipher"),
+        "peercert": transport.get_extra_info("peercert"),
+        "ssl_object": ssl_object,
+        "version": ssl_object.version() if ssl_object is not None else None,
+    }
+
+
+def _is_awaitable(obj: Any) -> bool:
+    return type(obj) is _CoroutineType or hasattr(obj, "__await__")
+
+
+class SMTPServerProtocol(asyncio.Protocol):
+    """One client connection (the ``server`` argument of handler hooks).
+
+    Attributes:
+        server: The :class:`SMTPServer`.
+        transport: The connection's transport (replaced by the TLS one after STARTTLS).
+        loop: The event loop.
+    """
+
+    def __init__(self, server: SMTPServer) -> None:
+        self.server = server
+        loop = server._loop
+        # The listener builds protocols only after start() has set the loop.
+        assert loop is not None, "SMTPServerProtocol needs a started SMTPServer"
+        self.loop: asyncio.AbstractEventLoop = loop
+        self._config = server._config
+        self.transport: Any = None
+        self._sm: ServerSession | None = None
+        self._reader = ServerReader()
+        self._busy = False  # a hook (or the TLS handshake) is in flight; lines wait
+        self._closed = False
+        self._lost = False  # connection_lost has run
+        self._write_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._cmd_deadline = 0.0
+        self._data_deadline = 0.0
+        self._last_rx = 0.0
+        # Checked once per connection: the per-line path pays one attribute test.
+        self._debug = server._debug and log.isEnabledFor(logging.DEBUG)
+
+    # aiosmtpd handlers sometimes read these from the server object.
+    @property
+    def hostname(self) -> str:
+        """The server name (greeting, EHLO)."""
+        return self._config.name
+
+    @property
+    def session(self) -> Session | None:
+        """The current :class:`Session` (a new one after STARTTLS)."""
+        return self._sm.session if self._sm is not None else None
+
+    @property
+    def envelope(self) -> Envelope | None:
+        """The current transaction's :class:`Envelope`."""
+        return self._sm.envelope if self._sm is not None else None
+
+    # -- connection -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        self.transport = transport
+        server = self.server
+        config = self._config
+        if server._max_clients and len(server._connections) >= server._max_clients:
+            log.warning("too many connections (%d); refusing one", len(server._connections))
+            self._closed = True
+            self._write(config.r_busy.encode("utf-8"))
+            transport.close()
+            return
+        server._connections.add(self)
+        peer = transport.get_extra_info("peername")
+        sm = self._sm = ServerSession(config, peer, config.secure, self.loop)
+        if self._debug:
+            log.debug("%r connected%s", peer, " (TLS)" if config.secure else "")
+        if config.secure:
+            sm.session.ssl = _ssl_info(transport)
+        if server._closing:
+            sm.shutdown()
+            self._closed = True
+            self._write(config.r_closing.encode("utf-8"))
+            transport.close()
+            return
+        self._write(sm.greeting())
+        now = self.loop.time()
+        self._cmd_deadline = now + config.timeout
+        self._timer = self.loop.call_at(self._cmd_deadline, self._on_timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._closed = True
+        self._lost = True
+        self.server._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sm = self._sm
+        if sm is None:
+            return
+        if self._debug:
+            log.debug("%r closed%s", sm.session.peer, f" ({exc})" if exc else "")
+        # A message in progress is dropped: its handler is told, never asked to accept it;
+        # then the seed's close event.
+        self._run_detached(sm.connection_lost(), sm.closed())
+
+    def pause_writing(self) -> None:  # noqa: D102
+        # A client that pipelines without reading our replies must not grow our buffer.
+        self._write_paused = True
+        if not self._closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._write_paused = False
+        if not self._closed and not self._busy:
+            self.transport.resume_reading()
+            # Lines left in the reader when _process stopped at the high-water mark; not
+            # run from inside the transport's write path.
+            if self._reader.buffered:
+                self.loop.call_soon(self._resume_processing)
+
+    def _resume_processing(self) -> None:
+        if not self._closed and not self._busy and not self._write_paused:
+            self._process()
+
+    def eof_received(self) -> bool | None:  # noqa: D102
+        return None  # close our side too
+
+    # -- input --------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        if self._closed:
+            return
+        self._reader.feed(data)
+        if self._busy:
+            return
+        self._last_rx = self.loop.time()
+        self._process()
+
+    def _process(self, out: list[bytes] | None = None) -> None:
+        """Handle every complete line/chunk buffered; write all replies in one write."""
+        reader = self._reader
+        sm = self._sm
+        assert sm is not None
+        if out is None:
+            out = []
+        lines = 0
+        while True:
+            if reader.in_data:
+                item = reader.next_data()
+                if item is None:
+                    break
+                if self._debug:
+                    log.debug("%r >> <%d bytes of message data>", sm.session.peer, len(item[0]))
+                r = sm.data_received(item[0], item[1])
+            else:
+                item = reader.next_line()
+                if item is None:
+                    break
+                lines += 1
+                if self._debug:
+                    self._log_line(sm, item[1])
+                r = sm.receive_line(item[0], item[1])
+            if r is None:
+                pass
+            elif r.__class__ is bytes:
+                out.append(r)
+            else:
+                # Not bytes, so a HookCall; the exact-class test (cheaper than isinstance on
+                # this per-line path) narrows only its true branch for mypy.
+                r = self._invoke(r)  # type: ignore[arg-type]
+                if r is _PENDING:
+                    self._flush(out)
+                    return
+                if r is not None:
+                    out.append(r)
+            if sm.action and not self._act(out):
+                return
+            if len(out) >= _FLUSH_REPLIES:
+                # Replies can be 14 times their command's size (HELP, EHLO): answering a
+                # whole 256 KiB read at once would buffer megabytes for a client that does
+                # not read them. Write in batches; at the high-water mark the rest waits
+                # in the reader (reading is paused) until resume_writing.
+                self._flush(out)
+                if self._write_paused:
+                    break
+        self._flush(out)
+        if lines and not reader.in_data:
+            self._cmd_deadline = self.loop.time() + self._config.timeout
+
+    def _log_line(self, sm: ServerSession, line: bytes) -> None:
+        log.debug("%r >> %r", sm.session.peer, sm.loggable(line))
+
+    def _write(self, data: bytes) -> None:
+        """Write replies (logged with ``debug``)."""
+        self.transport.write(data)
+        if self._debug:
+            peer = self._sm.session.peer if self._sm is not None else None
+            log.debug("%r << %r", peer, data)
+
+    def _flush(self, out: list[bytes]) -> None:
+        if out and not self._closed:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def _act(self, out: list[bytes]) -> bool:
+        """Carry out the session's ``action``; False when processing must stop."""
+        sm = self._sm
+        assert sm is not None
+        action = sm.action
+        sm.action = 0
+        if action == ACT_DATA:
+            self._reader.start_data(self._config.max_size)
+            now = self.loop.time()
+            self._data_deadline = now + self._config.data_timeout
+            self._last_rx = now
+            timer = self._timer
+            if timer is not None and self._data_deadline < timer.when():
+                # The only deadline that can come before the armed one (data_timeout
+                # shorter than timeout): re-arm once.
+                timer.cancel()
+                self._timer = self.loop.call_at(self._data_deadline, self._on_timer)
+            return True
+        self._flush(out)
+        if action == ACT_CLOSE:
+            self._close()
+            return False
+        if action == ACT_STARTTLS:
+            # Pipelined plaintext after STARTTLS must never be read as if it came over TLS
+            # (CVE-2011-0411): stop reading now and drop what is buffered.
+            self.transport.pause_reading()
+            dropped = self._reader.clear()
+            if dropped:
+                log.warning("%r: %d bytes pipelined after STARTTLS discarded", sm.session.peer, dropped)
+            self._busy = True
+            self._spawn(self._starttls())
+            return False
+        return True  # pragma: no cover - no other actions
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # close() waits until the buffer is flushed: a client that never reads its
+            # last replies would keep the connection, its buffer and a max_clients slot
+            # for ever. It gets one more timeout to read them, then the connection is cut.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(self._config.timeout, self._abort)
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def _invoke(self, call: HookCall) -> Any:
+        """Run a chain of hook calls synchronously as long as the hooks are synchronous.
+
+        Returns the final reply (bytes or None), or ``_PENDING`` when a hook returned an
+        awaitable: reading is paused and a task finishes the chain.
+        """
+        while True:
+            try:
+                result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
+            except Exception:
+                log.exception("%s hook raised; answering 451", call.name)
+                r = call.fail()
+            else:
+                if _is_awaitable(result):
+                    self._busy = True
+                    if not self._closed:
+                        self.transport.pause_reading()
+                    self._spawn(self._await_hook(call, result))
+                    return _PENDING
+                r = call.finish(result)
+            if r.__class__ is not HookCall:
+                return r
+            call = r
+
+    async def _await_hook(self, call: HookCall, awaitable: Any) -> None:
+        timeout = self.server._handler_timeout
+        while True:
+            try:
+                if timeout:
+                    result = await asyncio.wait_for(awaitable, timeout)
+                else:
+                    result = await awaitable
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                log.error("%s hook exceeded handler_timeout (%ss); answering 451", call.name, timeout)
+                r = call.fail()
+            except Exception:
+                log.exception("%s hook raised; answering 451", call.name)
+                r = call.fail()
+            else:
+                r = call.finish(result)
+            # Continue the chain; a further async hook is awaited in this same task.
+            while r.__class__ is HookCall:
+                call = r
+                try:
+                    result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
+                except Exception:
+                    log.exception("%s hook raised; answering 451", call.name)
+                    r = call.fail()
+                    continue
+                if _is_awaitable(result):
+                    awaitable = result
+                    break
+                r = call.finish(result)
+            else:
+                break
+        self._hook_done(r)
+
+    def _hook_done(self, r: bytes | None) -> None:
+        self._busy = False
+        if self._closed:
+            return
+        out: list[bytes] = [r] if r else []
+        sm = self._sm
+        assert sm is not None
+        if sm.action and not self._act(out):
+            return
+        self._cmd_deadline = self.loop.time() + self._config.timeout
+        self._process(out)
+        if not self._busy and not self._closed and not self._write_paused:
+            self.transport.resume_reading()
+
+    def _run_detached(self, *calls: HookCall | None) -> None:
+        """Run hooks whose replies nobody waits for (``data_abort``, ``handle_CLOSE``).
+
+        They run in the order given; once one turns out to be async, it and the rest run
+        in one task, so a close hook never runs before the abort it follows.
+        """
+        pending = [call for call in calls if call is not None]
+        while pending:
+            waiter = self._invoke_quiet(pending.pop(0))
+            if waiter is not None:
+                self._spawn(self._detached_rest(waiter, pending))
+                return
+
+    async def _detached_rest(self, waiter: Any, calls: list[HookCall]) -> None:
+        await waiter
+        for call in calls:
+            waiter = self._invoke_quiet(call)
+            if waiter is not None:
+                await waiter
+
+    def _invoke_quiet(self, call: HookCall) -> Any:
+        try:
+            result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
+        except Exception:
+            log.exception("%s hook raised", call.name)
+            return None
+        if not _is_awaitable(result):
+            return None
+
+        async def wait() -> None:
+            try:
+                await asyncio.wait_for(result, self.server._handler_timeout or None)
+            except Exception:
+                log.exception("%s hook failed", call.name)
+
+        return wait()
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        tasks = self.server._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    # -- STARTTLS -----------------------------------------------------------------------
+
+    async def _starttls(self) -> None:
+        sm = self._sm
+        assert sm is not None
+        context = self.server._tls_context
+        assert context is not None
+        try:
+            transport = await self.loop.start_tls(
+                self.transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._config.timeout,
+            )
+        except Exception as exc:
+            log.info("%r STARTTLS handshake failed: %s", sm.session.peer, exc)
+            self._closed = True
+            self.transport.abort()
+            return
+        if transport is None or self._closed:
+            return
+        self.transport = transport
+        # Everything said before TLS is forgotten (RFC 3207 section 4.2). Bytes in the
+        # reader now can only have come through TLS: the plaintext ones were dropped.
+        sm.tls_started(_ssl_info(transport))
+        self._hook_done(None)
+
+    # -- time limits ----------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        # One timer per connection, re-armed only when it fires: moving a deadline is a
+        # float store, so the per-command path never touches the loop's timer heap.
+        self._timer = None
+        if self._closed:
+            return
+        now = self.loop.time()
+        timeout = self._config.timeout
+        if self._busy:
+            due = now + timeout  # waiting for our hook, not for the client
+        elif self._reader.in_data:
+            due = min(self._data_deadline, self._last_rx + timeout)
+        else:
+            due = self._cmd_deadline
+        if now < due:
+            self._timer = self.loop.call_at(due, self._on_timer)
+            return
+        sm = self._sm
+        assert sm is not None
+        log.info("%r timed out", sm.session.peer)
+        abort = sm.connection_lost() if self._reader.in_data else None
+        self._write(sm.timed_out())
+        self._close()
+        if abort is not None:
+            self._run_detached(abort)
+
+    # -- server shutdown ------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        sm = self._sm
+        if sm is None or self._closed:
+            return
+        if self._busy or self._reader.in_data:
+            sm.closing = True  # finishes its transaction; the next command gets 421
+            return
+        reply = sm.shutdown()
+        if reply is not None:
+            self._write(reply)
+            self._close()
+
+    def _abort(self) -> None:
+        # Also after _close(): a transport still flushing is cut all the same.
+        self._closed = True
+        if not self._lost:
+            self.transport.abort()
+
