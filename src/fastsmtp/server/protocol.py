@@ -18,6 +18,7 @@ from .session import (
     ACT_CLOSE,
     ACT_DATA,
     ACT_STARTTLS,
+    Action,
     Envelope,
     HookCall,
     ServerSession,
@@ -200,21 +201,19 @@ class SMTPServerProtocol(asyncio.Protocol):
                 if self._debug:
                     self._log_line(sm, item[1])
                 r = sm.receive_line(item[0], item[1])
-            if r is None:
-                pass
-            elif r.__class__ is bytes:
+            # Exact-class tests: cheaper than isinstance on this per-line path.
+            if r.__class__ is bytes:
                 out.append(r)
-            else:
-                # Not bytes, so a HookCall; the exact-class test (cheaper than isinstance on
-                # this per-line path) narrows only its true branch for mypy.
-                r = self._invoke(r)  # type: ignore[arg-type]
-                if r is _PENDING:
-                    self._flush(out)
-                    return
-                if r is not None:
+            elif r is not None:
+                if r.__class__ is HookCall:
+                    r = self._invoke(r)
+                    if r is _PENDING:
+                        self._flush(out)
+                        return
+                if r.__class__ is bytes:
                     out.append(r)
-            if sm.action and not self._act(out):
-                return
+                elif r is not None and not self._act(r, out):  # type: ignore[arg-type]
+                    return
             if len(out) >= _FLUSH_REPLIES:
                 # Replies can be 14 times their command's size (HELP, EHLO): answering a
                 # whole 256 KiB read at once would buffer megabytes for a client that does
@@ -242,13 +241,13 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
-    def _act(self, out: list[bytes]) -> bool:
-        """Carry out the session's ``action``; False when processing must stop."""
+    def _act(self, action: Action, out: list[bytes]) -> bool:
+        """Send the action's reply and carry it out; False when processing must stop."""
         sm = self._sm
         assert sm is not None
-        action = sm.action
-        sm.action = 0
-        if action == ACT_DATA:
+        out.append(action.reply)
+        kind = action.kind
+        if kind == ACT_DATA:
             self._reader.start_data(self._config.max_size)
             now = self.loop.time()
             self._data_deadline = now + self._config.data_timeout
@@ -261,10 +260,10 @@ class SMTPServerProtocol(asyncio.Protocol):
                 self._timer = self.loop.call_at(self._data_deadline, self._on_timer)
             return True
         self._flush(out)
-        if action == ACT_CLOSE:
+        if kind == ACT_CLOSE:
             self._close()
             return False
-        if action == ACT_STARTTLS:
+        if kind == ACT_STARTTLS:
             # Pipelined plaintext after STARTTLS must never be read as if it came over TLS
             # (CVE-2011-0411): stop reading now and drop what is buffered.
             self.transport.pause_reading()
@@ -350,14 +349,14 @@ class SMTPServerProtocol(asyncio.Protocol):
                 break
         self._hook_done(r)
 
-    def _hook_done(self, r: bytes | None) -> None:
+    def _hook_done(self, r: bytes | Action | None) -> None:
         self._busy = False
         if self._closed:
             return
-        out: list[bytes] = [r] if r else []
-        sm = self._sm
-        assert sm is not None
-        if sm.action and not self._act(out):
+        out: list[bytes] = []
+        if r.__class__ is bytes:
+            out.append(r)
+        elif r is not None and not self._act(r, out):  # type: ignore[arg-type]
             return
         self._cmd_deadline = self.loop.time() + self._config.timeout
         self._process(out)
@@ -458,7 +457,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         assert sm is not None
         log.info("%r timed out", sm.session.peer)
         abort = sm.connection_lost() if self._reader.in_data else None
-        self._write(sm.timed_out())
+        self._write(sm.timed_out().reply)
         self._close()
         if abort is not None:
             self._run_detached(abort)
@@ -472,9 +471,9 @@ class SMTPServerProtocol(asyncio.Protocol):
         if self._busy or self._reader.in_data:
             sm.closing = True  # finishes its transaction; the next command gets 421
             return
-        reply = sm.shutdown()
-        if reply is not None:
-            self._write(reply)
+        action = sm.shutdown()
+        if action is not None:
+            self._write(action.reply)
             self._close()
 
     def _abort(self) -> None:

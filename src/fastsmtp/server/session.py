@@ -9,14 +9,17 @@ socket, the core's ``ServerReader`` and this class:
 * ``receive_line(status, line)`` takes one command line as ``ServerReader.next_line``
   returns it; ``data_received(chunk, flags)`` takes one DATA chunk as ``next_data``
   returns it.
-* Both return ``None`` (nothing to send), ``bytes`` (complete reply lines to send), or a
+* Both return an :data:`Output`: ``None`` (nothing to send), ``bytes`` (complete reply
+  lines to send), an :class:`Action` (a reply to send, then something the IO layer must
+  do: ``ACT_DATA`` switch the reader to data mode with ``max_size``; ``ACT_STARTTLS`` drop
+  buffered bytes, start TLS, then call ``tls_started``; ``ACT_CLOSE`` close), or a
   :class:`HookCall`: the application's handler must be called with ``call.args`` (after
   the server object when ``call.server_arg``); its result goes to ``call.finish(result)``
-  (or ``call.fail()`` when it raised or timed out), which returns the same three kinds
-  again, so calls may chain (``data_chunk`` then ``data_ready``).
-* After a reply, ``action`` tells the IO layer what to do next: ``ACT_DATA`` (switch the
-  reader to data mode with ``max_size``), ``ACT_STARTTLS`` (drop buffered bytes, start
-  TLS, then call ``tls_started``) or ``ACT_CLOSE``. The IO layer resets it to ``ACT_NONE``.
+  (or ``call.fail()`` when it raised or timed out), which returns an :data:`Output` again,
+  so calls may chain (``data_chunk`` then ``data_ready``).
+
+Everything the IO layer must do comes back as a return value: the session has no side
+channel to poll after a call.
 
 Handler hooks are looked up once, in :class:`ServerConfig`; a missing hook costs nothing
 (the default reply is a precomputed bytes object). Hooks have aiosmtpd's names and
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeAlias, overload
 
 from .._codec import core
 from .._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, is_param_keyword
@@ -90,10 +93,11 @@ from .replies import (
 )
 
 __all__ = [
-    "ACT_NONE",
     "ACT_DATA",
     "ACT_STARTTLS",
     "ACT_CLOSE",
+    "Action",
+    "Output",
     "Envelope",
     "HookCall",
     "ServerSession",
@@ -102,10 +106,40 @@ __all__ = [
 
 log = logging.getLogger("fastsmtp.server")
 
-ACT_NONE = 0
+#: :attr:`Action.kind`: send the reply, then read the message data (``start_data``).
 ACT_DATA = 1
+#: :attr:`Action.kind`: send the reply, drop buffered input, start TLS, call ``tls_started``.
 ACT_STARTTLS = 2
+#: :attr:`Action.kind`: send the reply, then close the connection.
 ACT_CLOSE = 3
+
+
+class Action:
+    """A reply after which the connection changes: the IO layer sends ``reply``, then acts.
+
+    Attributes:
+        kind: :data:`ACT_DATA`, :data:`ACT_STARTTLS` or :data:`ACT_CLOSE`.
+        reply: The reply lines to send first (wire bytes).
+    """
+
+    __slots__ = ("kind", "reply")
+
+    def __init__(self, kind: int, reply: bytes) -> None:
+        self.kind = kind
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"Action({self.kind}, {self.reply!r})"
+
+
+def _close(reply: str) -> Action:
+    return Action(ACT_CLOSE, reply.encode("utf-8"))
+
+
+# The fixed actions are built once: the per-message path (DATA) allocates none.
+_START_DATA = Action(ACT_DATA, R_354)
+_START_TLS = Action(ACT_STARTTLS, R_STARTTLS)
+_BYE = Action(ACT_CLOSE, R_BYE)
 
 #: Unrecognised or malformed commands tolerated before the session is closed (421).
 MAX_BAD_COMMANDS = 20
@@ -195,7 +229,7 @@ class HookCall:
         func: The callable (sync or async).
         args: Its arguments, after the server object when ``server_arg`` is true.
         server_arg: Whether the server object goes first (aiosmtpd hooks).
-        finish: Called with the hook's result; returns None, bytes or another HookCall.
+        finish: Called with the hook's result; returns an :data:`Output` (maybe another HookCall).
         fail: Called instead when the hook raised or timed out.
     """
 
@@ -221,6 +255,10 @@ class HookCall:
         """Replace the failure continuation; return self (for chaining)."""
         self.fail = fail
         return self
+
+
+#: What the session returns for every input; see the module docstring.
+Output: TypeAlias = "bytes | Action | HookCall | None"
 
 
 def _parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
@@ -261,7 +299,6 @@ class ServerSession:
 
     def __init__(self, config: ServerConfig, peer: Any = None, tls: bool = False, loop: Any = None):
         self.config = config
-        self.action = ACT_NONE
         self.tls = tls
         self.closing = False
         self._loop = loop
@@ -270,7 +307,7 @@ class ServerSession:
         self._close_reported = False
         self.session = Session(peer, loop)
         self._reset_connection_state()
-        dispatch: dict[bytes, Callable[[bytes], bytes | HookCall | None]] = {
+        dispatch: dict[bytes, Callable[[bytes], Output]] = {
             b"MAIL": self._cmd_mail,
             b"RCPT": self._cmd_rcpt,
             b"DATA": self._cmd_data,
@@ -317,7 +354,7 @@ class ServerSession:
         """The 220 greeting to send when the connection opens."""
         return self.config.greeting
 
-    def shutdown(self) -> bytes | None:
+    def shutdown(self) -> Action | None:
         """The server is closing: return the 421 to send now, or None to let a transaction end.
 
         A session in a transaction finishes it; its next command then gets the 421.
@@ -325,13 +362,11 @@ class ServerSession:
         self.closing = True
         if self._mail or self.in_data:
             return None
-        self.action = ACT_CLOSE
-        return self.config.r_closing.encode("utf-8")
+        return _close(self.config.r_closing)
 
-    def timed_out(self) -> bytes:
-        """The 421 to send when the client exceeded a time limit (the IO layer closes)."""
-        self.action = ACT_CLOSE
-        return self.config.r_timeout.encode("utf-8")
+    def timed_out(self) -> Action:
+        """The 421 to send when the client exceeded a time limit, then close."""
+        return _close(self.config.r_timeout)
 
     def tls_started(self, ssl_info: dict[str, Any]) -> None:
         """TLS is up after STARTTLS: forget everything said before it (RFC 3207 4.2)."""
@@ -379,7 +414,7 @@ class ServerSession:
 
     # -- command lines --------------------------------------------------------------
 
-    def receive_line(self, status: int, line: bytes) -> bytes | HookCall | None:
+    def receive_line(self, status: int, line: bytes) -> Output:
         """Handle one command line from ``ServerReader.next_line``."""
         if status != _LINE_OK:
             if status == _LINE_BARE_EOL:
@@ -389,8 +424,7 @@ class ServerSession:
                 self._sasl = None
                 return self._bad(R_LINE_TOO_LONG)
             else:  # LINE_RUNAWAY: the reader gives up; so do we.
-                self.action = ACT_CLOSE
-                return self.config.r_runaway.encode("utf-8")
+                return _close(self.config.r_runaway)
         if self._sasl is not None:
             return self._auth_step(line)
         if self._xoauth2_failed:
@@ -400,16 +434,14 @@ class ServerSession:
         sp = line.find(b" ")
         verb = (line if sp < 0 else line[:sp]).upper()
         if self.closing and not self._mail and verb != b"QUIT":
-            self.action = ACT_CLOSE
-            return self.config.r_closing.encode("utf-8")
+            return _close(self.config.r_closing)
         if COMMAND_CONTROL_BYTES.search(line) is not None:
             return self._bad(R_CTL)
         command = self._dispatch.get(verb)
         if command is None:
             if verb in _HTTP_VERBS and not self._greeted:
                 log.info("%r sent an HTTP request; closing", self.session.peer)
-                self.action = ACT_CLOSE
-                return self.config.r_bad_cmds.encode("utf-8")
+                return _close(self.config.r_bad_cmds)
             name = verb[:32].decode("ascii", "replace")
             return self._bad(f'500 5.5.2 Error: command "{name}" not recognized\r\n'.encode())
         config = self.config
@@ -425,11 +457,10 @@ class ServerSession:
             return R_NEED_TLS
         return command(b"" if sp < 0 else line[sp + 1 :])
 
-    def _bad(self, reply: bytes) -> bytes:
+    def _bad(self, reply: bytes) -> bytes | Action:
         self._bad_commands += 1
         if self._bad_commands > MAX_BAD_COMMANDS:
-            self.action = ACT_CLOSE
-            return self.config.r_bad_cmds.encode("utf-8")
+            return _close(self.config.r_bad_cmds)
         return reply
 
     def _call(
@@ -526,7 +557,7 @@ class ServerSession:
             return R_NEED_AUTH
         return None
 
-    def _cmd_mail(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_mail(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -589,7 +620,7 @@ class ServerSession:
 
         return self._call("handle_MAIL", hook, (self.session, envelope, address, options), finish)
 
-    def _cmd_rcpt(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_rcpt(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -636,7 +667,7 @@ class ServerSession:
 
     # DATA
 
-    def _cmd_data(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_data(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -657,7 +688,7 @@ class ServerSession:
             )
         return self._begin_data()
 
-    def _start_data_done(self, result: Any) -> bytes:
+    def _start_data_done(self, result: Any) -> bytes | Action:
         if result is not None:
             # start_data may refuse the message before any byte of it is sent.
             reply = self._reply_or_error(result, R_354)
@@ -665,14 +696,13 @@ class ServerSession:
                 return reply
         return self._begin_data()
 
-    def _begin_data(self) -> bytes:
+    def _begin_data(self) -> Action:
         self.in_data = True
         self._chunks = []
         self._data_failed = False
-        self.action = ACT_DATA
-        return R_354
+        return _START_DATA
 
-    def data_received(self, chunk: bytes, flags: int) -> bytes | HookCall | None:
+    def data_received(self, chunk: bytes, flags: int) -> Output:
         """Handle one body chunk from ``ServerReader.next_data``."""
         if flags & _DATA_END:
             return self._data_end(chunk, flags)
@@ -703,7 +733,7 @@ class ServerSession:
         self._data_failed = True
         return None
 
-    def _data_end(self, chunk: bytes, flags: int) -> bytes | HookCall:
+    def _data_end(self, chunk: bytes, flags: int) -> Output:
         self.in_data = False
         if flags & _DATA_TOO_BIG:
             return self._abort_call(R_TOO_BIG)
@@ -813,17 +843,15 @@ class ServerSession:
             lambda r: self._reply_or_error(r, R_OK),
         )
 
-    def _cmd_quit(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_quit(self, arg: bytes) -> Output:
         if arg:
             return R_NO_ARGS
         hook = self.config.hook_quit
         if hook is None:
-            self.action = ACT_CLOSE
-            return R_BYE
+            return _BYE
 
-        def finish(result: Any) -> bytes:
-            self.action = ACT_CLOSE
-            return self._reply_or_error(result, R_BYE)
+        def finish(result: Any) -> Action:
+            return Action(ACT_CLOSE, self._reply_or_error(result, R_BYE))
 
         return self._call("handle_QUIT", hook, (self.session, self.envelope), finish)
 
@@ -847,19 +875,18 @@ class ServerSession:
     def _cmd_not_implemented(self, arg: bytes) -> bytes:
         return R_NOT_IMPL
 
-    def _cmd_starttls(self, arg: bytes) -> bytes:
+    def _cmd_starttls(self, arg: bytes) -> bytes | Action:
         if arg:
             return R_NO_ARGS
         if self.tls:
             return R_TLS_ACTIVE
         if not self.config.tls_available:
             return R_TLS_UNAVAILABLE
-        self.action = ACT_STARTTLS
-        return R_STARTTLS
+        return _START_TLS
 
     # AUTH
 
-    def _cmd_auth(self, arg: bytes) -> bytes | HookCall | None:
+    def _cmd_auth(self, arg: bytes) -> Output:
         config = self.config
         if not config.auth_enabled:
             return R_NOT_IMPL
@@ -880,12 +907,12 @@ class ServerSession:
         exchange = SaslExchange(mechanism, config.name)
         return self._sasl_result(exchange, exchange.start(parts[1] if len(parts) == 2 else None))
 
-    def _auth_step(self, line: bytes) -> bytes | HookCall | None:
+    def _auth_step(self, line: bytes) -> Output:
         exchange = self._sasl
         assert exchange is not None
         return self._sasl_result(exchange, exchange.step(line))
 
-    def _sasl_result(self, exchange: SaslExchange, result: Any) -> bytes | HookCall | None:
+    def _sasl_result(self, exchange: SaslExchange, result: Any) -> Output:
         if isinstance(result, SaslChallenge):
             self._sasl = exchange
             return result.reply
@@ -904,7 +931,7 @@ class ServerSession:
             lambda outcome: self._auth_done(mechanism, result, outcome),
         ).with_fail(lambda: self._auth_failed(None, mechanism))
 
-    def _auth_done(self, mechanism: str, credentials: Any, outcome: Any) -> bytes | None:
+    def _auth_done(self, mechanism: str, credentials: Any, outcome: Any) -> bytes | Action:
         success = outcome is True or bool(getattr(outcome, "success", False))
         message = getattr(outcome, "message", None)
         if not success:
@@ -917,7 +944,7 @@ class ServerSession:
             return self._reply_or_error(message, R_AUTH_OK)
         return R_AUTH_OK
 
-    def _auth_failed(self, message: str | None, mechanism: str | None = None) -> bytes | None:
+    def _auth_failed(self, message: str | None, mechanism: str | None = None) -> bytes | Action:
         if mechanism == "XOAUTH2":
             # RFC-less but universal: a 334 with a JSON error, then 535 after the client's
             # empty line (receive_line handles that line).
@@ -927,9 +954,8 @@ class ServerSession:
         reply = self._reply_or_error(message, R_AUTH_FAIL) if message else R_AUTH_FAIL
         return self._count_auth_failure(reply)
 
-    def _count_auth_failure(self, reply: bytes) -> bytes:
+    def _count_auth_failure(self, reply: bytes) -> bytes | Action:
         self._auth_failures += 1
         if self._auth_failures >= MAX_AUTH_FAILURES:
-            self.action = ACT_CLOSE
-            return self.config.r_auth_fails.encode("utf-8")
+            return _close(self.config.r_auth_fails)
         return reply
