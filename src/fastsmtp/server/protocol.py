@@ -142,7 +142,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             log.debug("%r closed%s", sm.session.peer, f" ({exc})" if exc else "")
         # A message in progress is dropped: its handler is told, never asked to accept it;
         # then the seed's close event.
-        self._run_detached(sm.connection_lost(), sm.closed())
+        self._run_detached(sm.connection_lost(self._reader.in_data), sm.closed())
 
     def pause_writing(self) -> None:  # noqa: D102
         # A client that pipelines without reading our replies must not grow our buffer.
@@ -456,7 +456,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         sm = self._sm
         assert sm is not None
         log.info("%r timed out", sm.session.peer)
-        abort = sm.connection_lost() if self._reader.in_data else None
+        abort = sm.connection_lost(self._reader.in_data)
         self._write(sm.timed_out().reply)
         self._close()
         if abort is not None:

@@ -341,7 +341,6 @@ class ServerSession:
         self.envelope = Envelope()
         self._mail = False
         self._rcpts = 0
-        self.in_data = False
         self._chunks: list[bytes] = []
         self._data_failed = False
 
@@ -360,7 +359,7 @@ class ServerSession:
         A session in a transaction finishes it; its next command then gets the 421.
         """
         self.closing = True
-        if self._mail or self.in_data:
+        if self._mail:
             return None
         return _close(self.config.r_closing)
 
@@ -376,10 +375,15 @@ class ServerSession:
         self.session.ssl = ssl_info
         self._reset_connection_state()
 
-    def connection_lost(self) -> HookCall | None:
-        """The client went away; a streaming message in progress is aborted."""
-        if self.in_data:
-            self.in_data = False
+    def connection_lost(self, in_data: bool) -> HookCall | None:
+        """The client went away (or timed out); a message in progress is aborted.
+
+        Args:
+            in_data: The reader is in data mode (``ServerReader.in_data``: the reader alone
+                keeps that state). A message refused or aborted already ended its
+                transaction, so it is not aborted twice.
+        """
+        if in_data and self._mail:
             return self._abort_call(None)
         return None
 
@@ -697,7 +701,6 @@ class ServerSession:
         return self._begin_data()
 
     def _begin_data(self) -> Action:
-        self.in_data = True
         self._chunks = []
         self._data_failed = False
         return _START_DATA
@@ -734,7 +737,6 @@ class ServerSession:
         return None
 
     def _data_end(self, chunk: bytes, flags: int) -> Output:
-        self.in_data = False
         if flags & _DATA_TOO_BIG:
             return self._abort_call(R_TOO_BIG)
         if flags & _DATA_BARE_EOL and self.config.reject_bare_newline:
