@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from typing import TYPE_CHECKING, Any
 
 from .._codec import ServerReader
+from .hooks import PENDING, HookRunner
 from .session import (
     ACT_CLOSE,
     ACT_DATA,
@@ -34,8 +34,6 @@ log = logging.getLogger("fastsmtp.server")
 
 #: Replies gathered before a write, so that a paused transport stops processing early.
 _FLUSH_REPLIES = 64
-_PENDING = object()  # a hook is being awaited; processing continues when it returns
-_CoroutineType = types.CoroutineType
 
 
 def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
@@ -46,10 +44,6 @@ def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
         "ssl_object": ssl_object,
         "version": ssl_object.version() if ssl_object is not None else None,
     }
-
-
-def _is_awaitable(obj: Any) -> bool:
-    return type(obj) is _CoroutineType or hasattr(obj, "__await__")
 
 
 class SMTPServerProtocol(asyncio.Protocol):
@@ -81,6 +75,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._last_rx = 0.0
         # Checked once per connection: the per-line path pays one attribute test.
         self._debug = server._debug and log.isEnabledFor(logging.DEBUG)
+        self._hooks = HookRunner(self, server._handler_timeout, self._spawn)
 
     # aiosmtpd handlers sometimes read these from the server object.
     @property
@@ -142,7 +137,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             log.debug("%r closed%s", sm.session.peer, f" ({exc})" if exc else "")
         # A message in progress is dropped: its handler is told, never asked to accept it;
         # then the seed's close event.
-        self._run_detached(sm.connection_lost(self._reader.in_data), sm.closed())
+        self._run_detached(sm.closed(self._reader.in_data))
 
     def pause_writing(self) -> None:  # noqa: D102
         # A client that pipelines without reading our replies must not grow our buffer.
@@ -207,7 +202,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             elif r is not None:
                 if r.__class__ is HookCall:
                     r = self._invoke(r)
-                    if r is _PENDING:
+                    if r is PENDING:
                         self._flush(out)
                         return
                 if r.__class__ is bytes:
@@ -291,63 +286,17 @@ class SMTPServerProtocol(asyncio.Protocol):
     # -- hooks --------------------------------------------------------------------------
 
     def _invoke(self, call: HookCall) -> Any:
-        """Run a chain of hook calls synchronously as long as the hooks are synchronous.
+        """Run a hook chain whose output answers the client; see :class:`HookRunner`.
 
-        Returns the final reply (bytes or None), or ``_PENDING`` when a hook returned an
-        awaitable: reading is paused and a task finishes the chain.
+        Returns its output, or ``PENDING`` when a hook is being awaited: reading pauses and
+        :meth:`_hook_done` goes on once the chain has finished.
         """
-        while True:
-            try:
-                result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
-            except Exception:
-                log.exception("%s hook raised; answering 451", call.name)
-                r = call.fail()
-            else:
-                if _is_awaitable(result):
-                    self._busy = True
-                    if not self._closed:
-                        self.transport.pause_reading()
-                    self._spawn(self._await_hook(call, result))
-                    return _PENDING
-                r = call.finish(result)
-            if r.__class__ is not HookCall:
-                return r
-            call = r
-
-    async def _await_hook(self, call: HookCall, awaitable: Any) -> None:
-        timeout = self.server._handler_timeout
-        while True:
-            try:
-                if timeout:
-                    result = await asyncio.wait_for(awaitable, timeout)
-                else:
-                    result = await awaitable
-            except asyncio.CancelledError:
-                raise
-            except asyncio.TimeoutError:
-                log.error("%s hook exceeded handler_timeout (%ss); answering 451", call.name, timeout)
-                r = call.fail()
-            except Exception:
-                log.exception("%s hook raised; answering 451", call.name)
-                r = call.fail()
-            else:
-                r = call.finish(result)
-            # Continue the chain; a further async hook is awaited in this same task.
-            while r.__class__ is HookCall:
-                call = r
-                try:
-                    result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
-                except Exception:
-                    log.exception("%s hook raised; answering 451", call.name)
-                    r = call.fail()
-                    continue
-                if _is_awaitable(result):
-                    awaitable = result
-                    break
-                r = call.finish(result)
-            else:
-                break
-        self._hook_done(r)
+        r = self._hooks.run(call, self._hook_done)
+        if r is PENDING:
+            self._busy = True
+            if not self._closed:
+                self.transport.pause_reading()
+        return r
 
     def _hook_done(self, r: bytes | Action | None) -> None:
         self._busy = False
@@ -363,42 +312,10 @@ class SMTPServerProtocol(asyncio.Protocol):
         if not self._busy and not self._closed and not self._write_paused:
             self.transport.resume_reading()
 
-    def _run_detached(self, *calls: HookCall | None) -> None:
-        """Run hooks whose replies nobody waits for (``data_abort``, ``handle_CLOSE``).
-
-        They run in the order given; once one turns out to be async, it and the rest run
-        in one task, so a close hook never runs before the abort it follows.
-        """
-        pending = [call for call in calls if call is not None]
-        while pending:
-            waiter = self._invoke_quiet(pending.pop(0))
-            if waiter is not None:
-                self._spawn(self._detached_rest(waiter, pending))
-                return
-
-    async def _detached_rest(self, waiter: Any, calls: list[HookCall]) -> None:
-        await waiter
-        for call in calls:
-            waiter = self._invoke_quiet(call)
-            if waiter is not None:
-                await waiter
-
-    def _invoke_quiet(self, call: HookCall) -> Any:
-        try:
-            result = call.func(self, *call.args) if call.server_arg else call.func(*call.args)
-        except Exception:
-            log.exception("%s hook raised", call.name)
-            return None
-        if not _is_awaitable(result):
-            return None
-
-        async def wait() -> None:
-            try:
-                await asyncio.wait_for(result, self.server._handler_timeout or None)
-            except Exception:
-                log.exception("%s hook failed", call.name)
-
-        return wait()
+    def _run_detached(self, call: HookCall | None) -> None:
+        """Run a chain whose output nobody waits for (``data_abort``, ``handle_CLOSE``)."""
+        if call is not None:
+            self._hooks.run(call, None)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -456,7 +373,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         sm = self._sm
         assert sm is not None
         log.info("%r timed out", sm.session.peer)
-        abort = sm.connection_lost(self._reader.in_data)
+        abort = sm.abort_message(self._reader.in_data)
         self._write(sm.timed_out().reply)
         self._close()
         if abort is not None:

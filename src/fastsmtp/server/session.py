@@ -256,6 +256,17 @@ class HookCall:
         self.fail = fail
         return self
 
+    def then(self, call: HookCall | None) -> HookCall:
+        """Make ``call`` follow this one whatever its outcome; return self.
+
+        For hooks whose result nobody waits for (``data_abort`` then ``handle_CLOSE``):
+        one chain, so the second never runs before the first has finished.
+        """
+        if call is not None:
+            self.finish = lambda _: call
+            self.fail = lambda: call
+        return self
+
 
 #: What the session returns for every input; see the module docstring.
 Output: TypeAlias = "bytes | Action | HookCall | None"
@@ -375,8 +386,8 @@ class ServerSession:
         self.session.ssl = ssl_info
         self._reset_connection_state()
 
-    def connection_lost(self, in_data: bool) -> HookCall | None:
-        """The client went away (or timed out); a message in progress is aborted.
+    def abort_message(self, in_data: bool) -> HookCall | None:
+        """The client timed out or went away: a message in progress is aborted.
 
         Args:
             in_data: The reader is in data mode (``ServerReader.in_data``: the reader alone
@@ -387,17 +398,21 @@ class ServerSession:
             return self._abort_call(None)
         return None
 
-    def closed(self) -> HookCall | None:
-        """The connection is closed: the ``handle_CLOSE`` call to make, at most once.
+    def closed(self, in_data: bool) -> HookCall | None:
+        """The connection is closed: the hooks to run, as one chain (None when there are none).
 
-        The seed's ``close`` event. Its result is ignored, its failure only logged: the
-        client is gone, there is nobody to answer.
+        First ``data_abort`` for a message in progress (see :meth:`abort_message`), then
+        ``handle_CLOSE`` (at most once), the seed's ``close`` event. Their results are
+        ignored, their failures only logged: the client is gone, nobody is answered.
         """
+        abort = self.abort_message(in_data)
+        close = None
         hook = self.config.hook_close
-        if hook is None or self._close_reported:
-            return None
-        self._close_reported = True
-        return HookCall("handle_CLOSE", hook, (self.session, self.envelope), _no_result, _no_reply)
+        if hook is not None and not self._close_reported:
+            self._close_reported = True
+            # After the abort: the envelope is the one left once the message was dropped.
+            close = HookCall("handle_CLOSE", hook, (self.session, self.envelope), _no_result, _no_reply)
+        return close if abort is None else abort.then(close)
 
     def loggable(self, line: bytes) -> bytes:
         """``line`` as it may be logged, before it is passed to :meth:`receive_line`.
