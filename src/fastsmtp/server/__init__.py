@@ -44,7 +44,7 @@ per-connection protocol object (``server.hostname``, ``server.server``, ``server
   name: aiosmtpd has no such hook.
 * ``authenticator(server, session, envelope, mechanism, auth_data)`` -- the seed's
   ``authorizeUser``: returns an object with ``.success`` (aiosmtpd's ``AuthResult`` or
-  :class:`fastsmtp._server_auth.AuthResult`) or a bool. ``auth_data`` is a
+  :class:`fastsmtp.server.auth.AuthResult`) or a bool. ``auth_data`` is a
   ``LoginPassword`` (PLAIN, LOGIN), ``CramMD5Credentials`` (call ``verify(password)``) or
   ``XOAuth2Credentials``. It may be given as the ``authenticator`` option or as a handler
   attribute.

@@ -1,12 +1,21 @@
-"""Server options: :class:`ServerConfig`, validated once per server, with what derives from them."""
+"""Server options: :class:`ServerConfig`, each option declared once, with its documentation.
+
+:class:`~fastsmtp.server.SMTPServer` takes ``handler, host, port, **options`` and hands the
+options to :class:`ServerConfig`, which validates them once and computes what derives from
+them (the greeting, the EHLO and HELP replies, the handler's hooks): the per-connection
+and per-command paths only read attributes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._syntax import has_control
 from .auth import AUTH_MECHANISMS
+from .tls import context_from_credentials
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -30,45 +39,74 @@ DEFAULT_CLOSE_TIMEOUT = 30.0
 
 
 class ServerConfig:
-    """Validated server options plus everything that can be computed once per server.
+    """Every server option, validated, plus everything computed once per server.
 
     Args:
-        handler: The application's handler object (hooks are looked up once, here).
-        name: Server host name, used in the greeting, EHLO and 421 replies (no spaces, no
-            control characters: ValueError).
-        banner: Greeting text after the name (no control characters: ValueError).
-        timeout: Seconds a client may take for one command line (total, not only idle),
-            and the longest silence during DATA.
-        data_timeout: Seconds one message's DATA may take in total.
-        secure: The listener speaks implicit TLS.
-        tls_available: A STARTTLS context exists.
-        require_tls: Every transaction command needs TLS first (530).
+        handler: The handler object (aiosmtpd-style hooks, all optional; they are looked
+            up once, here).
+        name: Server host name, used in the greeting, EHLO and 421 replies (default:
+            ``socket.gethostname()``); no spaces and no control characters (ValueError).
+        banner: Greeting text after the name (the seed's ``SMTPBanner``); no control
+            characters (ValueError): it must not end the greeting early.
+        timeout: Seconds per command line (total, so trickling clients are cut off too)
+            and longest silence during DATA (default 60, the seed's).
+        data_timeout: Seconds one message's DATA may take in total (default 600).
+        secure: Implicit TLS on connect (SMTPS); needs ``ssl_context`` or ``credentials``.
+        ssl_context: Server ``ssl.SSLContext`` for ``secure=True``.
+        tls_context: Server ``ssl.SSLContext`` offered through STARTTLS.
+        credentials: simplesmtp's TLS credentials, a mapping with ``cert`` and ``key``
+            (PEM text or file paths), optional ``ca`` (verify client certificates) and
+            ``password`` (of an encrypted key); see
+            :func:`~fastsmtp.server.make_server_ssl_context`. It stands for
+            ``ssl_context`` with ``secure=True`` and for ``tls_context`` (STARTTLS)
+            otherwise.
+        require_tls: Refuse MAIL/RCPT/DATA/AUTH before TLS (530).
         enable_auth: Offer AUTH.
-        require_auth: MAIL/RCPT/DATA need a successful AUTH first (530).
-        auth_methods: Mechanisms offered, a subset of PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
-        auth_require_tls: Offer and accept AUTH only over TLS (default: True).
-        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``.
-        max_size: Largest message in bytes (SIZE), 0 for no limit (a buffering
-            ``handle_DATA`` then holds messages of any size in memory).
-        max_recipients: Most RCPTs in one transaction, 0 for no limit.
-        disable_ehlo: Answer EHLO with 502 (HELO only).
-        hidden_commands: Commands left out of HELP (they still work).
+        require_auth: Require AUTH before MAIL (530); implies ``enable_auth``.
+        auth_methods: Mechanisms to offer (PLAIN, LOGIN, CRAM-MD5, XOAUTH2).
+        auth_require_tls: Offer and accept AUTH only over TLS (default True).
+        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``
+            (else ``handler.authenticator``).
+        max_size: Largest message in bytes, advertised in SIZE and enforced (552)
+            while it arrives (default 32 MiB). 0 means no limit, and then memory is
+            bounded only for streaming handlers (``data_chunk``/``data_ready``) and
+            handlers without ``handle_DATA``: a buffering ``handle_DATA`` gets
+            ``envelope.content`` whole, so one message of any size is held in memory.
+        max_clients: Most simultaneous connections (421 beyond it); 0 for no limit.
+        max_recipients: Most recipients per message (452 beyond it); 0 for no limit.
+        disable_ehlo: Support HELO only.
+        hidden_commands: Commands not listed by HELP (they still work).
         disabled_commands: Commands answered with 502.
-        lmtp: Speak LMTP (LHLO; one reply per recipient after DATA).
-        bare_newline: ``"normalize"`` or ``"reject"`` (550 after the data).
-        smtputf8: Offer SMTPUTF8.
+        lmtp: Speak LMTP (RFC 2033: LHLO; one reply per recipient after DATA).
+        bare_newline: ``"normalize"`` (default) or ``"reject"`` bare CR/LF (550 after
+            the data).
+        handler_timeout: Seconds a hook may run (451 beyond it); None for no limit.
+        close_timeout: Seconds :meth:`~fastsmtp.server.SMTPServer.close` grants sessions
+            in a transaction.
+        smtputf8: Offer SMTPUTF8 (default True).
+        reuse_port: Set SO_REUSEPORT on the listening socket.
+        debug: Log connections, commands and replies at DEBUG on ``fastsmtp.server``
+            (the seed's ``debug``), with AUTH data masked; see :mod:`fastsmtp.server`.
+
+    Raises:
+        ValueError: An option is invalid (``secure`` without ``ssl_context``,
+            ``credentials`` beside the context they stand for, unknown credentials keys, a
+            name or banner with control characters, a negative limit ...).
+        TypeError: An unknown option.
     """
 
     def __init__(
         self,
         handler: Any,
         *,
-        name: str,
+        name: str | None = None,
         banner: str | None = None,
         timeout: float = 60.0,
         data_timeout: float = 600.0,
         secure: bool = False,
-        tls_available: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        credentials: Mapping[str, Any] | None = None,
         require_tls: bool = False,
         enable_auth: bool = False,
         require_auth: bool = False,
@@ -76,14 +114,35 @@ class ServerConfig:
         auth_require_tls: bool = True,
         authenticator: Callable[..., Any] | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
-        max_recipients: int = 0,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_recipients: int = DEFAULT_MAX_RECIPIENTS,
         disable_ehlo: bool = False,
         hidden_commands: Iterable[str] = (),
         disabled_commands: Iterable[str] = (),
         lmtp: bool = False,
         bare_newline: str = "normalize",
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         smtputf8: bool = True,
+        reuse_port: bool = False,
+        debug: bool = False,
     ) -> None:
+        if credentials is not None:
+            if (ssl_context if secure else tls_context) is not None:
+                slot = "ssl_context" if secure else "tls_context"
+                raise ValueError(f"give credentials or {slot}, not both")
+            context = context_from_credentials(credentials)
+            if secure:
+                ssl_context = context
+            else:
+                tls_context = context
+        if secure and ssl_context is None:
+            raise ValueError("secure=True needs an ssl_context or credentials")
+        if max_clients < 0:
+            raise ValueError("max_clients must be >= 0")
+        if name is None:
+            name = socket.gethostname() or "localhost"
+        tls_available = tls_context is not None and not secure
         if bare_newline not in ("normalize", "reject"):
             raise ValueError("bare_newline must be 'normalize' or 'reject'")
         if max_size < 0 or max_recipients < 0:
@@ -126,6 +185,15 @@ class ServerConfig:
         self.lmtp = lmtp
         self.reject_bare_newline = bare_newline == "reject"
         self.smtputf8 = smtputf8
+        #: The listener's context (implicit TLS), None without ``secure``.
+        self.ssl_context = ssl_context if secure else None
+        #: The STARTTLS context (``tls_available`` says whether STARTTLS is offered).
+        self.tls_context = tls_context
+        self.max_clients = max_clients
+        self.handler_timeout = handler_timeout
+        self.close_timeout = close_timeout
+        self.reuse_port = reuse_port
+        self.debug = debug
 
         def hook(hook_name: str) -> Callable[..., Any] | None:
             func = getattr(handler, hook_name, None)
