@@ -12,10 +12,11 @@ The package shows the layers, each module one concern (imports point down the li
   :mod:`~fastsmtp.server.thread` (:class:`SMTPServerThread`): the facades.
 * :mod:`~fastsmtp.server.handlers`: the built-in handlers (also ``fastsmtp.handlers``).
 
-The protocol logic lives in the sans-IO :mod:`fastsmtp._session`; this module only moves
-bytes: ``data_received`` feeds the core's ``ServerReader``, hands every complete command
-line (or DATA chunk) to the session, and writes all replies produced by one read in a
-single ``transport.write`` (pipelined clients get one segment back, not one per command).
+The protocol logic lives in the sans-IO session; the protocol only moves bytes:
+``data_received`` feeds the core's ``ServerReader``, hands every complete command line (or
+DATA chunk) to the session, does what the session returns, and writes all replies
+produced by one read in a single ``transport.write`` (pipelined clients get one segment
+back, not one per command).
 
 Handler protocol
 ----------------

@@ -6,14 +6,26 @@ import asyncio
 import logging
 from typing import Any
 
-from .config import (
-    ServerConfig,
-)
+from .config import ServerConfig
 from .protocol import SMTPServerProtocol
+from .state import ServerState
 
 __all__ = ["SMTPServer"]
 
 log = logging.getLogger("fastsmtp.server")
+
+#: Seconds ``close()`` waits for aborted connections to report that they are gone.
+_ABORT_SETTLE = 1.0
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set, at most ``timeout`` seconds."""
+    if event.is_set():
+        return
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
 
 
 class SMTPServer:
@@ -41,19 +53,17 @@ class SMTPServer:
         self.handler = handler
         self.host = host
         self._port = port
-        config = self._config = ServerConfig(handler, **options)
-        self._ssl_context = config.ssl_context
-        self._tls_context = config.tls_context
-        self._max_clients = config.max_clients
-        self._handler_timeout = config.handler_timeout
-        self._close_timeout = config.close_timeout
-        self._reuse_port = config.reuse_port
-        self._debug = config.debug
+        self._config = ServerConfig(handler, **options)
+        self._state = ServerState(self._config)
+        # The same set as the state's (tests and debugging read it here).
+        self._connections: set[SMTPServerProtocol] = self._state.connections
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[SMTPServerProtocol] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
+
+    @property
+    def state(self) -> ServerState:
+        """What this server's connections share (each :class:`SMTPServerProtocol` gets it)."""
+        return self._state
 
     @property
     def hostname(self) -> str:
@@ -76,15 +86,17 @@ class SMTPServer:
         """Start listening (returns once the socket is bound)."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        self._loop = asyncio.get_running_loop()
-        self._closing = False
-        self._server = await self._loop.create_server(
-            lambda: SMTPServerProtocol(self),
+        loop = self._loop = asyncio.get_running_loop()
+        state = self._state
+        state.open()
+        config = self._config
+        self._server = await loop.create_server(
+            lambda: SMTPServerProtocol(self, state),
             self.host,
             self._port,
-            ssl=self._ssl_context,
+            ssl=config.ssl_context,
             reuse_address=True,
-            reuse_port=self._reuse_port or None,
+            reuse_port=config.reuse_port or None,
             backlog=1024,
         )
         log.info("SMTP server listening on %s:%d", self.host, self.port)
@@ -103,32 +115,29 @@ class SMTPServer:
 
         Idle sessions get 421 at once; a session inside a transaction (or a running
         hook) may finish it within ``timeout`` (default ``close_timeout``) and gets 421
-        on its next command; whatever is left after that is aborted.
+        as soon as it is idle; whatever is left after that is aborted.
         """
         if self._server is None:
             return
-        self._closing = True
+        state = self._state
+        state.closing = True
         server, self._server = self._server, None
         server.close()
-        for conn in list(self._connections):
-            conn._shutdown()
-        grace = self._close_timeout if timeout is None else timeout
+        for conn in list(state.connections):
+            conn.shutdown()
+        grace = self._config.close_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._connections and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            for conn in list(self._connections):
-                conn._shutdown()
-        for conn in list(self._connections):
-            conn._abort()
+        # Each session closes itself once its transaction is over; the last one sets idle.
+        await _wait(state.idle, grace)
+        for conn in list(state.connections):
+            conn.abort()
         # Aborted transports report connection_lost on a later loop iteration; the
         # data_abort and handle_CLOSE tasks it starts must be among those waited for.
-        settle = loop.time() + 1.0
-        while self._connections and loop.time() < settle:
-            await asyncio.sleep(0.005)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=max(0.1, deadline - loop.time()))
-        for task in list(self._tasks):
+        await _wait(state.idle, _ABORT_SETTLE)
+        if state.tasks:
+            await asyncio.wait(list(state.tasks), timeout=max(0.1, deadline - loop.time()))
+        for task in list(state.tasks):
             task.cancel()
         await server.wait_closed()
         log.info("SMTP server closed")

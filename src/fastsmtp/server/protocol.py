@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._codec import ServerReader
@@ -24,6 +25,7 @@ from .session import (
     ServerSession,
     Session,
 )
+from .state import ServerState
 
 if TYPE_CHECKING:
     from .listener import SMTPServer
@@ -49,19 +51,23 @@ def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
 class SMTPServerProtocol(asyncio.Protocol):
     """One client connection (the ``server`` argument of handler hooks).
 
+    Built on the loop that serves it (it is bound to the running loop).
+
+    Args:
+        server: The :class:`SMTPServer` (for handlers: ``server.server``).
+        state: What the server's connections share; default: ``server.state``.
+
     Attributes:
         server: The :class:`SMTPServer`.
         transport: The connection's transport (replaced by the TLS one after STARTTLS).
         loop: The event loop.
     """
 
-    def __init__(self, server: SMTPServer) -> None:
+    def __init__(self, server: SMTPServer, state: ServerState | None = None) -> None:
         self.server = server
-        loop = server._loop
-        # The listener builds protocols only after start() has set the loop.
-        assert loop is not None, "SMTPServerProtocol needs a started SMTPServer"
-        self.loop: asyncio.AbstractEventLoop = loop
-        self._config = server._config
+        state = self._state = state if state is not None else server.state
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        config = self._config = state.config
         self.transport: Any = None
         self._sm: ServerSession | None = None
         self._reader = ServerReader()
@@ -74,8 +80,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._data_deadline = 0.0
         self._last_rx = 0.0
         # Checked once per connection: the per-line path pays one attribute test.
-        self._debug = server._debug and log.isEnabledFor(logging.DEBUG)
-        self._hooks = HookRunner(self, server._handler_timeout, self._spawn)
+        self._debug = config.debug and log.isEnabledFor(logging.DEBUG)
+        self._hooks = HookRunner(self, config.handler_timeout, self._spawn)
 
     # aiosmtpd handlers sometimes read these from the server object.
     @property
@@ -97,25 +103,25 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         self.transport = transport
-        server = self.server
+        state = self._state
         config = self._config
-        if server._max_clients and len(server._connections) >= server._max_clients:
-            log.warning("too many connections (%d); refusing one", len(server._connections))
+        if not state.admit(self):
+            log.warning("too many connections (%d); refusing one", len(state.connections))
             self._closed = True
             self._write(config.r_busy.encode("utf-8"))
             transport.close()
             return
-        server._connections.add(self)
         peer = transport.get_extra_info("peername")
         sm = self._sm = ServerSession(config, peer, config.secure, self.loop)
         if self._debug:
             log.debug("%r connected%s", peer, " (TLS)" if config.secure else "")
         if config.secure:
             sm.session.ssl = _ssl_info(transport)
-        if server._closing:
-            sm.shutdown()
+        if state.closing:
+            action = sm.shutdown()
+            assert action is not None  # a new session is idle
             self._closed = True
-            self._write(config.r_closing.encode("utf-8"))
+            self._write(action.reply)
             transport.close()
             return
         self._write(sm.greeting())
@@ -126,7 +132,7 @@ class SMTPServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._closed = True
         self._lost = True
-        self.server._connections.discard(self)
+        self._state.release(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -220,6 +226,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._flush(out)
         if lines and not reader.in_data:
             self._cmd_deadline = self.loop.time() + self._config.timeout
+        if sm.closing:
+            self.shutdown()  # the server is closing: 421 once the transaction has ended
 
     def _log_line(self, sm: ServerSession, line: bytes) -> None:
         log.debug("%r >> %r", sm.session.peer, sm.loggable(line))
@@ -281,7 +289,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             # for ever. It gets one more timeout to read them, then the connection is cut.
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_later(self._config.timeout, self._abort)
+            self._timer = self.loop.call_later(self._config.timeout, self.abort)
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -317,18 +325,15 @@ class SMTPServerProtocol(asyncio.Protocol):
         if call is not None:
             self._hooks.run(call, None)
 
-    def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
-        tasks = self.server._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._state.spawn(self.loop, coro)
 
     # -- STARTTLS -----------------------------------------------------------------------
 
     async def _starttls(self) -> None:
         sm = self._sm
         assert sm is not None
-        context = self.server._tls_context
+        context = self._config.tls_context
         assert context is not None
         try:
             transport = await self.loop.start_tls(
@@ -381,19 +386,23 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     # -- server shutdown ------------------------------------------------------------------
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
+        """The server is closing: 421 and close now, or once the transaction has ended.
+
+        A session inside a transaction, a running hook or a message being read finishes
+        it: the protocol calls this again each time it has processed its input, so the
+        421 goes out as soon as the session is idle (or answers its next command).
+        """
         sm = self._sm
         if sm is None or self._closed:
             return
-        if self._busy or self._reader.in_data:
-            sm.closing = True  # finishes its transaction; the next command gets 421
-            return
-        action = sm.shutdown()
+        action = sm.shutdown(idle=not (self._busy or self._reader.in_data))
         if action is not None:
             self._write(action.reply)
             self._close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Cut the connection now (a closing server's last resort)."""
         # Also after _close(): a transport still flushing is cut all the same.
         self._closed = True
         if not self._lost:

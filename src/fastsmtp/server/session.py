@@ -364,13 +364,17 @@ class ServerSession:
         """The 220 greeting to send when the connection opens."""
         return self.config.greeting
 
-    def shutdown(self) -> Action | None:
+    def shutdown(self, idle: bool = True) -> Action | None:
         """The server is closing: return the 421 to send now, or None to let a transaction end.
 
         A session in a transaction finishes it; its next command then gets the 421.
+
+        Args:
+            idle: No hook is running and no message is being read (the IO layer knows);
+                when False the session only remembers that it is closing.
         """
         self.closing = True
-        if self._mail:
+        if self._mail or not idle:
             return None
         return _close(self.config.r_closing)
 
