@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fastsmtp import errors
-from fastsmtp._server_auth import AuthResult
+from fastsmtp.server.auth import AuthResult
 from fastsmtp.connection import SMTPConnection
 from fastsmtp.message import Envelope
 from fastsmtp.reply import Reply

@@ -579,7 +579,7 @@ async def test_pipelining_across_messages():
 
 
 async def test_auth_over_starttls_and_verify(server_ssl_context, client_ssl_context):
-    from fastsmtp._server_auth import AuthResult
+    from fastsmtp.server.auth import AuthResult
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         return AuthResult(success=(auth_data.login, auth_data.password) == (b"user", b"pw"))

@@ -11,7 +11,7 @@ import pytest
 from support.server import Recorder, greeted, serve, wait_until
 from support.wait import settle
 
-from fastsmtp._server_auth import AuthResult
+from fastsmtp.server.auth import AuthResult
 from fastsmtp.server import SMTPServer
 
 TRANSACTION = b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n"

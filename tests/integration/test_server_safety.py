@@ -458,6 +458,31 @@ async def test_graceful_close_lets_transaction_finish() -> None:
     assert handler.messages[0][2] == b"still in the transaction\r\n"
 
 
+async def test_graceful_close_ends_a_finished_session_without_its_next_command() -> None:
+    # close() waits on the last connection going away: a session whose transaction has
+    # ended gets its 421 at once, not when it sends another command or the grace runs out.
+    handler = Recorder()
+    server = SMTPServer(handler, name="test.local")
+    await server.start()
+    try:
+        busy = await greeted(server.port)
+        await busy.command(b"EHLO me")
+        await busy.send(TRANSACTION)
+        await busy.expect(TRANSACTION_REPLIES)
+        closing = asyncio.ensure_future(server.close(timeout=60))
+        await wait_until(lambda: server.state.closing)
+        await busy.send(b"last message\r\n.\r\n")
+        assert await busy.eof() == (
+            b"250 2.0.0 OK: queued\r\n421 4.3.2 test.local Service shutting down, closing connection\r\n"
+        )
+        await asyncio.wait_for(closing, WAIT)
+        assert server.connections == 0
+        await busy.close()
+    finally:
+        await server.close(timeout=0.5)
+    assert handler.messages[0][2] == b"last message\r\n"
+
+
 async def test_too_many_bad_commands_and_http_closes() -> None:
     async with serve() as server:
         client = await greeted(server.port)

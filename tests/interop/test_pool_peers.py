@@ -8,7 +8,7 @@ import socket
 
 from aiosmtpd.smtp import SMTP
 
-from fastsmtp._server_auth import AuthResult, XOAuth2Credentials
+from fastsmtp.server.auth import AuthResult, XOAuth2Credentials
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool
 from fastsmtp.server import SMTPServer

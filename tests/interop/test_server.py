@@ -20,7 +20,7 @@ from aiosmtpd.smtp import LoginPassword as AioLoginPassword
 from support.env import require_peer
 from support.server import WAIT, Recorder, greeted, serve
 
-from fastsmtp._server_auth import AuthResult, CramMD5Credentials, XOAuth2Credentials
+from fastsmtp.server.auth import AuthResult, CramMD5Credentials, XOAuth2Credentials
 from fastsmtp.server import SMTPServer, SMTPServerThread
 
 USERS = {"alice": "s3cret", "bob": "hunter2"}

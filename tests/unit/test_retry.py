@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fastsmtp import errors
-from fastsmtp._server_auth import AuthResult
+from fastsmtp.server.auth import AuthResult
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool, _retryable
 from fastsmtp.reply import Reply

@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastsmtp._codec import ServerReader, core
-from fastsmtp._session import (
+from fastsmtp.server.config import ServerConfig
+from fastsmtp.server.replies import encode_reply
+from fastsmtp.server.session import (
     ACT_CLOSE,
     ACT_DATA,
+    Action,
     HookCall,
-    ServerConfig,
     ServerSession,
-    encode_reply,
 )
 
 
 def drive(sm: ServerSession, reader: ServerReader, data: bytes) -> list[Any]:
-    """Feed ``data`` through a reader into the session; collect what comes out."""
+    """Feed ``data`` through a reader into the session; collect the replies it returns."""
     reader.feed(data)
     out: list[Any] = []
     while True:
@@ -25,11 +26,12 @@ def drive(sm: ServerSession, reader: ServerReader, data: bytes) -> list[Any]:
         if item is None:
             return out
         r = sm.data_received(*item) if in_data else sm.receive_line(*item)
+        if isinstance(r, Action):
+            if r.kind == ACT_DATA:
+                reader.start_data(sm.config.max_size)
+            r = r.reply
         if r is not None:
             out.append(r)
-        if sm.action == ACT_DATA:
-            reader.start_data(sm.config.max_size)
-        sm.action = 0
 
 
 def test_no_hooks_gives_precomputed_replies() -> None:
@@ -56,7 +58,9 @@ def test_hook_calls_chain_and_failures() -> None:
     assert call.args[2:] == ("x@y", [])
     assert call.fail() == b"451 4.3.0 Error: local error in processing\r\n"
     assert call.finish("250 fine") == b"250 fine\r\n"
-    assert sm.receive_line(core.LINE_OK, b"DATA") == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    action = sm.receive_line(core.LINE_OK, b"DATA")
+    assert isinstance(action, Action) and action.kind == ACT_DATA
+    assert action.reply == b"354 End data with <CR><LF>.<CR><LF>\r\n"
 
 
 def test_reply_encoding_refuses_injection() -> None:
@@ -82,8 +86,9 @@ def test_reply_encoding_always_gives_one_reply() -> None:
 
 def test_runaway_line_closes() -> None:
     sm = ServerSession(ServerConfig(object(), name="s"))
-    assert sm.receive_line(core.LINE_RUNAWAY, b"").startswith(b"421 4.7.0 s ")
-    assert sm.action == ACT_CLOSE
+    action = sm.receive_line(core.LINE_RUNAWAY, b"")
+    assert isinstance(action, Action) and action.kind == ACT_CLOSE
+    assert action.reply.startswith(b"421 4.7.0 s ")
 
 
 def test_name_and_banner_are_checked_for_control_characters() -> None:

@@ -43,7 +43,7 @@ class UsersAuthenticator:
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
         """Return an ``AuthResult`` for the decoded credentials."""
-        from .._server_auth import AuthResult, CramMD5Credentials
+        from ..server.auth import AuthResult, CramMD5Credentials
 
         login = getattr(auth_data, "login", b"")
         expected = self._users.get(login)

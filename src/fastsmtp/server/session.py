@@ -9,14 +9,17 @@ socket, the core's ``ServerReader`` and this class:
 * ``receive_line(status, line)`` takes one command line as ``ServerReader.next_line``
   returns it; ``data_received(chunk, flags)`` takes one DATA chunk as ``next_data``
   returns it.
-* Both return ``None`` (nothing to send), ``bytes`` (complete reply lines to send), or a
+* Both return an :data:`Output`: ``None`` (nothing to send), ``bytes`` (complete reply
+  lines to send), an :class:`Action` (a reply to send, then something the IO layer must
+  do: ``ACT_DATA`` switch the reader to data mode with ``max_size``; ``ACT_STARTTLS`` drop
+  buffered bytes, start TLS, then call ``tls_started``; ``ACT_CLOSE`` close), or a
   :class:`HookCall`: the application's handler must be called with ``call.args`` (after
   the server object when ``call.server_arg``); its result goes to ``call.finish(result)``
-  (or ``call.fail()`` when it raised or timed out), which returns the same three kinds
-  again, so calls may chain (``data_chunk`` then ``data_ready``).
-* After a reply, ``action`` tells the IO layer what to do next: ``ACT_DATA`` (switch the
-  reader to data mode with ``max_size``), ``ACT_STARTTLS`` (drop buffered bytes, start
-  TLS, then call ``tls_started``) or ``ACT_CLOSE``. The IO layer resets it to ``ACT_NONE``.
+  (or ``call.fail()`` when it raised or timed out), which returns an :data:`Output` again,
+  so calls may chain (``data_chunk`` then ``data_ready``).
+
+Everything the IO layer must do comes back as a return value: the session has no side
+channel to poll after a call.
 
 Handler hooks are looked up once, in :class:`ServerConfig`; a missing hook costs nothing
 (the default reply is a precomputed bytes object). Hooks have aiosmtpd's names and
@@ -30,43 +33,114 @@ RCPT, DATA without hooks) allocates almost nothing.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable
-from typing import Any, overload
+from collections.abc import Callable
+from typing import Any, TypeAlias, overload
 
-from ._codec import core
-from ._server_auth import (
+from .._codec import core
+from .._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, is_param_keyword
+from .auth import (
     AUTH_MECHANISMS,
     XOAUTH2_FAILURE,
     SaslChallenge,
     SaslError,
     SaslExchange,
 )
-from ._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, has_control, is_param_keyword
+from .config import ServerConfig
+from .replies import (
+    R_354,
+    R_ALREADY_AUTH,
+    R_AUTH_FAIL,
+    R_AUTH_IN_MAIL,
+    R_AUTH_MECH,
+    R_AUTH_NEEDS_TLS,
+    R_AUTH_OK,
+    R_BAD_PARAM,
+    R_BAD_UTF8,
+    R_BARE_EOL,
+    R_BARE_EOL_DATA,
+    R_BYE,
+    R_CTL,
+    R_DATA_OK,
+    R_LINE_TOO_LONG,
+    R_LOCAL_ERROR,
+    R_MAIL_OK,
+    R_NEED_AUTH,
+    R_NEED_HELO,
+    R_NEED_LHLO,
+    R_NEED_MAIL,
+    R_NEED_RCPT,
+    R_NEED_TLS,
+    R_NESTED_MAIL,
+    R_NO_ARGS,
+    R_NON_ASCII,
+    R_NOT_IMPL,
+    R_OK,
+    R_RCPT_OK,
+    R_STARTTLS,
+    R_SYNTAX_AUTH,
+    R_SYNTAX_EHLO,
+    R_SYNTAX_HELO,
+    R_SYNTAX_LHLO,
+    R_SYNTAX_MAIL,
+    R_SYNTAX_RCPT,
+    R_SYNTAX_VRFY,
+    R_TLS_ACTIVE,
+    R_TLS_UNAVAILABLE,
+    R_TOO_BIG,
+    R_TOO_MANY_RCPT,
+    R_VRFY,
+    encode_reply,
+)
 
 __all__ = [
-    "ACT_NONE",
     "ACT_DATA",
     "ACT_STARTTLS",
     "ACT_CLOSE",
-    "DEFAULT_MAX_SIZE",
+    "Action",
+    "Output",
     "Envelope",
     "HookCall",
-    "ServerConfig",
     "ServerSession",
     "Session",
-    "encode_reply",
 ]
 
 log = logging.getLogger("fastsmtp.server")
 
-ACT_NONE = 0
+#: :attr:`Action.kind`: send the reply, then read the message data (``start_data``).
 ACT_DATA = 1
+#: :attr:`Action.kind`: send the reply, drop buffered input, start TLS, call ``tls_started``.
 ACT_STARTTLS = 2
+#: :attr:`Action.kind`: send the reply, then close the connection.
 ACT_CLOSE = 3
 
-#: Default ``max_size``: 32 MiB, aiosmtpd's default too (buffered handlers hold it in memory).
-DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+
+class Action:
+    """A reply after which the connection changes: the IO layer sends ``reply``, then acts.
+
+    Attributes:
+        kind: :data:`ACT_DATA`, :data:`ACT_STARTTLS` or :data:`ACT_CLOSE`.
+        reply: The reply lines to send first (wire bytes).
+    """
+
+    __slots__ = ("kind", "reply")
+
+    def __init__(self, kind: int, reply: bytes) -> None:
+        self.kind = kind
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"Action({self.kind}, {self.reply!r})"
+
+
+def _close(reply: str) -> Action:
+    return Action(ACT_CLOSE, reply.encode("utf-8"))
+
+
+# The fixed actions are built once: the per-message path (DATA) allocates none.
+_START_DATA = Action(ACT_DATA, R_354)
+_START_TLS = Action(ACT_STARTTLS, R_STARTTLS)
+_BYE = Action(ACT_CLOSE, R_BYE)
+
 #: Unrecognised or malformed commands tolerated before the session is closed (421).
 MAX_BAD_COMMANDS = 20
 #: Failed AUTH attempts tolerated before the session is closed (421): slows brute force.
@@ -79,95 +153,8 @@ _DATA_END = core.DATA_END
 _DATA_BARE_EOL = core.DATA_BARE_EOL
 _DATA_TOO_BIG = core.DATA_TOO_BIG
 
-_REPLY_LINE = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
 # Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
 _HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
-
-R_OK = b"250 2.0.0 OK\r\n"
-R_MAIL_OK = b"250 2.1.0 OK\r\n"
-R_RCPT_OK = b"250 2.1.5 OK\r\n"
-R_DATA_OK = b"250 2.0.0 OK: message accepted\r\n"
-R_354 = b"354 End data with <CR><LF>.<CR><LF>\r\n"
-R_BYE = b"221 2.0.0 Bye\r\n"
-R_STARTTLS = b"220 2.0.0 Ready to start TLS\r\n"
-R_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
-R_AUTH_FAIL = b"535 5.7.8 Authentication credentials invalid\r\n"
-R_VRFY = b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
-R_LINE_TOO_LONG = b"500 5.5.2 Error: line too long\r\n"
-R_BARE_EOL = b"500 5.5.2 Error: bare <CR> or <LF> in command\r\n"
-R_CTL = b"501 5.5.2 Error: control characters are not allowed\r\n"
-R_BAD_UTF8 = b"501 5.5.2 Error: invalid UTF-8\r\n"
-R_NEED_HELO = b"503 5.5.1 Error: send HELO/EHLO first\r\n"
-R_NEED_LHLO = b"503 5.5.1 Error: send LHLO first\r\n"
-R_NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
-R_NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
-R_NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
-R_NOT_IMPL = b"502 5.5.1 Error: command not implemented\r\n"
-R_NEED_TLS = b"530 5.7.0 Must issue a STARTTLS command first\r\n"
-R_NEED_AUTH = b"530 5.7.0 Authentication required\r\n"
-R_AUTH_NEEDS_TLS = b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
-R_ALREADY_AUTH = b"503 5.5.1 Error: already authenticated\r\n"
-R_AUTH_IN_MAIL = b"503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n"
-R_AUTH_MECH = b"504 5.5.4 Error: unrecognized authentication type\r\n"
-R_TLS_ACTIVE = b"503 5.5.1 Error: TLS already active\r\n"
-R_TLS_UNAVAILABLE = b"454 4.7.0 TLS not available\r\n"
-R_TOO_MANY_RCPT = b"452 4.5.3 Error: too many recipients\r\n"
-R_TOO_BIG = b"552 5.3.4 Error: message size exceeds fixed maximum message size\r\n"
-R_BARE_EOL_DATA = b"550 5.6.0 Error: bare <CR> or <LF> in message data\r\n"
-R_BAD_PARAM = b"555 5.5.4 Error: parameters not recognized or not implemented\r\n"
-R_NON_ASCII = b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n"
-R_LOCAL_ERROR = b"451 4.3.0 Error: local error in processing\r\n"
-R_NO_ARGS = b"501 5.5.4 Error: no arguments allowed\r\n"
-
-
-def _syntax(text: str) -> bytes:
-    return f"501 5.5.4 Syntax: {text}\r\n".encode("ascii")
-
-
-R_SYNTAX_MAIL = _syntax("MAIL FROM:<address> [parameters]")
-R_SYNTAX_RCPT = _syntax("RCPT TO:<address> [parameters]")
-R_SYNTAX_HELO = _syntax("HELO hostname")
-R_SYNTAX_EHLO = _syntax("EHLO hostname")
-R_SYNTAX_LHLO = _syntax("LHLO hostname")
-R_SYNTAX_VRFY = _syntax("VRFY address")
-R_SYNTAX_AUTH = _syntax("AUTH mechanism [initial-response]")
-
-# Strings returned by hooks repeat ("250 OK"); their wire form is cached, bounded.
-_REPLY_CACHE: dict[str, bytes] = {}
-_REPLY_CACHE_MAX = 512
-
-
-def encode_reply(text: Any) -> bytes | None:
-    """Turn a reply returned by a hook into wire bytes, or None when it is not one reply.
-
-    ``text`` may hold several lines separated by ``\\n``, ``\\r\\n`` or ``\\r``. It must
-    stay *one* reply, whatever the handler wrote: every line must start with the same
-    2xx-5xx code, and no line may hold a control character (NUL, ESC, TAB, DEL, C1 ...).
-    The separators are rewritten, ``code-`` on every line but the last and ``code `` on the
-    last one, and line endings become CRLF, so a handler can never end a reply early (a
-    pipelining client would read the rest as the replies to its next commands) nor put a
-    bare CR or LF on the wire. The caller answers 451 when None comes back.
-    """
-    cached = _REPLY_CACHE.get(text) if type(text) is str else None
-    if cached is not None:
-        return cached
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", "replace")
-    if not isinstance(text, str):
-        return None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
-    code = lines[0][:3]
-    for line in lines:
-        if _REPLY_LINE.match(line) is None or line[:3] != code or has_control(line):
-            return None
-    # The handler's own separators are not trusted: only the last line may end the reply.
-    wire = [f"{code}-{line[4:]}\r\n" for line in lines[:-1]]
-    text_of_last = lines[-1][4:]
-    wire.append(f"{code} {text_of_last}\r\n" if text_of_last else f"{code}\r\n")
-    out = "".join(wire).encode("utf-8")
-    if len(_REPLY_CACHE) < _REPLY_CACHE_MAX:
-        _REPLY_CACHE[text] = out
-    return out
 
 
 class Session:
@@ -242,7 +229,7 @@ class HookCall:
         func: The callable (sync or async).
         args: Its arguments, after the server object when ``server_arg`` is true.
         server_arg: Whether the server object goes first (aiosmtpd hooks).
-        finish: Called with the hook's result; returns None, bytes or another HookCall.
+        finish: Called with the hook's result; returns an :data:`Output` (maybe another HookCall).
         fail: Called instead when the hook raised or timed out.
     """
 
@@ -269,173 +256,20 @@ class HookCall:
         self.fail = fail
         return self
 
+    def then(self, call: HookCall | None) -> HookCall:
+        """Make ``call`` follow this one whatever its outcome; return self.
 
-class ServerConfig:
-    """Validated server options plus everything that can be computed once per server.
+        For hooks whose result nobody waits for (``data_abort`` then ``handle_CLOSE``):
+        one chain, so the second never runs before the first has finished.
+        """
+        if call is not None:
+            self.finish = lambda _: call
+            self.fail = lambda: call
+        return self
 
-    Args:
-        handler: The application's handler object (hooks are looked up once, here).
-        name: Server host name, used in the greeting, EHLO and 421 replies (no spaces, no
-            control characters: ValueError).
-        banner: Greeting text after the name (no control characters: ValueError).
-        timeout: Seconds a client may take for one command line (total, not only idle),
-            and the longest silence during DATA.
-        data_timeout: Seconds one message's DATA may take in total.
-        secure: The listener speaks implicit TLS.
-        tls_available: A STARTTLS context exists.
-        require_tls: Every transaction command needs TLS first (530).
-        enable_auth: Offer AUTH.
-        require_auth: MAIL/RCPT/DATA need a successful AUTH first (530).
-        auth_methods: Mechanisms offered, a subset of PLAIN, LOGIN, CRAM-MD5, XOAUTH2.
-        auth_require_tls: Offer and accept AUTH only over TLS (default: True).
-        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``.
-        max_size: Largest message in bytes (SIZE), 0 for no limit (a buffering
-            ``handle_DATA`` then holds messages of any size in memory).
-        max_recipients: Most RCPTs in one transaction, 0 for no limit.
-        disable_ehlo: Answer EHLO with 502 (HELO only).
-        hidden_commands: Commands left out of HELP (they still work).
-        disabled_commands: Commands answered with 502.
-        lmtp: Speak LMTP (LHLO; one reply per recipient after DATA).
-        bare_newline: ``"normalize"`` or ``"reject"`` (550 after the data).
-        smtputf8: Offer SMTPUTF8.
-    """
 
-    def __init__(
-        self,
-        handler: Any,
-        *,
-        name: str,
-        banner: str | None = None,
-        timeout: float = 60.0,
-        data_timeout: float = 600.0,
-        secure: bool = False,
-        tls_available: bool = False,
-        require_tls: bool = False,
-        enable_auth: bool = False,
-        require_auth: bool = False,
-        auth_methods: Iterable[str] = ("PLAIN", "LOGIN"),
-        auth_require_tls: bool = True,
-        authenticator: Callable[..., Any] | None = None,
-        max_size: int = DEFAULT_MAX_SIZE,
-        max_recipients: int = 0,
-        disable_ehlo: bool = False,
-        hidden_commands: Iterable[str] = (),
-        disabled_commands: Iterable[str] = (),
-        lmtp: bool = False,
-        bare_newline: str = "normalize",
-        smtputf8: bool = True,
-    ) -> None:
-        if bare_newline not in ("normalize", "reject"):
-            raise ValueError("bare_newline must be 'normalize' or 'reject'")
-        if max_size < 0 or max_recipients < 0:
-            raise ValueError("max_size and max_recipients must be >= 0")
-        if timeout <= 0 or data_timeout <= 0:
-            raise ValueError("timeouts must be > 0")
-        # Both go verbatim into replies (greeting, EHLO, 421s): a CR or LF in them would put
-        # extra replies, or a bare LF, on the wire.
-        if not isinstance(name, str) or not name or " " in name or has_control(name):
-            raise ValueError("name must be a non-empty host name without spaces or control characters")
-        if banner is not None and (not isinstance(banner, str) or has_control(banner)):
-            raise ValueError("banner must be text without control characters (no CR, LF, NUL ...)")
-        methods = tuple(m.upper() for m in auth_methods)
-        unknown = [m for m in methods if m not in AUTH_MECHANISMS]
-        if unknown:
-            raise ValueError(f"unsupported auth_methods: {', '.join(unknown)}")
-        if require_tls and not (tls_available or secure):
-            raise ValueError("require_tls needs a tls_context (STARTTLS) or secure=True")
-        self.handler = handler
-        self.name = name
-        proto = "LMTP" if lmtp else "ESMTP"
-        self.banner = banner if banner is not None else f"{proto} fastsmtp ready"
-        self.timeout = float(timeout)
-        self.data_timeout = float(data_timeout)
-        self.secure = secure
-        self.tls_available = tls_available
-        self.require_tls = require_tls
-        if authenticator is None:
-            authenticator = getattr(handler, "authenticator", None)
-        self.authenticator = authenticator
-        self.require_auth = require_auth
-        self.auth_enabled = bool(enable_auth or require_auth)
-        self.auth_methods = methods
-        self.auth_require_tls = auth_require_tls
-        self.max_size = max_size
-        self.max_recipients = max_recipients
-        self.disable_ehlo = disable_ehlo
-        self.hidden_commands = frozenset(c.upper() for c in hidden_commands)
-        self.disabled_commands = frozenset(c.upper() for c in disabled_commands)
-        self.lmtp = lmtp
-        self.reject_bare_newline = bare_newline == "reject"
-        self.smtputf8 = smtputf8
-
-        def hook(hook_name: str) -> Callable[..., Any] | None:
-            func = getattr(handler, hook_name, None)
-            return func if callable(func) else None
-
-        self.hook_ehlo = hook("handle_EHLO")
-        self.hook_helo = hook("handle_HELO")
-        self.hook_mail = hook("handle_MAIL")
-        self.hook_rcpt = hook("handle_RCPT")
-        self.hook_data = hook("handle_DATA")
-        self.hook_rset = hook("handle_RSET")
-        self.hook_quit = hook("handle_QUIT")
-        self.hook_noop = hook("handle_NOOP")
-        self.hook_vrfy = hook("handle_VRFY")
-        self.hook_start_data = hook("start_data")
-        self.hook_data_chunk = hook("data_chunk")
-        self.hook_data_ready = hook("data_ready")
-        self.hook_data_abort = hook("data_abort")
-        self.hook_close = hook("handle_CLOSE")
-        # The streaming interface (the seed's startData/data/dataReady) wins over
-        # handle_DATA: a handler that can stream never gets the whole message in memory.
-        self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
-
-        self.greeting = f"220 {name} {self.banner}\r\n".encode()
-        self.r_closing = f"421 4.3.2 {name} Service shutting down, closing connection\r\n"
-        self.r_busy = f"421 4.3.2 {name} Too many connections, try again later\r\n"
-        self.r_timeout = f"421 4.4.2 {name} Error: timeout exceeded, closing connection\r\n"
-        self.r_runaway = f"421 4.7.0 {name} Error: line too long, closing connection\r\n"
-        self.r_bad_cmds = f"421 4.7.0 {name} Error: too many bad commands, closing connection\r\n"
-        self.r_auth_fails = f"421 4.7.0 {name} Error: too many failed AUTH attempts\r\n"
-        self.r_helo = f"250 {name}\r\n".encode()
-        self._ehlo_cache: dict[tuple[bool, bool], tuple[list[str], bytes]] = {}
-        self.help = self._help_reply()
-
-    def auth_offered(self, tls: bool) -> bool:
-        """Whether AUTH is advertised and accepted on a connection (TLS or not)."""
-        return self.auth_enabled and bool(self.auth_methods) and (tls or not self.auth_require_tls)
-
-    def ehlo_lines(self, tls: bool) -> tuple[list[str], bytes]:
-        """The EHLO reply as lines (for ``handle_EHLO``) and as precomputed bytes."""
-        key = (tls, self.auth_offered(tls))
-        cached = self._ehlo_cache.get(key)
-        if cached is not None:
-            return cached
-        caps = ["PIPELINING"]
-        if self.max_size:
-            caps.append(f"SIZE {self.max_size}")
-        caps += ["8BITMIME", "ENHANCEDSTATUSCODES"]
-        if self.smtputf8:
-            caps.append("SMTPUTF8")
-        if self.tls_available and not tls and "STARTTLS" not in self.disabled_commands:
-            caps.append("STARTTLS")
-        if key[1] and "AUTH" not in self.disabled_commands:
-            caps.append("AUTH " + " ".join(self.auth_methods))
-        caps.append("HELP")
-        lines = [f"250-{self.name}"] + [f"250-{c}" for c in caps[:-1]] + [f"250 {caps[-1]}"]
-        wire = "".join(line + "\r\n" for line in lines).encode("utf-8")
-        self._ehlo_cache[key] = (lines, wire)
-        return lines, wire
-
-    def _help_reply(self) -> bytes:
-        hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
-        names = hello + ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
-        if self.tls_available:
-            names.append("STARTTLS")
-        if self.auth_enabled:
-            names.append("AUTH")
-        shown = [n for n in names if n not in self.hidden_commands | self.disabled_commands]
-        return f"214 2.0.0 Supported commands: {' '.join(shown)}\r\n".encode("ascii")
+#: What the session returns for every input; see the module docstring.
+Output: TypeAlias = "bytes | Action | HookCall | None"
 
 
 def _parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
@@ -476,7 +310,6 @@ class ServerSession:
 
     def __init__(self, config: ServerConfig, peer: Any = None, tls: bool = False, loop: Any = None):
         self.config = config
-        self.action = ACT_NONE
         self.tls = tls
         self.closing = False
         self._loop = loop
@@ -485,7 +318,7 @@ class ServerSession:
         self._close_reported = False
         self.session = Session(peer, loop)
         self._reset_connection_state()
-        dispatch: dict[bytes, Callable[[bytes], bytes | HookCall | None]] = {
+        dispatch: dict[bytes, Callable[[bytes], Output]] = {
             b"MAIL": self._cmd_mail,
             b"RCPT": self._cmd_rcpt,
             b"DATA": self._cmd_data,
@@ -519,7 +352,6 @@ class ServerSession:
         self.envelope = Envelope()
         self._mail = False
         self._rcpts = 0
-        self.in_data = False
         self._chunks: list[bytes] = []
         self._data_failed = False
 
@@ -532,21 +364,23 @@ class ServerSession:
         """The 220 greeting to send when the connection opens."""
         return self.config.greeting
 
-    def shutdown(self) -> bytes | None:
+    def shutdown(self, idle: bool = True) -> Action | None:
         """The server is closing: return the 421 to send now, or None to let a transaction end.
 
         A session in a transaction finishes it; its next command then gets the 421.
+
+        Args:
+            idle: No hook is running and no message is being read (the IO layer knows);
+                when False the session only remembers that it is closing.
         """
         self.closing = True
-        if self._mail or self.in_data:
+        if self._mail or not idle:
             return None
-        self.action = ACT_CLOSE
-        return self.config.r_closing.encode("utf-8")
+        return _close(self.config.r_closing)
 
-    def timed_out(self) -> bytes:
-        """The 421 to send when the client exceeded a time limit (the IO layer closes)."""
-        self.action = ACT_CLOSE
-        return self.config.r_timeout.encode("utf-8")
+    def timed_out(self) -> Action:
+        """The 421 to send when the client exceeded a time limit, then close."""
+        return _close(self.config.r_timeout)
 
     def tls_started(self, ssl_info: dict[str, Any]) -> None:
         """TLS is up after STARTTLS: forget everything said before it (RFC 3207 4.2)."""
@@ -556,24 +390,33 @@ class ServerSession:
         self.session.ssl = ssl_info
         self._reset_connection_state()
 
-    def connection_lost(self) -> HookCall | None:
-        """The client went away; a streaming message in progress is aborted."""
-        if self.in_data:
-            self.in_data = False
+    def abort_message(self, in_data: bool) -> HookCall | None:
+        """The client timed out or went away: a message in progress is aborted.
+
+        Args:
+            in_data: The reader is in data mode (``ServerReader.in_data``: the reader alone
+                keeps that state). A message refused or aborted already ended its
+                transaction, so it is not aborted twice.
+        """
+        if in_data and self._mail:
             return self._abort_call(None)
         return None
 
-    def closed(self) -> HookCall | None:
-        """The connection is closed: the ``handle_CLOSE`` call to make, at most once.
+    def closed(self, in_data: bool) -> HookCall | None:
+        """The connection is closed: the hooks to run, as one chain (None when there are none).
 
-        The seed's ``close`` event. Its result is ignored, its failure only logged: the
-        client is gone, there is nobody to answer.
+        First ``data_abort`` for a message in progress (see :meth:`abort_message`), then
+        ``handle_CLOSE`` (at most once), the seed's ``close`` event. Their results are
+        ignored, their failures only logged: the client is gone, nobody is answered.
         """
+        abort = self.abort_message(in_data)
+        close = None
         hook = self.config.hook_close
-        if hook is None or self._close_reported:
-            return None
-        self._close_reported = True
-        return HookCall("handle_CLOSE", hook, (self.session, self.envelope), _no_result, _no_reply)
+        if hook is not None and not self._close_reported:
+            self._close_reported = True
+            # After the abort: the envelope is the one left once the message was dropped.
+            close = HookCall("handle_CLOSE", hook, (self.session, self.envelope), _no_result, _no_reply)
+        return close if abort is None else abort.then(close)
 
     def loggable(self, line: bytes) -> bytes:
         """``line`` as it may be logged, before it is passed to :meth:`receive_line`.
@@ -594,7 +437,7 @@ class ServerSession:
 
     # -- command lines --------------------------------------------------------------
 
-    def receive_line(self, status: int, line: bytes) -> bytes | HookCall | None:
+    def receive_line(self, status: int, line: bytes) -> Output:
         """Handle one command line from ``ServerReader.next_line``."""
         if status != _LINE_OK:
             if status == _LINE_BARE_EOL:
@@ -604,8 +447,7 @@ class ServerSession:
                 self._sasl = None
                 return self._bad(R_LINE_TOO_LONG)
             else:  # LINE_RUNAWAY: the reader gives up; so do we.
-                self.action = ACT_CLOSE
-                return self.config.r_runaway.encode("utf-8")
+                return _close(self.config.r_runaway)
         if self._sasl is not None:
             return self._auth_step(line)
         if self._xoauth2_failed:
@@ -615,16 +457,14 @@ class ServerSession:
         sp = line.find(b" ")
         verb = (line if sp < 0 else line[:sp]).upper()
         if self.closing and not self._mail and verb != b"QUIT":
-            self.action = ACT_CLOSE
-            return self.config.r_closing.encode("utf-8")
+            return _close(self.config.r_closing)
         if COMMAND_CONTROL_BYTES.search(line) is not None:
             return self._bad(R_CTL)
         command = self._dispatch.get(verb)
         if command is None:
             if verb in _HTTP_VERBS and not self._greeted:
                 log.info("%r sent an HTTP request; closing", self.session.peer)
-                self.action = ACT_CLOSE
-                return self.config.r_bad_cmds.encode("utf-8")
+                return _close(self.config.r_bad_cmds)
             name = verb[:32].decode("ascii", "replace")
             return self._bad(f'500 5.5.2 Error: command "{name}" not recognized\r\n'.encode())
         config = self.config
@@ -640,11 +480,10 @@ class ServerSession:
             return R_NEED_TLS
         return command(b"" if sp < 0 else line[sp + 1 :])
 
-    def _bad(self, reply: bytes) -> bytes:
+    def _bad(self, reply: bytes) -> bytes | Action:
         self._bad_commands += 1
         if self._bad_commands > MAX_BAD_COMMANDS:
-            self.action = ACT_CLOSE
-            return self.config.r_bad_cmds.encode("utf-8")
+            return _close(self.config.r_bad_cmds)
         return reply
 
     def _call(
@@ -741,7 +580,7 @@ class ServerSession:
             return R_NEED_AUTH
         return None
 
-    def _cmd_mail(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_mail(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -804,7 +643,7 @@ class ServerSession:
 
         return self._call("handle_MAIL", hook, (self.session, envelope, address, options), finish)
 
-    def _cmd_rcpt(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_rcpt(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -851,7 +690,7 @@ class ServerSession:
 
     # DATA
 
-    def _cmd_data(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_data(self, arg: bytes) -> Output:
         refusal = self._need_hello()
         if refusal is not None:
             return refusal
@@ -872,7 +711,7 @@ class ServerSession:
             )
         return self._begin_data()
 
-    def _start_data_done(self, result: Any) -> bytes:
+    def _start_data_done(self, result: Any) -> bytes | Action:
         if result is not None:
             # start_data may refuse the message before any byte of it is sent.
             reply = self._reply_or_error(result, R_354)
@@ -880,14 +719,12 @@ class ServerSession:
                 return reply
         return self._begin_data()
 
-    def _begin_data(self) -> bytes:
-        self.in_data = True
+    def _begin_data(self) -> Action:
         self._chunks = []
         self._data_failed = False
-        self.action = ACT_DATA
-        return R_354
+        return _START_DATA
 
-    def data_received(self, chunk: bytes, flags: int) -> bytes | HookCall | None:
+    def data_received(self, chunk: bytes, flags: int) -> Output:
         """Handle one body chunk from ``ServerReader.next_data``."""
         if flags & _DATA_END:
             return self._data_end(chunk, flags)
@@ -918,8 +755,7 @@ class ServerSession:
         self._data_failed = True
         return None
 
-    def _data_end(self, chunk: bytes, flags: int) -> bytes | HookCall:
-        self.in_data = False
+    def _data_end(self, chunk: bytes, flags: int) -> Output:
         if flags & _DATA_TOO_BIG:
             return self._abort_call(R_TOO_BIG)
         if flags & _DATA_BARE_EOL and self.config.reject_bare_newline:
@@ -1028,17 +864,15 @@ class ServerSession:
             lambda r: self._reply_or_error(r, R_OK),
         )
 
-    def _cmd_quit(self, arg: bytes) -> bytes | HookCall:
+    def _cmd_quit(self, arg: bytes) -> Output:
         if arg:
             return R_NO_ARGS
         hook = self.config.hook_quit
         if hook is None:
-            self.action = ACT_CLOSE
-            return R_BYE
+            return _BYE
 
-        def finish(result: Any) -> bytes:
-            self.action = ACT_CLOSE
-            return self._reply_or_error(result, R_BYE)
+        def finish(result: Any) -> Action:
+            return Action(ACT_CLOSE, self._reply_or_error(result, R_BYE))
 
         return self._call("handle_QUIT", hook, (self.session, self.envelope), finish)
 
@@ -1062,19 +896,18 @@ class ServerSession:
     def _cmd_not_implemented(self, arg: bytes) -> bytes:
         return R_NOT_IMPL
 
-    def _cmd_starttls(self, arg: bytes) -> bytes:
+    def _cmd_starttls(self, arg: bytes) -> bytes | Action:
         if arg:
             return R_NO_ARGS
         if self.tls:
             return R_TLS_ACTIVE
         if not self.config.tls_available:
             return R_TLS_UNAVAILABLE
-        self.action = ACT_STARTTLS
-        return R_STARTTLS
+        return _START_TLS
 
     # AUTH
 
-    def _cmd_auth(self, arg: bytes) -> bytes | HookCall | None:
+    def _cmd_auth(self, arg: bytes) -> Output:
         config = self.config
         if not config.auth_enabled:
             return R_NOT_IMPL
@@ -1095,12 +928,12 @@ class ServerSession:
         exchange = SaslExchange(mechanism, config.name)
         return self._sasl_result(exchange, exchange.start(parts[1] if len(parts) == 2 else None))
 
-    def _auth_step(self, line: bytes) -> bytes | HookCall | None:
+    def _auth_step(self, line: bytes) -> Output:
         exchange = self._sasl
         assert exchange is not None
         return self._sasl_result(exchange, exchange.step(line))
 
-    def _sasl_result(self, exchange: SaslExchange, result: Any) -> bytes | HookCall | None:
+    def _sasl_result(self, exchange: SaslExchange, result: Any) -> Output:
         if isinstance(result, SaslChallenge):
             self._sasl = exchange
             return result.reply
@@ -1119,7 +952,7 @@ class ServerSession:
             lambda outcome: self._auth_done(mechanism, result, outcome),
         ).with_fail(lambda: self._auth_failed(None, mechanism))
 
-    def _auth_done(self, mechanism: str, credentials: Any, outcome: Any) -> bytes | None:
+    def _auth_done(self, mechanism: str, credentials: Any, outcome: Any) -> bytes | Action:
         success = outcome is True or bool(getattr(outcome, "success", False))
         message = getattr(outcome, "message", None)
         if not success:
@@ -1132,7 +965,7 @@ class ServerSession:
             return self._reply_or_error(message, R_AUTH_OK)
         return R_AUTH_OK
 
-    def _auth_failed(self, message: str | None, mechanism: str | None = None) -> bytes | None:
+    def _auth_failed(self, message: str | None, mechanism: str | None = None) -> bytes | Action:
         if mechanism == "XOAUTH2":
             # RFC-less but universal: a 334 with a JSON error, then 535 after the client's
             # empty line (receive_line handles that line).
@@ -1142,9 +975,8 @@ class ServerSession:
         reply = self._reply_or_error(message, R_AUTH_FAIL) if message else R_AUTH_FAIL
         return self._count_auth_failure(reply)
 
-    def _count_auth_failure(self, reply: bytes) -> bytes:
+    def _count_auth_failure(self, reply: bytes) -> bytes | Action:
         self._auth_failures += 1
         if self._auth_failures >= MAX_AUTH_FAILURES:
-            self.action = ACT_CLOSE
-            return self.config.r_auth_fails.encode("utf-8")
+            return _close(self.config.r_auth_fails)
         return reply

@@ -1,0 +1,266 @@
+"""Server options: :class:`ServerConfig`, each option declared once, with its documentation.
+
+:class:`~fastsmtp.server.SMTPServer` takes ``handler, host, port, **options`` and hands the
+options to :class:`ServerConfig`, which validates them once and computes what derives from
+them (the greeting, the EHLO and HELP replies, the handler's hooks): the per-connection
+and per-command paths only read attributes.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .._syntax import has_control
+from .auth import AUTH_MECHANISMS
+from .tls import context_from_credentials
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_HANDLER_TIMEOUT",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_RECIPIENTS",
+    "DEFAULT_MAX_SIZE",
+    "ServerConfig",
+]
+
+#: Default ``max_size``: 32 MiB, aiosmtpd's default too (buffered handlers hold it in memory).
+DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+#: Default most simultaneous connections; more get 421 at once.
+DEFAULT_MAX_CLIENTS = 1000
+#: Default most recipients per message (RFC 5321 section 4.5.3.1.8 requires >= 100).
+DEFAULT_MAX_RECIPIENTS = 1000
+#: Default seconds a handler hook may run before the command fails with 451.
+DEFAULT_HANDLER_TIMEOUT = 300.0
+#: Default seconds ``close()`` lets sessions finish their transaction.
+DEFAULT_CLOSE_TIMEOUT = 30.0
+
+
+class ServerConfig:
+    """Every server option, validated, plus everything computed once per server.
+
+    Args:
+        handler: The handler object (aiosmtpd-style hooks, all optional; they are looked
+            up once, here).
+        name: Server host name, used in the greeting, EHLO and 421 replies (default:
+            ``socket.gethostname()``); no spaces and no control characters (ValueError).
+        banner: Greeting text after the name (the seed's ``SMTPBanner``); no control
+            characters (ValueError): it must not end the greeting early.
+        timeout: Seconds per command line (total, so trickling clients are cut off too)
+            and longest silence during DATA (default 60, the seed's).
+        data_timeout: Seconds one message's DATA may take in total (default 600).
+        secure: Implicit TLS on connect (SMTPS); needs ``ssl_context`` or ``credentials``.
+        ssl_context: Server ``ssl.SSLContext`` for ``secure=True``.
+        tls_context: Server ``ssl.SSLContext`` offered through STARTTLS.
+        credentials: simplesmtp's TLS credentials, a mapping with ``cert`` and ``key``
+            (PEM text or file paths), optional ``ca`` (verify client certificates) and
+            ``password`` (of an encrypted key); see
+            :func:`~fastsmtp.server.make_server_ssl_context`. It stands for
+            ``ssl_context`` with ``secure=True`` and for ``tls_context`` (STARTTLS)
+            otherwise.
+        require_tls: Refuse MAIL/RCPT/DATA/AUTH before TLS (530).
+        enable_auth: Offer AUTH.
+        require_auth: Require AUTH before MAIL (530); implies ``enable_auth``.
+        auth_methods: Mechanisms to offer (PLAIN, LOGIN, CRAM-MD5, XOAUTH2).
+        auth_require_tls: Offer and accept AUTH only over TLS (default True).
+        authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``
+            (else ``handler.authenticator``).
+        max_size: Largest message in bytes, advertised in SIZE and enforced (552)
+            while it arrives (default 32 MiB). 0 means no limit, and then memory is
+            bounded only for streaming handlers (``data_chunk``/``data_ready``) and
+            handlers without ``handle_DATA``: a buffering ``handle_DATA`` gets
+            ``envelope.content`` whole, so one message of any size is held in memory.
+        max_clients: Most simultaneous connections (421 beyond it); 0 for no limit.
+        max_recipients: Most recipients per message (452 beyond it); 0 for no limit.
+        disable_ehlo: Support HELO only.
+        hidden_commands: Commands not listed by HELP (they still work).
+        disabled_commands: Commands answered with 502.
+        lmtp: Speak LMTP (RFC 2033: LHLO; one reply per recipient after DATA).
+        bare_newline: ``"normalize"`` (default) or ``"reject"`` bare CR/LF (550 after
+            the data).
+        handler_timeout: Seconds a hook may run (451 beyond it); None for no limit.
+        close_timeout: Seconds :meth:`~fastsmtp.server.SMTPServer.close` grants sessions
+            in a transaction.
+        smtputf8: Offer SMTPUTF8 (default True).
+        reuse_port: Set SO_REUSEPORT on the listening socket.
+        debug: Log connections, commands and replies at DEBUG on ``fastsmtp.server``
+            (the seed's ``debug``), with AUTH data masked; see :mod:`fastsmtp.server`.
+
+    Raises:
+        ValueError: An option is invalid (``secure`` without ``ssl_context``,
+            ``credentials`` beside the context they stand for, unknown credentials keys, a
+            name or banner with control characters, a negative limit ...).
+        TypeError: An unknown option.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        name: str | None = None,
+        banner: str | None = None,
+        timeout: float = 60.0,
+        data_timeout: float = 600.0,
+        secure: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        credentials: Mapping[str, Any] | None = None,
+        require_tls: bool = False,
+        enable_auth: bool = False,
+        require_auth: bool = False,
+        auth_methods: Iterable[str] = ("PLAIN", "LOGIN"),
+        auth_require_tls: bool = True,
+        authenticator: Callable[..., Any] | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_recipients: int = DEFAULT_MAX_RECIPIENTS,
+        disable_ehlo: bool = False,
+        hidden_commands: Iterable[str] = (),
+        disabled_commands: Iterable[str] = (),
+        lmtp: bool = False,
+        bare_newline: str = "normalize",
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        smtputf8: bool = True,
+        reuse_port: bool = False,
+        debug: bool = False,
+    ) -> None:
+        if credentials is not None:
+            if (ssl_context if secure else tls_context) is not None:
+                slot = "ssl_context" if secure else "tls_context"
+                raise ValueError(f"give credentials or {slot}, not both")
+            context = context_from_credentials(credentials)
+            if secure:
+                ssl_context = context
+            else:
+                tls_context = context
+        if secure and ssl_context is None:
+            raise ValueError("secure=True needs an ssl_context or credentials")
+        if max_clients < 0:
+            raise ValueError("max_clients must be >= 0")
+        if name is None:
+            name = socket.gethostname() or "localhost"
+        tls_available = tls_context is not None and not secure
+        if bare_newline not in ("normalize", "reject"):
+            raise ValueError("bare_newline must be 'normalize' or 'reject'")
+        if max_size < 0 or max_recipients < 0:
+            raise ValueError("max_size and max_recipients must be >= 0")
+        if timeout <= 0 or data_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
+        # Both go verbatim into replies (greeting, EHLO, 421s): a CR or LF in them would put
+        # extra replies, or a bare LF, on the wire.
+        if not isinstance(name, str) or not name or " " in name or has_control(name):
+            raise ValueError("name must be a non-empty host name without spaces or control characters")
+        if banner is not None and (not isinstance(banner, str) or has_control(banner)):
+            raise ValueError("banner must be text without control characters (no CR, LF, NUL ...)")
+        methods = tuple(m.upper() for m in auth_methods)
+        unknown = [m for m in methods if m not in AUTH_MECHANISMS]
+        if unknown:
+            raise ValueError(f"unsupported auth_methods: {', '.join(unknown)}")
+        if require_tls and not (tls_available or secure):
+            raise ValueError("require_tls needs a tls_context (STARTTLS) or secure=True")
+        self.handler = handler
+        self.name = name
+        proto = "LMTP" if lmtp else "ESMTP"
+        self.banner = banner if banner is not None else f"{proto} fastsmtp ready"
+        self.timeout = float(timeout)
+        self.data_timeout = float(data_timeout)
+        self.secure = secure
+        self.tls_available = tls_available
+        self.require_tls = require_tls
+        if authenticator is None:
+            authenticator = getattr(handler, "authenticator", None)
+        self.authenticator = authenticator
+        self.require_auth = require_auth
+        self.auth_enabled = bool(enable_auth or require_auth)
+        self.auth_methods = methods
+        self.auth_require_tls = auth_require_tls
+        self.max_size = max_size
+        self.max_recipients = max_recipients
+        self.disable_ehlo = disable_ehlo
+        self.hidden_commands = frozenset(c.upper() for c in hidden_commands)
+        self.disabled_commands = frozenset(c.upper() for c in disabled_commands)
+        self.lmtp = lmtp
+        self.reject_bare_newline = bare_newline == "reject"
+        self.smtputf8 = smtputf8
+        #: The listener's context (implicit TLS), None without ``secure``.
+        self.ssl_context = ssl_context if secure else None
+        #: The STARTTLS context (``tls_available`` says whether STARTTLS is offered).
+        self.tls_context = tls_context
+        self.max_clients = max_clients
+        self.handler_timeout = handler_timeout
+        self.close_timeout = close_timeout
+        self.reuse_port = reuse_port
+        self.debug = debug
+
+        def hook(hook_name: str) -> Callable[..., Any] | None:
+            func = getattr(handler, hook_name, None)
+            return func if callable(func) else None
+
+        self.hook_ehlo = hook("handle_EHLO")
+        self.hook_helo = hook("handle_HELO")
+        self.hook_mail = hook("handle_MAIL")
+        self.hook_rcpt = hook("handle_RCPT")
+        self.hook_data = hook("handle_DATA")
+        self.hook_rset = hook("handle_RSET")
+        self.hook_quit = hook("handle_QUIT")
+        self.hook_noop = hook("handle_NOOP")
+        self.hook_vrfy = hook("handle_VRFY")
+        self.hook_start_data = hook("start_data")
+        self.hook_data_chunk = hook("data_chunk")
+        self.hook_data_ready = hook("data_ready")
+        self.hook_data_abort = hook("data_abort")
+        self.hook_close = hook("handle_CLOSE")
+        # The streaming interface (the seed's startData/data/dataReady) wins over
+        # handle_DATA: a handler that can stream never gets the whole message in memory.
+        self.streaming = self.hook_data_chunk is not None and self.hook_data_ready is not None
+
+        self.greeting = f"220 {name} {self.banner}\r\n".encode()
+        self.r_closing = f"421 4.3.2 {name} Service shutting down, closing connection\r\n"
+        self.r_busy = f"421 4.3.2 {name} Too many connections, try again later\r\n"
+        self.r_timeout = f"421 4.4.2 {name} Error: timeout exceeded, closing connection\r\n"
+        self.r_runaway = f"421 4.7.0 {name} Error: line too long, closing connection\r\n"
+        self.r_bad_cmds = f"421 4.7.0 {name} Error: too many bad commands, closing connection\r\n"
+        self.r_auth_fails = f"421 4.7.0 {name} Error: too many failed AUTH attempts\r\n"
+        self.r_helo = f"250 {name}\r\n".encode()
+        self._ehlo_cache: dict[tuple[bool, bool], tuple[list[str], bytes]] = {}
+        self.help = self._help_reply()
+
+    def auth_offered(self, tls: bool) -> bool:
+        """Whether AUTH is advertised and accepted on a connection (TLS or not)."""
+        return self.auth_enabled and bool(self.auth_methods) and (tls or not self.auth_require_tls)
+
+    def ehlo_lines(self, tls: bool) -> tuple[list[str], bytes]:
+        """The EHLO reply as lines (for ``handle_EHLO``) and as precomputed bytes."""
+        key = (tls, self.auth_offered(tls))
+        cached = self._ehlo_cache.get(key)
+        if cached is not None:
+            return cached
+        caps = ["PIPELINING"]
+        if self.max_size:
+            caps.append(f"SIZE {self.max_size}")
+        caps += ["8BITMIME", "ENHANCEDSTATUSCODES"]
+        if self.smtputf8:
+            caps.append("SMTPUTF8")
+        if self.tls_available and not tls and "STARTTLS" not in self.disabled_commands:
+            caps.append("STARTTLS")
+        if key[1] and "AUTH" not in self.disabled_commands:
+            caps.append("AUTH " + " ".join(self.auth_methods))
+        caps.append("HELP")
+        lines = [f"250-{self.name}"] + [f"250-{c}" for c in caps[:-1]] + [f"250 {caps[-1]}"]
+        wire = "".join(line + "\r\n" for line in lines).encode("utf-8")
+        self._ehlo_cache[key] = (lines, wire)
+        return lines, wire
+
+    def _help_reply(self) -> bytes:
+        hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
+        names = hello + ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
+        if self.tls_available:
+            names.append("STARTTLS")
+        if self.auth_enabled:
+            names.append("AUTH")
+        shown = [n for n in names if n not in self.hidden_commands | self.disabled_commands]
+        return f"214 2.0.0 Supported commands: {' '.join(shown)}\r\n".encode("ascii")
+
