@@ -32,10 +32,12 @@ test: .make-installed
 	FASTSMTP_IMPLEMENTATION=cython $(PY) -m pytest -q -p no:cacheprovider tests
 	FASTSMTP_IMPLEMENTATION=python $(PY) -m pytest -q -p no:cacheprovider tests
 
-# Static checks: strict mypy (pyproject [tool.mypy]) and ruff's correctness, bugbear,
+# Static checks: strict mypy (pyproject [tool.mypy]) on the package and on a user's program
+# written against the public API (tests/typing), and ruff's correctness, bugbear,
 # pyupgrade and import-order rules. B905 (zip() without strict=) is left off on purpose.
 lint: .make-installed
 	$(VENV)/bin/mypy src/fastsmtp
+	$(VENV)/bin/mypy --strict tests/typing
 	$(VENV)/bin/ruff check --select F,E9,B,UP,I --ignore B905 src
 
 bench: .make-installed
