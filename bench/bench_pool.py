@@ -112,7 +112,7 @@ def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
                             max_connections=connections, max_messages=10**9,
                             **extra) as pool:
             start, cpu = time.perf_counter(), _cpu()
-            items = ((envelope, message) for _ in range(count))
+            items = ((message, envelope) for _ in range(count))
             async for _, result in pool.send_many(items):
                 if isinstance(result, Exception):
                     errors += 1
@@ -208,11 +208,11 @@ def _client_memory(port: int, count: int, size: int, connections: int,
 
     template = make_message(size)
 
-    def generate() -> Iterator[tuple[Envelope, bytes]]:
+    def generate() -> Iterator[tuple[bytes, Envelope]]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
         for i in range(count):
             # A fresh bytes object per message, as a real producer would make.
-            yield envelope, template[:-12] + b"%010d\r\n" % i
+            yield template[:-12] + b"%010d\r\n" % i, envelope
 
     async def main() -> dict[str, Any]:
         every = max(1, count // 100)

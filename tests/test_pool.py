@@ -470,11 +470,11 @@ async def test_send_many_yields_every_result_and_keeps_a_bounded_window(recorder
 
         async def source():
             for i in range(300):
-                yield (ENV, body(i))
+                yield (body(i), ENV)
 
         seen = []
         async for item, result in pool.send_many(source(), window=8):
-            seen.append(message_number(item[1]))
+            seen.append(message_number(item[0]))
             assert result.response.code == 250
             assert len(pool._pending) <= 4
     assert sorted(seen) == list(range(300))
@@ -485,7 +485,7 @@ async def test_send_many_yields_errors_instead_of_raising(recorder):
     recorder.rcpt_action["nobody@example.com"] = "550 no"
     bad = Envelope("sender@example.com", ["nobody@example.com"])
     async with make_pool(recorder.port) as pool:
-        outcomes = [r async for _, r in pool.send_many([(ENV, body(1)), (bad, body(2))])]
+        outcomes = [r async for _, r in pool.send_many([(body(1), ENV), (body(2), bad)])]
     assert sum(isinstance(r, SMTPRecipientsRefused) for r in outcomes) == 1
     assert recorder.delivered == [1]
 

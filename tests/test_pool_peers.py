@@ -41,7 +41,7 @@ async def test_pool_to_aiosmtpd():
     try:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=4, max_messages=40) as pool:
-            results = [r async for _, r in pool.send_many((ENV, body(i)) for i in range(300))]
+            results = [r async for _, r in pool.send_many((body(i), ENV) for i in range(300))]
     finally:
         server.close()
         await server.wait_closed()
@@ -72,7 +72,7 @@ async def test_pool_to_postfix_smtp_sink():
                 await asyncio.sleep(0.05)
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=8, max_messages=300) as pool:
-            results = [r async for _, r in pool.send_many((ENV, body(i)) for i in range(2000))]
+            results = [r async for _, r in pool.send_many((body(i), ENV) for i in range(2000))]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -37,8 +37,7 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from email.message import Message
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -46,6 +45,7 @@ from typing import Any, TypeVar, cast
 # one call more per message on the hot path.
 from ._codec import DataEncoder, data_size
 from ._syntax import CONTROL_CHARS, path_error
+from ._transaction import resolve_envelope, split_item
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
 from .ehlo import Capabilities, parse_ehlo
 from .errors import (
@@ -67,7 +67,6 @@ from .errors import (
 from .message import (
     Envelope,
     MessageSource,
-    envelope_from_message,
     file_size_floor,
     message_payload,
 )
@@ -108,6 +107,8 @@ _STARTTLS = b"STARTTLS\r\n"
 _CANCEL = b"*\r\n"
 
 _NEW, _READY, _CLOSED = 0, 1, 2
+#: An outcome not known yet (send_many).
+_PENDING: Any = object()
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -250,7 +251,7 @@ class SMTPConnection:
 
         async with SMTPConnection("smtp.example.com", tls=ctx) as conn:
             await conn.login(user="me", password="secret")
-            result = await conn.send(Envelope("me@example.com", ["you@example.org"]), raw)
+            result = await conn.send(raw, Envelope("me@example.com", ["you@example.org"]))
 
     Args:
         host: Server host name or IP address.
@@ -854,18 +855,18 @@ class SMTPConnection:
 
     async def send(
         self,
-        envelope: Envelope | None,
         message: MessageSource,
+        envelope: Envelope | None = None,
     ) -> SendResult:
         """Send one message.
 
         Args:
-            envelope: Sender and recipients; None to derive them from ``message``, which
-                must then be an :class:`email.message.Message` (``Sender``/``From``;
-                ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
             message: bytes, str, EmailMessage, a binary file, or a sync or async iterable
                 of bytes chunks (streamed, never read whole). Line endings are normalized
                 to CRLF and leading dots doubled.
+            envelope: Sender and recipients; None to derive them from ``message``, which
+                must then be an :class:`email.message.Message` (``Sender``/``From``;
+                ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
 
         The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
         else, for an in-memory message, its size after CRLF normalization
@@ -878,6 +879,8 @@ class SMTPConnection:
             A :class:`SendResult`. Some refused recipients do not fail the send.
 
         Raises:
+            TypeError: No envelope and ``message`` is not an
+                :class:`email.message.Message` (nothing written).
             SMTPEnvelopeError: Invalid envelope, e.g. an address that could add
                 parameters (``<``, ``>``, whitespace outside a quoted local part, a
                 control character) (nothing written).
@@ -893,7 +896,7 @@ class SMTPConnection:
             SMTPProtocolError: An unexpected reply, e.g. a 3xx to MAIL, RCPT or the
                 final dot (with its ``reply``); the connection is closed.
         """
-        envelope, payload, commands = self._prepare(envelope, message)  # nothing written yet
+        envelope, payload, commands = self._prepare(message, envelope)  # nothing written yet
         await self._acquire_turn()
         self._pending += 1
         released = False
@@ -920,13 +923,10 @@ class SMTPConnection:
                 self._release_turn()
 
     def _prepare(
-        self, envelope: Envelope | None, message: MessageSource
+        self, message: MessageSource, envelope: Envelope | None
     ) -> tuple[Envelope, Any, list[bytes]]:
         """Validate and build everything a transaction writes, before writing anything."""
-        if envelope is None:
-            if not isinstance(message, Message):
-                raise TypeError("envelope=None needs an email.message.Message")
-            envelope = envelope_from_message(message)
+        envelope = resolve_envelope(message, envelope)
         payload = message_payload(message)
         size = envelope.size
         if size is None:
@@ -1124,10 +1124,8 @@ class SMTPConnection:
         return SendResult(delivered, rejected, errors, size, replies[-1])
 
     async def send_many(
-        self,
-        messages: Iterable[tuple[Envelope | None, MessageSource]],
-        on_result: Callable[[int, SendResult | Exception], object] | None = None,
-    ) -> list[SendResult | Exception]:
+        self, items: Iterable[Any]
+    ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
         """Send several messages back to back, pipelined across messages when possible.
 
         With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
@@ -1136,53 +1134,58 @@ class SMTPConnection:
         :meth:`send`.
 
         Args:
-            messages: ``(envelope, message)`` pairs, as for :meth:`send`; consumed lazily.
-            on_result: Called as ``on_result(index, result_or_error)`` the moment each
-                message's outcome is known (a pool settles its callers with it instead
-                of waiting for the whole batch).
+            items: Each a message (an :class:`email.message.EmailMessage` gives its own
+                envelope) or a ``(message, envelope)`` pair, as for :meth:`send`;
+                consumed lazily. The rule for telling them apart: a tuple of two whose
+                second element is an :class:`~fastsmtp.message.Envelope` or None is a
+                pair; anything else (a list or tuple of chunks too) is a message.
 
-        Returns:
-            One :class:`SendResult` or exception per message, in order: a refusal
-            (:class:`~fastsmtp.errors.SMTPError`), a local validation error, or, once the
-            connection broke, the connection's error for every message not yet finished
-            (:class:`~fastsmtp.errors.SMTPMaybeDelivered` for the one whose dot was
-            written).
+        Yields:
+            ``(item, outcome)`` for each item, in the order given: a
+            :class:`SendResult`, or the exception: a refusal
+            (:class:`~fastsmtp.errors.SMTPError`), a local validation error, or, once
+            the connection broke, the connection's error for every message not yet
+            finished (:class:`~fastsmtp.errors.SMTPMaybeDelivered` for the one whose dot
+            was written). Errors are yielded, not raised.
+
+        The connection is busy until the iteration ends: do not send on it from inside
+        the loop. Leaving the loop early (``break``) while a message is in flight closes
+        the connection, as cancelling :meth:`send` does.
         """
-        results: list[Any] = []
-        it = iter(messages)
-
-        def settle(index: int, outcome: SendResult | Exception) -> None:
-            results[index] = outcome
-            if on_result is not None:
-                on_result(index, outcome)
-
+        it = iter(items)
         if not self.capabilities.pipelining:
-            for envelope, message in it:
-                results.append(None)
+            for item in it:
+                message, envelope = split_item(item)
                 try:
-                    outcome: Any = await self.send(envelope, message)
+                    outcome: Any = await self.send(message, envelope)
                 except Exception as exc:  # noqa: BLE001 - reported per message
                     outcome = exc
-                settle(len(results) - 1, outcome)
-            return results
+                yield item, outcome
+            return
 
-        def prepare() -> tuple[int, Any, Any, list[bytes]] | None:
+        # [item, outcome] per message, in order; outcome is _PENDING until known. Entries
+        # are yielded (and dropped) as soon as every earlier one is known.
+        queue: deque[list[Any]] = deque()
+
+        def prepare() -> tuple[list[Any], Any, Any, list[bytes]] | None:
             # The next valid message; invalid ones get their error in place.
-            for envelope, message in it:
-                results.append(None)
+            for item in it:
+                entry = [item, _PENDING]
+                queue.append(entry)
+                message, envelope = split_item(item)
                 try:
-                    prepared = self._prepare(envelope, message)
+                    prepared = self._prepare(message, envelope)
                 except Exception as exc:  # noqa: BLE001 - reported per message
-                    settle(len(results) - 1, exc)
+                    entry[1] = exc
                     continue
-                return (len(results) - 1, *prepared)
+                return (entry, *prepared)
             return None
 
         await self._acquire_turn()
         self._pending += 1
         proto = self._proto
         assert proto is not None
-        dot_index = -1
+        dot_entry: list[Any] | None = None
         try:
             cur = prepare()
             written = None
@@ -1197,17 +1200,20 @@ class SMTPConnection:
                         outcome = await self._finish(*dot)
                     except (SMTPEnvelopeError, SMTPDataRefused) as exc:
                         outcome = exc
-                    settle(dot_index, outcome)
+                    dot_entry[1] = outcome  # type: ignore[index]
                     dot = None
+                while queue and queue[0][1] is not _PENDING:
+                    done = queue.popleft()
+                    yield done[0], done[1]
                 if cur is None:
                     break
-                index, envelope, payload, commands = cur
+                entry, envelope, payload, commands = cur
                 try:
                     accepted, rejected, errors = await self._envelope(
                         envelope, commands, written
                     )
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                    settle(index, exc)
+                    entry[1] = exc
                     cur = prepare()
                     if cur is not None:
                         self._write(b"".join(cur[3]))
@@ -1215,7 +1221,7 @@ class SMTPConnection:
                     continue
                 cur = prepare()
                 await self._write_body(payload, b"".join(cur[3]) if cur is not None else b"")
-                dot_index = index
+                dot_entry = entry
                 dot = (proto.expect(len(accepted) if self.options.lmtp else 1),
                        accepted, rejected, errors, self._encoder.bytes_out)
                 if cur is not None:
@@ -1227,16 +1233,17 @@ class SMTPConnection:
             if isinstance(exc, SMTPMaybeDelivered):
                 # Only the message whose dot was written may have been delivered; the
                 # ones behind it were not, and may be retried.
-                if dot_index >= 0 and results[dot_index] is None:
-                    settle(dot_index, exc)
+                if dot_entry is not None and dot_entry[1] is _PENDING:
+                    dot_entry[1] = exc
             other = unsent_error(exc)
-            for i, result in enumerate(results):
-                if result is None:
-                    settle(i, other)
-            for _ in it:
-                results.append(None)
-                settle(len(results) - 1, other)
+            for entry in queue:
+                if entry[1] is _PENDING:
+                    entry[1] = other
+            for item in it:
+                queue.append([item, other])
         finally:
             self._pending -= 1
             self._release_turn()
-        return results
+        while queue:
+            done = queue.popleft()
+            yield done[0], done[1]

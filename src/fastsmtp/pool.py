@@ -57,6 +57,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._transaction import resolve_envelope, split_item
 from .connection import SendResult, SMTPConnection, TokenProvider, unsent_error
 from .errors import (
     SMTPAuthError,
@@ -69,7 +70,7 @@ from .errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
-from .message import Envelope, MessageSource, envelope_from_message
+from .message import Envelope, MessageSource
 from .options import ConnectionOptions
 from .ratelimit import RateLimiter
 from .services import lookup_service
@@ -497,8 +498,11 @@ class SMTPPool:
     ) -> AsyncGenerator[tuple[Any, SendResult | Exception], None]:
         """Send many messages; yield ``(item, result or error)`` as each one finishes.
 
-        Each item is a message (an EmailMessage gives its own envelope) or an
-        ``(envelope, message)`` pair. At most ``window`` messages are outstanding at a
+        Each item is a message (an EmailMessage gives its own envelope) or a
+        ``(message, envelope)`` pair: a tuple of two whose second element is an
+        :class:`~fastsmtp.message.Envelope` or None (anything else, a tuple or list of
+        chunks too, is a message), as for
+        :meth:`~fastsmtp.connection.SMTPConnection.send_many`. At most ``window`` messages are outstanding at a
         time (default: the queue plus every connection's pipeline), so memory stays flat
         however long the iterable is. Errors are yielded, not raised.
         """
@@ -515,7 +519,7 @@ class SMTPPool:
                 wakeup[0].set_result(None)
 
         def start(item: Any) -> None:
-            envelope, message = item if isinstance(item, tuple) else (None, item)
+            message, envelope = split_item(item)
             # The job's own future when it can be queued at once (the common case): a
             # Task per message only when the sender has to wait for queue space.
             task = self._submit_nowait(message, envelope)
@@ -609,10 +613,7 @@ class SMTPPool:
     async def _submit(self, message: MessageSource, envelope: Envelope | None) -> SendResult:
         if self._closing:
             raise SMTPPoolClosed("the pool is closed")
-        if envelope is None:
-            if not isinstance(message, Message):
-                raise TypeError("envelope=None needs an email.message.Message")
-            envelope = envelope_from_message(message)
+        envelope = resolve_envelope(message, envelope)
         loop = self._get_loop()
         while len(self._pending) >= self.pool_options.max_queue:
             waiter = loop.create_future()
@@ -899,7 +900,7 @@ class SMTPPool:
 
     async def _deliver(self, conn: SMTPConnection, job: _Job) -> None:
         try:
-            result = await conn.send(job.envelope, job.message)
+            result = await conn.send(job.message, job.envelope)
         except BaseException as exc:
             self._failed(conn, job, exc)
             if not isinstance(exc, Exception):
@@ -920,8 +921,8 @@ class SMTPPool:
         max_messages = self.pool_options.max_messages
         batch_size = self.pool_options.batch_size
 
-        def items() -> Iterator[tuple[Envelope, MessageSource]]:
-            yield first.envelope, first.message
+        def items() -> Iterator[tuple[MessageSource, Envelope]]:
+            yield first.message, first.envelope
             # After a broken connection send_many drains this iterator to fail the rest:
             # stop pulling then, so queued jobs keep their attempts for a new connection.
             while (len(batch) < batch_size and slot.count < max_messages
@@ -934,7 +935,7 @@ class SMTPPool:
                     return
                 batch.append(job)
                 slot.count += 1
-                yield job.envelope, job.message
+                yield job.message, job.envelope
 
         answered: set[int] = set()  # indexes in ``batch`` whose outcome was reported
         deferred: list[tuple[_Job, SendResult | Exception]] = []
@@ -958,7 +959,10 @@ class SMTPPool:
                 deferred.clear()
 
         try:
-            await conn.send_many(items(), on_result=on_result)
+            index = 0
+            async for _, outcome in conn.send_many(items()):
+                on_result(index, outcome)  # results come in order: the index is the job's
+                index += 1
         except BaseException as exc:
             for job, result in deferred:
                 conclude(job, result)
