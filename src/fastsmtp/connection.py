@@ -41,11 +41,23 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-# data_size straight from the codec: message.data_size is its documented public wrapper,
-# one call more per message on the hot path.
-from ._codec import DataEncoder, data_size
-from ._syntax import CONTROL_CHARS, path_error
-from ._transaction import resolve_envelope, split_item
+from ._codec import DataEncoder
+from ._transaction import (
+    BODY,
+    DATA,
+    DOT,
+    DOT_RSET_FAIL,
+    RSET,
+    SEND_DATA,
+    RawReply,
+    SendResult,
+    Transaction,
+    breaks_session,
+    command,
+    positive_or_negative,
+    reply_error,
+    split_item,
+)
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
 from .ehlo import Capabilities, parse_ehlo
 from .errors import (
@@ -55,11 +67,8 @@ from .errors import (
     SMTPEnvelopeError,
     SMTPError,
     SMTPMaybeDelivered,
-    SMTPMessageError,
     SMTPProtocolError,
-    SMTPRecipientsRefused,
     SMTPResponseError,
-    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -67,8 +76,6 @@ from .errors import (
 from .message import (
     Envelope,
     MessageSource,
-    file_size_floor,
-    message_payload,
 )
 from .options import (
     DEFAULT_CONNECTION_TIMEOUT,
@@ -76,7 +83,7 @@ from .options import (
     DEFAULT_SOCKET_TIMEOUT,
     ConnectionOptions,
 )
-from .protocol import RawReply, SMTPClientProtocol
+from .protocol import SMTPClientProtocol
 from .reply import Reply
 
 __all__ = ["SMTPConnection", "SendResult", "TokenProvider"]
@@ -89,18 +96,9 @@ _log = logging.getLogger("fastsmtp.connection")
 #: ``(user, token)`` instead; it is then called with ``user=None`` when none was given.
 TokenProvider = Callable[..., Awaitable[str | tuple[str, str]] | str | tuple[str, str]]
 
-#: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
-#: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
-MAX_COMMAND = 2048
 #: Bodies up to this size go out in a single write together with the final dot.
 JOIN_LIMIT = 256 * 1024
 
-# Control characters, DEL, C1 controls and the Unicode line separators: none may appear
-# in a command line, whatever field it came from.
-_FORBIDDEN = CONTROL_CHARS
-
-_DATA = b"DATA\r\n"
-_RSET = b"RSET\r\n"
 _NOOP = b"NOOP\r\n"
 _QUIT = b"QUIT\r\n"
 _STARTTLS = b"STARTTLS\r\n"
@@ -111,52 +109,6 @@ _NEW, _READY, _CLOSED = 0, 1, 2
 _PENDING: Any = object()
 
 _E = TypeVar("_E", bound=BaseException)
-
-
-def _command(*parts: str, utf8: bool = False) -> bytes:
-    """Build one command line: the only place where user values become protocol bytes.
-
-    Args:
-        *parts: Joined with single spaces.
-        utf8: Allow non-ASCII (only after SMTPUTF8 was negotiated for this transaction).
-
-    Raises:
-        SMTPEnvelopeError: A control character, non-ASCII text without ``utf8``, or an
-            over-long line. Nothing has been written.
-    """
-    line = " ".join(parts)
-    if line.isascii() and line.isprintable():
-        data = line.encode("ascii")  # the common case: no control character possible
-    else:
-        if _FORBIDDEN.search(line) is not None:
-            raise SMTPEnvelopeError(f"control character in command {line[:60]!r}")
-        try:
-            data = line.encode("utf-8" if utf8 else "ascii")
-        except UnicodeEncodeError:
-            raise SMTPEnvelopeError(
-                f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
-            ) from None
-    if len(data) > MAX_COMMAND:
-        raise SMTPEnvelopeError(f"command longer than {MAX_COMMAND} bytes")
-    return data + b"\r\n"
-
-
-def _path(address: str) -> str:
-    """``<address>`` for MAIL FROM / RCPT TO: the one place where addresses are checked.
-
-    Checked here rather than in :class:`Envelope` because this is the only place an
-    address becomes protocol bytes: every envelope passes here, however it was built
-    (a subclass, an attribute set behind the frozen dataclass's back), just before
-    anything of its transaction is written.
-
-    Raises:
-        SMTPEnvelopeError: The address could break out of the angle brackets (see
-            :func:`~fastsmtp._syntax.path_error`). Nothing has been written.
-    """
-    why = path_error(address)
-    if why is not None:
-        raise SMTPEnvelopeError(f"invalid address {address[:60]!r}: {why}")
-    return "<" + address + ">"
 
 
 def unsent_error(exc: _E) -> _E | SMTPError:
@@ -170,11 +122,6 @@ def unsent_error(exc: _E) -> _E | SMTPError:
         return exc
     cause = exc.__cause__
     return cause if isinstance(cause, SMTPError) else SMTPConnectionError(exc.message)
-
-
-def _positive_or_negative(code: int) -> bool:
-    """A 2xx, 4xx or 5xx reply: what every command may get (3xx only where expected)."""
-    return 200 <= code < 300 or 400 <= code < 600
 
 
 _hostname: str | None = None
@@ -191,54 +138,6 @@ def _default_name(sockname: Any) -> str:
         host = str(sockname[0])
         return f"[IPv6:{host}]" if ":" in host else f"[{host}]"
     return "[127.0.0.1]"
-
-
-class SendResult:
-    """What happened to one message.
-
-    Attributes:
-        accepted: Recipients the server accepted (LMTP: accepted after the data too).
-        rejected: Recipients refused at RCPT (and, LMTP, after the data).
-        rejected_errors: One :class:`~fastsmtp.errors.SMTPEnvelopeError` per refused
-            recipient, with the server's reply.
-        size: Bytes of message data written, dot-stuffing and terminator included.
-        response: The server's reply to the final dot (LMTP: the last one), as a
-            :class:`~fastsmtp.reply.Reply` (built on first access).
-    """
-
-    __slots__ = ("accepted", "rejected", "rejected_errors", "size", "_raw", "_reply")
-
-    def __init__(
-        self,
-        accepted: list[str],
-        rejected: list[str],
-        rejected_errors: list[SMTPEnvelopeError],
-        size: int,
-        raw: RawReply,
-    ) -> None:
-        self.accepted = accepted
-        self.rejected = rejected
-        self.rejected_errors = rejected_errors
-        self.size = size
-        self._raw = raw
-        self._reply: Reply | None = None
-
-    @property
-    def response(self) -> Reply:
-        """The server's final reply."""
-        if self._reply is None:
-            self._reply = Reply.from_core(*self._raw)
-        return self._reply
-
-    def __repr__(self) -> str:
-        return (
-            f"SendResult(accepted={self.accepted!r}, rejected={self.rejected!r}, "
-            f"size={self.size}, response={str(self.response)!r})"
-        )
-
-
-def _reply(raw: RawReply) -> Reply:
-    return Reply.from_core(*raw)
 
 
 class SMTPConnection:
@@ -469,13 +368,13 @@ class SMTPConnection:
 
     async def _ehlo(self) -> None:
         hello = "LHLO" if self.options.lmtp else "EHLO"
-        raw = await self._command_reply(_command(hello, self._name))
+        raw = await self._command_reply(command(hello, self._name))
         if raw[0] == 250:
             self.capabilities = parse_ehlo(line.decode("utf-8", "replace") for line in raw[1])
             return
         if self.options.lmtp or not 500 <= raw[0] < 600 or self.options.require_tls:
             raise self._reply_error(raw, f"{hello} refused", SMTPProtocolError)
-        raw = await self._command_reply(_command("HELO", self._name))
+        raw = await self._command_reply(command("HELO", self._name))
         if raw[0] != 250:
             raise self._reply_error(raw, "HELO refused", SMTPProtocolError)
         self.capabilities = Capabilities(greeting=raw[1][0].decode("utf-8", "replace"))
@@ -587,16 +486,9 @@ class SMTPConnection:
         unexpected 3xx client and server disagree on where the dialogue is (the server
         may be reading message data), so nothing more may be sent on it.
         """
-        reply = _reply(raw)
-        error: SMTPError
-        if raw[0] == 421:
-            # The server is closing the connection: it must not be reused.
-            error = SMTPServerDisconnected(f"{what}: {reply}", reply=reply)
-        elif not _positive_or_negative(raw[0]):
-            error = SMTPProtocolError(f"{what}: unexpected reply {reply}", reply=reply)
-        else:
-            return cls(f"{what}: {reply}", reply=reply)
-        self._abort(error)
+        error = reply_error(raw, what, cls)
+        if breaks_session(error):
+            self._abort(error)
         return error
 
     def _abort(self, exc: BaseException | None = None) -> None:
@@ -625,7 +517,7 @@ class SMTPConnection:
         self.last_used = self._loop.time()  # type: ignore[union-attr]
         if raw[0] != 250:
             raise self._reply_error(raw, f"{what} refused")
-        return _reply(raw)
+        return Reply.from_core(*raw)
 
     async def reset(self) -> Reply:
         """Abort any transaction with RSET.
@@ -633,7 +525,7 @@ class SMTPConnection:
         Raises:
             SMTPResponseError: The server did not answer 250.
         """
-        return await self._simple(_RSET, "RSET")
+        return await self._simple(RSET, "RSET")
 
     async def noop(self) -> Reply:
         """Send NOOP (a cheap liveness check).
@@ -766,7 +658,7 @@ class SMTPConnection:
                     answer = mech.step(decode_challenge(raw[1][0] if raw[1] else b""))
                 except SMTPAuthError:
                     cancelled = await self._command_reply(_CANCEL)
-                    if not _positive_or_negative(cancelled[0]):
+                    if not positive_or_negative(cancelled[0]):
                         raise self._reply_error(cancelled, "AUTH cancel") from None
                     raise
                 raw = await self._command_reply(answer, secret=True)
@@ -779,7 +671,7 @@ class SMTPConnection:
             self._pending -= 1
             self._release_turn()
         if raw[0] == 235:
-            return _reply(raw)
+            return Reply.from_core(*raw)
         # Includes a 334 after MAX_STEPS challenges: the server still waits for an
         # answer, so _reply_error closes the connection (any 3xx here).
         raise self._reply_error(raw, f"{mech.name} authentication failed", SMTPAuthError)
@@ -815,43 +707,6 @@ class SMTPConnection:
             self._flush_held()
 
     # -- sending -------------------------------------------------------------------------
-
-    def _mail_commands(self, envelope: Envelope, size: int | None) -> list[bytes]:
-        # Addresses first: an injection attempt is reported as such, whatever the server.
-        sender = _path(envelope.mail_from)
-        recipients = [_path(rcpt) for rcpt in envelope.rcpt_to]
-        caps = self.capabilities
-        utf8 = envelope.smtputf8
-        params = ""
-        if utf8:
-            if not caps.smtputf8:
-                raise SMTPEnvelopeError(
-                    "an address is not ASCII and the server does not offer SMTPUTF8"
-                )
-            params = " SMTPUTF8"
-        if size is not None and caps.size is not None:
-            self._check_size(size)
-            params += " SIZE=" + str(size)
-        if envelope.use_8bit_mime and caps.eightbitmime:
-            params += " BODY=8BITMIME"
-        dsn = envelope.dsn
-        rcpt_params = ""
-        if dsn is not None and caps.dsn:
-            params += dsn.mail_params()
-            rcpt_params = dsn.rcpt_params()
-        lines = [_command("MAIL FROM:" + sender + params, utf8=utf8)]
-        for rcpt in recipients:
-            lines.append(_command("RCPT TO:" + rcpt + rcpt_params, utf8=utf8))
-        return lines
-
-    def _check_size(self, size: int, at_least: str = "") -> None:
-        """Refuse a message over the server's SIZE limit, before anything is written."""
-        limit = self.capabilities.size
-        if limit and size > limit:
-            raise SMTPMessageError(
-                f"the message ({at_least}{size} bytes) exceeds the server's SIZE limit "
-                f"({limit} bytes)"
-            )
 
     async def send(
         self,
@@ -896,22 +751,20 @@ class SMTPConnection:
             SMTPProtocolError: An unexpected reply, e.g. a 3xx to MAIL, RCPT or the
                 final dot (with its ``reply``); the connection is closed.
         """
-        envelope, payload, commands = self._prepare(message, envelope)  # nothing written yet
-        await self._acquire_turn()
+        tr = Transaction(message, envelope, self.capabilities, self.options.lmtp)
+        await self._acquire_turn()  # nothing has been written before this point
         self._pending += 1
         released = False
         try:
-            accepted, rejected, errors = await self._envelope(envelope, commands)
-            await self._write_body(payload)
+            await self._envelope(tr)
+            await self._write_body(tr.payload)
             size = self._encoder.bytes_out  # read now: the next message reuses the encoder
             # The dot is written: from here on a lost connection means "maybe delivered".
-            dot = self._proto.expect(  # type: ignore[union-attr]
-                len(accepted) if self.options.lmtp else 1
-            )
+            dot = self._proto.expect(tr.expected_final())  # type: ignore[union-attr]
             if self.capabilities.pipelining:
                 released = True
                 self._release_turn()  # the next transaction may pipeline behind our dot
-            return await self._finish(dot, accepted, rejected, errors, size)
+            return await self._finish(tr, dot, size)
         except (SMTPEnvelopeError, SMTPDataRefused):
             raise  # a refusal of this message; the connection stays usable
         except BaseException as exc:
@@ -922,31 +775,8 @@ class SMTPConnection:
             if not released:
                 self._release_turn()
 
-    def _prepare(
-        self, message: MessageSource, envelope: Envelope | None
-    ) -> tuple[Envelope, Any, list[bytes]]:
-        """Validate and build everything a transaction writes, before writing anything."""
-        envelope = resolve_envelope(message, envelope)
-        payload = message_payload(message)
-        size = envelope.size
-        if size is None:
-            if isinstance(payload, (bytes, bytearray, memoryview)):
-                size = data_size(payload)  # after CRLF normalization, as the server counts
-            elif hasattr(message, "read"):
-                floor = file_size_floor(message)
-                if floor is not None:
-                    self._check_size(floor, at_least="at least ")
-        commands = self._mail_commands(envelope, size)
-        commands.append(_DATA)
-        return envelope, payload, commands
-
     async def _finish(
-        self,
-        dot: asyncio.Future[list[RawReply]],
-        accepted: list[str],
-        rejected: list[str],
-        errors: list[SMTPEnvelopeError],
-        size: int,
+        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int
     ) -> SendResult:
         """Await the reply to the final dot and build the result."""
         try:
@@ -957,88 +787,55 @@ class SMTPConnection:
                 reply=exc.reply,
             ) from exc
         self.last_used = self._loop.time()  # type: ignore[union-attr]
-        if self.options.lmtp:
-            return self._lmtp_result(accepted, rejected, errors, replies, size)
-        raw = replies[0]
-        if raw[0] != 250:
-            raise self._reply_error(raw, "message refused", SMTPDataRefused)
+        try:
+            result = tr.result(replies, size)
+        except SMTPError as exc:
+            if breaks_session(exc):
+                self._abort(exc)
+            raise
         self.messages_sent += 1
-        return SendResult(accepted, rejected, errors, size, raw)
+        return result
 
     async def _envelope(
-        self,
-        envelope: Envelope,
-        commands: list[bytes],
-        written: asyncio.Future[list[RawReply]] | None = None,
-    ) -> tuple[list[str], list[str], list[SMTPEnvelopeError]]:
-        """Send MAIL, RCPT..., DATA; return accepted/rejected recipients once DATA got 354.
+        self, tr: Transaction, written: asyncio.Future[list[RawReply]] | None = None
+    ) -> None:
+        """Send MAIL, RCPT..., DATA and read the replies; return once DATA got 354.
 
         ``written`` is the reply future of commands already written (pipelined behind the
         previous message by :meth:`send_many`).
         """
         proto = self._proto
         assert proto is not None
-        rcpt_to = envelope.rcpt_to
-        if written is not None or self.capabilities.pipelining:
-            if written is None:
-                self._write(b"".join(commands))
-                written = proto.expect(len(commands))
-            replies = await written
-            mail = replies[0]
-            data: RawReply | None = replies[-1]
-        else:
-            mail = await self._command_reply(commands[0])
-            replies = [mail]
-            if mail[0] == 250:
-                for line in commands[1:-1]:
-                    raw = await self._command_reply(line)
-                    replies.append(raw)
-                    if raw[0] == 421 or not _positive_or_negative(raw[0]):
-                        break  # the connection ends: the loop below raises for it
-            data = None
-        if mail[0] != 250:
-            if _positive_or_negative(mail[0]) and data is not None and data[0] == 354:
-                # DATA accepted with no transaction open: the server now takes whatever
-                # we write next for message data.
-                raise self._reply_error(data, "DATA accepted although MAIL was refused")
-            raise self._reply_error(mail, "sender refused", SMTPSenderRefused)
-        accepted: list[str] = []
-        rejected: list[str] = []
-        errors: list[SMTPEnvelopeError] = []
-        for rcpt, raw in zip(rcpt_to, replies[1:]):
-            if 200 <= raw[0] < 300:
-                accepted.append(rcpt)
+        commands = tr.commands
+        try:
+            if written is not None or self.capabilities.pipelining:
+                if written is None:
+                    self._write(b"".join(commands))
+                    written = proto.expect(len(commands))
+                action = tr.envelope_replies(await written, data_sent=True)
             else:
-                error = self._reply_error(raw, f"recipient {rcpt} refused", SMTPEnvelopeError)
-                if not isinstance(error, SMTPEnvelopeError):
-                    raise error  # 421 or a 3xx: the connection is closed
-                rejected.append(rcpt)
-                errors.append(error)
-        if data is not None and data[0] != 354 and not _positive_or_negative(data[0]):
-            raise self._reply_error(data, "DATA")  # another 3xx than 354: closed
-        if not accepted:
-            if data is not None and data[0] == 354:
-                # A server must not accept DATA without a recipient; if one does, end the
-                # empty message at once rather than leave it waiting for data.
-                dot = await self._command_reply(b".\r\n")
-                if not _positive_or_negative(dot[0]):
-                    raise self._reply_error(dot, "empty message")
-            await self._rset_quietly()
-            raise SMTPRecipientsRefused(
-                "every recipient was refused", rejected=rejected, rejected_errors=errors,
-                reply=errors[-1].reply if errors else None,
-            )
-        if data is None:
-            data = await self._command_reply(_DATA)
-        if data[0] != 354:
-            error = self._reply_error(data, "DATA refused", SMTPDataRefused)
-            if isinstance(error, SMTPDataRefused):
-                await self._rset_quietly()
-            raise error
-        return accepted, rejected, errors
+                replies = [await self._command_reply(commands[0])]
+                while tr.wants_more(replies):
+                    replies.append(await self._command_reply(commands[len(replies)]))
+                action = tr.envelope_replies(replies, data_sent=False)
+                if action == SEND_DATA:
+                    action = tr.data_reply(await self._command_reply(DATA))
+        except SMTPError as exc:
+            if breaks_session(exc):
+                self._abort(exc)
+            raise
+        if action == BODY:
+            return
+        if action == DOT_RSET_FAIL:
+            raw = await self._command_reply(DOT)
+            if not positive_or_negative(raw[0]):
+                raise self._reply_error(raw, "empty message")
+        await self._rset_quietly()
+        assert tr.error is not None
+        raise tr.error
 
     async def _rset_quietly(self) -> None:
-        raw = await self._command_reply(_RSET)
+        raw = await self._command_reply(RSET)
         if raw[0] != 250:
             raise self._reply_error(raw, "RSET refused", SMTPProtocolError)
 
@@ -1093,36 +890,6 @@ class SMTPConnection:
             self._held = b""
         proto.transport.writelines(parts)  # type: ignore[union-attr]
 
-    def _lmtp_result(
-        self,
-        accepted: list[str],
-        rejected: list[str],
-        errors: list[SMTPEnvelopeError],
-        replies: list[RawReply],
-        size: int,
-    ) -> SendResult:
-        delivered: list[str] = []
-        for raw in replies:
-            if not _positive_or_negative(raw[0]):
-                raise self._reply_error(raw, "message")
-        for rcpt, raw in zip(accepted, replies):
-            if raw[0] == 250:
-                delivered.append(rcpt)
-            else:
-                rejected.append(rcpt)
-                errors.append(SMTPEnvelopeError(
-                    f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw)
-                ))
-        if not delivered:
-            # Nobody got the message: a refusal, as when SMTP refuses the dot (and as in
-            # nodemailer), not a result; a pool then retries it when every refusal was
-            # transient (a permanent one, if any, is the error's reply).
-            worst = next((raw for raw in replies if raw[0] >= 500), replies[-1])
-            raise self._reply_error(worst, "message refused by every recipient",
-                                    SMTPDataRefused)
-        self.messages_sent += 1
-        return SendResult(delivered, rejected, errors, size, replies[-1])
-
     async def send_many(
         self, items: Iterable[Any]
     ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
@@ -1167,18 +934,20 @@ class SMTPConnection:
         # are yielded (and dropped) as soon as every earlier one is known.
         queue: deque[list[Any]] = deque()
 
-        def prepare() -> tuple[list[Any], Any, Any, list[bytes]] | None:
+        caps, lmtp = self.capabilities, self.options.lmtp
+
+        def prepare() -> tuple[list[Any], Transaction] | None:
             # The next valid message; invalid ones get their error in place.
             for item in it:
                 entry = [item, _PENDING]
                 queue.append(entry)
                 message, envelope = split_item(item)
                 try:
-                    prepared = self._prepare(message, envelope)
+                    tr = Transaction(message, envelope, caps, lmtp)
                 except Exception as exc:  # noqa: BLE001 - reported per message
                     entry[1] = exc
                     continue
-                return (entry, *prepared)
+                return entry, tr
             return None
 
         await self._acquire_turn()
@@ -1190,8 +959,8 @@ class SMTPConnection:
             cur = prepare()
             written = None
             if cur is not None:
-                self._write(b"".join(cur[3]))
-                written = proto.expect(len(cur[3]))
+                self._write(b"".join(cur[1].commands))
+                written = proto.expect(len(cur[1].commands))
             dot: Any = None
             while True:
                 if dot is not None:
@@ -1207,25 +976,23 @@ class SMTPConnection:
                     yield done[0], done[1]
                 if cur is None:
                     break
-                entry, envelope, payload, commands = cur
+                entry, tr = cur
                 try:
-                    accepted, rejected, errors = await self._envelope(
-                        envelope, commands, written
-                    )
+                    await self._envelope(tr, written)
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
                     entry[1] = exc
                     cur = prepare()
                     if cur is not None:
-                        self._write(b"".join(cur[3]))
-                        written = proto.expect(len(cur[3]))
+                        self._write(b"".join(cur[1].commands))
+                        written = proto.expect(len(cur[1].commands))
                     continue
                 cur = prepare()
-                await self._write_body(payload, b"".join(cur[3]) if cur is not None else b"")
+                tail = b"".join(cur[1].commands) if cur is not None else b""
+                await self._write_body(tr.payload, tail)
                 dot_entry = entry
-                dot = (proto.expect(len(accepted) if self.options.lmtp else 1),
-                       accepted, rejected, errors, self._encoder.bytes_out)
+                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
                 if cur is not None:
-                    written = proto.expect(len(cur[3]))
+                    written = proto.expect(len(cur[1].commands))
         except BaseException as exc:
             self._abort(exc)
             if not isinstance(exc, Exception):

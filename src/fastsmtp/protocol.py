@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import ReplyParser
+from ._transaction import RawReply
 from .errors import (
     SMTPError,
     SMTPProtocolError,
@@ -42,10 +43,6 @@ from .errors import (
 from .reply import Reply
 
 __all__ = ["SMTPClientProtocol", "RawReply"]
-
-#: A reply as the core returns it: ``(code, [line bytes])``.
-RawReply = tuple[int, list[bytes]]
-
 
 class SMTPClientProtocol(asyncio.Protocol):
     """Moves bytes between the transport and the reply parser; see the module docstring.
