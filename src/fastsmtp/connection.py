@@ -69,7 +69,6 @@ from .errors import (
     SMTPMaybeDelivered,
     SMTPProtocolError,
     SMTPResponseError,
-    SMTPServerDisconnected,
     SMTPTimeoutError,
     SMTPTLSError,
 )
@@ -315,11 +314,10 @@ class SMTPConnection:
     async def _connect(self) -> None:
         opts = self.options
         loop = self._loop = asyncio.get_running_loop()
-        self._trace = opts.debug and self.logger.isEnabledFor(logging.DEBUG)
         proto = self._proto = SMTPClientProtocol(loop, opts.greeting_timeout)
         self.closed = proto.closed
-        if self._trace:
-            proto.trace = self._trace_replies
+        if opts.debug and self.logger.isEnabledFor(logging.DEBUG):
+            proto.trace = self.logger
         ctx = opts.ssl_context if opts.secure else None
         kwargs: dict[str, Any] = {}
         if ctx is not None:
@@ -394,22 +392,7 @@ class SMTPConnection:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
                 return
             raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
-        try:
-            transport = await self._loop.start_tls(
-                proto.transport,  # type: ignore[arg-type]
-                proto,
-                opts.ssl_context,
-                server_hostname=opts.server_hostname,
-                ssl_handshake_timeout=opts.connection_timeout,
-            )
-        except (ssl.SSLError, ssl.CertificateError, OSError, asyncio.TimeoutError,
-                ConnectionError) as exc:
-            if proto.error is not None and not isinstance(proto.error, SMTPServerDisconnected):
-                raise proto.error from exc
-            raise SMTPTLSError(f"TLS handshake failed: {exc}") from exc
-        if transport is None:
-            raise SMTPTLSError("TLS handshake failed: the connection was closed")
-        proto.transport = transport
+        await proto.start_tls(opts.ssl_context, opts.server_hostname, opts.connection_timeout)
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
@@ -418,59 +401,11 @@ class SMTPConnection:
     # -- low-level I/O -------------------------------------------------------------------
 
     def _write(self, data: bytes, secret: bool = False, hold: bool = False) -> None:
-        """Write ``data`` (after any held bytes); with ``hold``, keep it for the next write.
-
-        A transaction that hands the write turn to a waiting one holds its final write
-        (body and dot) so that the next message's MAIL/RCPT/DATA join it: one write
-        (one system call, one segment) per pipelined message instead of two.
-        """
+        """Write ``data`` through the protocol (see :meth:`SMTPClientProtocol.write`)."""
         proto = self._proto
         if proto is None or self._state != _READY:
             raise SMTPConnectionError("the connection is not open")
-        if proto.error is not None:
-            raise proto.error
-        if self._trace:
-            self._trace_write(data, secret)
-        if self._held:
-            data = self._held + data
-            self._held = b""
-        if hold:
-            self._held = data
-            return
-        proto.transport.write(data)  # type: ignore[union-attr]
-
-    def _flush_held(self) -> None:
-        """Write held bytes now: nobody is going to write behind them."""
-        held, self._held = self._held, b""
-        proto = self._proto
-        if held and proto is not None and proto.error is None and self._state == _READY:
-            proto.transport.write(held)  # type: ignore[union-attr]
-
-    def _trace_write(self, data: bytes, secret: bool) -> None:
-        if secret:
-            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials. The line
-            # ending goes first: a CRLF must not end up inside the log record.
-            words = data.rstrip(b"\r\n").split(b" ")
-            if words[0] != b"AUTH":
-                shown = b"****"
-            else:
-                shown = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
-            self.logger.debug("C: %s", shown.decode("ascii", "replace"))
-            return
-        if len(data) > 2048:
-            self.logger.debug("C: <%d bytes of data>", len(data))
-            return
-        for line in data.decode("utf-8", "replace").split("\r\n")[:-1]:
-            self.logger.debug("C: %s", line)
-
-    def _trace_replies(self, replies: list[RawReply]) -> None:
-        for code, lines in replies:
-            for i, line in enumerate(lines):
-                sep = " " if i == len(lines) - 1 else "-"
-                text = line.decode("utf-8", "replace")
-                if code == 334:
-                    text = "****"  # SASL challenges may echo credentials (XOAUTH2 errors)
-                self.logger.debug("S: %d%s%s", code, sep, text)
+        proto.write(data, secret, hold)
 
     async def _command_reply(self, line: bytes, secret: bool = False) -> RawReply:
         self._write(line, secret)
@@ -703,8 +638,9 @@ class SMTPConnection:
                 fut.set_result(None)  # hand over: the turn stays taken
                 return
         self._turn = False
-        if self._held:
-            self._flush_held()
+        proto = self._proto
+        if proto is not None and proto.held:
+            proto.flush_held()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -852,7 +788,7 @@ class SMTPConnection:
             if len(data) <= JOIN_LIMIT:
                 self._write(b"".join((data, end, tail)), hold=self._hold_final(tail))
             else:
-                self._write_many((data, end + tail))
+                self._proto.writelines((data, end + tail))  # type: ignore[union-attr]
             return
         if isinstance(payload, AsyncIterable):
             async for chunk in payload:
@@ -876,19 +812,6 @@ class SMTPConnection:
         proto = self._proto
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
-
-    def _write_many(self, parts: Iterable[bytes]) -> None:
-        proto = self._proto
-        if proto is None:
-            raise SMTPConnectionError("not open")
-        if proto.error is not None:
-            raise proto.error
-        if self._trace:
-            self.logger.debug("C: <message data>")
-        if self._held:
-            parts = (self._held, *parts)
-            self._held = b""
-        proto.transport.writelines(parts)  # type: ignore[union-attr]
 
     async def send_many(
         self, items: Iterable[Any]
