@@ -7,8 +7,8 @@ measured on its own:
 * ``fastsmtp``: :class:`~fastsmtp.pool.SMTPPool` on uvloop with its defaults, fed by
   ``send_many`` (batched: each message's envelope rides in the same write as the previous
   message's dot);
-* ``fastsmtp-unbatched``: the same with ``batch_size=1`` (one task per message, up to
-  ``PIPELINE_DEPTH`` in flight per connection: the path a rate-limited pool takes);
+* ``fastsmtp-unbatched``: the same with ``batch_size=1`` (runs of one message: no
+  pipelining across messages);
 * ``aiosmtplib``: 8 ``SMTP`` clients on uvloop, each sending its share one by one;
 * ``smtplib``: 8 threads, one ``smtplib.SMTP`` connection each;
 * ``nodemailer``: its pooled transport (``bench/node/pool_bench.js``; needs
@@ -512,7 +512,7 @@ def test_pool_fastsmtp_100k(benchmark: Any) -> None:
 
 
 def test_pool_fastsmtp_unbatched_1k(benchmark: Any) -> None:
-    """fastsmtp SMTPPool with batch_size=1 (one task per message), 200 x 1 KB."""
+    """fastsmtp SMTPPool with batch_size=1 (runs of one message), 200 x 1 KB."""
     _smoke(benchmark, "fastsmtp-unbatched", SMOKE_COUNT, 1024)
 
 

@@ -1,12 +1,11 @@
-"""SMTPPool's two sending paths.
+"""SMTPPool's one delivery path, with runs of one message (``batch_size=1``).
 
-By default a connection sends runs of messages (``batch_size=FAST_BATCH_SIZE``); with a
-rate limit, or ``batch_size=1``, it keeps ``PIPELINE_DEPTH`` ``send()`` tasks in flight
-instead. ``test_pool.py`` covers the default; here the whole of it runs again with
+A slot hands its connection runs of up to ``batch_size`` jobs (``send_many`` fed from
+the queue). ``test_pool.py`` covers the default; here the whole of it runs again with
 ``batch_size=1`` (so retries, maybe-delivered, cancellation, max_messages, idle and
-back-pressure rules hold on that path too; ``test_pipelining_across_messages`` checks
-that the next envelope rides with the dot on both), plus tests specific to runs: a loss
-mid-run, runs and max_messages.
+back-pressure rules hold for runs of one too), plus tests specific to runs: a loss
+mid-run, runs and max_messages. ``test_pipelining_across_messages`` is not rerun: a run
+of one has nothing to pipeline behind its dot, by definition.
 """
 
 from __future__ import annotations
@@ -22,11 +21,12 @@ from fastsmtp.errors import SMTPMaybeDelivered
 from fastsmtp.pool import SMTPPool
 
 _make_pool = test_pool.make_pool
+del test_pipelining_across_messages  # noqa: F821 - runs of one do not pipeline (docstring)
 
 
 @pytest.fixture(autouse=True)
 def one_task_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    """test_pool's tests, rerun here, get pools on the one-task-per-message path."""
+    """test_pool's tests, rerun here, get pools whose runs are one message long."""
 
     def make_pool(port: int, **options: object) -> SMTPPool:
         options.setdefault("batch_size", 1)

@@ -10,15 +10,15 @@ used (warm) connection takes the next job and surplus connections age out throug
 ``idle_timeout`` (asyncpg's pool does the same).
 
 A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH)
-and starts the transaction. When the server offers PIPELINING (RFC 2920) the next
-message's MAIL/RCPT/DATA follow the previous message's final dot, so a busy connection
-costs about one round trip and one write per message while the bytes of two messages
-never interleave. Without a rate limit a slot hands its connection a *run* of up to
-``batch_size`` jobs (:meth:`SMTPConnection.send_many`), pulling each next job from the
-queue only just before the previous dot is written, and settles every caller the moment
-its own reply arrives. With a rate limit (a permit must be taken before each message
-starts) or ``batch_size=1`` the slot keeps up to ``PIPELINE_DEPTH`` ``send()`` tasks in
-flight instead, and the connection's write turn gives the same one-write pipelining.
+and hands the connection a *run*: :meth:`SMTPConnection.send_many` fed lazily from the
+queue, up to ``batch_size`` jobs. There is one delivery path: a lone message is a run of
+one. Pipelining itself is the connection's business: when the server offers PIPELINING
+(RFC 2920) the next job is pulled from the queue just before the previous message's
+final dot is written, and its MAIL/RCPT/DATA go out in the same write, so a busy
+connection costs about one round trip and one write per message while the bytes of two
+messages never interleave. A run ends when the queue is empty, at ``batch_size`` or
+``max_messages``, or when no rate-limit permit is free at once (the slot then waits for
+one before the next run, so a rate-limited pool never bursts past its limit).
 
 Every job's future resolves exactly once (``_settle`` is the only place that resolves
 one). The retry rule: a failure before the final dot was written (connection refused or
@@ -305,27 +305,17 @@ class _Job:
 class _Slot:
     """One worker task and the connection it owns."""
 
-    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer", "room", "blocker")
+    __slots__ = ("conn", "count", "task", "waiter", "timer", "blocker")
 
     def __init__(self) -> None:
         self.conn: SMTPConnection | None = None
         self.count = 0  # transactions started on ``conn``
-        self.tasks: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[_Job | None] | None = None  # set while idle
         self.timer: asyncio.TimerHandle | None = None  # idle timeout
-        # Set while the worker waits for one of ``tasks`` to end (its pipeline is full).
-        self.room: asyncio.Future[None] | None = None
         # Set while the worker, holding a job, waits for a rate-limit permit or for the
         # reconnect backoff: close() cancels it, so the job fails as "pool closed".
         self.blocker: asyncio.Task[Any] | None = None
-
-    def finished(self, task: asyncio.Task[None]) -> None:
-        """Done callback of a transaction task: free its place in the pipeline."""
-        self.tasks.discard(task)
-        room, self.room = self.room, None
-        if room is not None and not room.done():
-            room.set_result(None)
 
 
 def _replayable(message: MessageSource) -> bool:
@@ -794,34 +784,16 @@ class SMTPPool:
                         return
                     slot.count = 0
                 slot.count += 1
-                pipelining = opts.pipelining and conn.capabilities.pipelining
-                if pipelining and opts.batch_size > 1 and self._limiter is None:
-                    # Awaited here, not in a task: the batch pipelines its messages itself
-                    # (a second task waiting for the write turn would let later jobs
-                    # overtake its first one), and the slot is back on the idle stack
-                    # before the callers woken by the batch's results run.
-                    await self._deliver_batch(slot, conn, job)
-                    if slot.count >= opts.max_messages:
-                        await self._retire(slot)
-                    job = None
-                    continue
-                task = loop.create_task(self._deliver(conn, job))
-                slot.tasks.add(task)
-                task.add_done_callback(slot.finished)
-                depth = PIPELINE_DEPTH if pipelining else 1
-                while len(slot.tasks) >= depth:
-                    # One future woken by slot.finished: asyncio.wait(FIRST_COMPLETED)
-                    # would add and remove a callback on every task each time.
-                    slot.room = loop.create_future()
-                    await slot.room
+                # Awaited here, not in a task: the run pipelines its messages itself, and
+                # the slot is back on the idle stack before the callers woken by the
+                # run's results run.
+                await self._deliver(slot, conn, job)
                 if slot.count >= opts.max_messages:
                     await self._retire(slot)
                 job = None
         finally:
             if slot.waiter is not None:
                 self._wake(slot, None)
-            if slot.tasks:
-                await asyncio.wait(slot.tasks)
             await self._retire(slot)
             self._slots.remove(slot)
             self._spawn()  # pending jobs left behind get a new slot (after any backoff)
@@ -843,12 +815,10 @@ class SMTPPool:
         return True
 
     async def _retire(self, slot: _Slot) -> None:
-        """Finish the slot's transactions and QUIT its connection (errors ignored)."""
+        """QUIT the slot's connection (errors ignored); its run, if any, has ended."""
         conn, slot.conn = slot.conn, None
         if conn is None:
             return
-        if slot.tasks:
-            await asyncio.wait(slot.tasks)
         await conn.quit()
 
     async def _open(self) -> SMTPConnection:
@@ -898,28 +868,25 @@ class SMTPPool:
         self._release_space(all_=True)
         self._dispatch()
 
-    async def _deliver(self, conn: SMTPConnection, job: _Job) -> None:
-        try:
-            result = await conn.send(job.message, job.envelope)
-        except BaseException as exc:
-            self._failed(conn, job, exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self._settle(job, result)
-
-    async def _deliver_batch(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
-        """Send ``first`` and, while more jobs are queued, up to ``batch_size`` in all.
+    async def _deliver(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
+        """The one delivery path: send ``first`` and, while more jobs are queued, up to
+        ``batch_size`` in all, as one run of :meth:`SMTPConnection.send_many`.
 
         The jobs are taken from the queue lazily, just before the previous message's
-        final dot is written, so a batch never holds a job that another connection could
-        have started. A job to be kept off this connection (``avoid``) ends the batch
-        and goes back to the front of the queue. Each job then gets the same treatment
-        as in :meth:`_deliver`.
+        final dot is written, so a run never holds a job that another connection could
+        have started. A job to be kept off this connection (``avoid``) ends the run and
+        goes back to the front of the queue, and so does one for which no rate-limit
+        permit is free at once. Each outcome is settled (or retried) by
+        :meth:`_settle` / :meth:`_failed`.
         """
         batch = [first]
-        max_messages = self.pool_options.max_messages
-        batch_size = self.pool_options.batch_size
+        opts = self.pool_options
+        max_messages = opts.max_messages
+        # Without PIPELINING (or with it turned off) a run is one message: nothing would
+        # ride with its dot, and other slots may take the queued jobs meanwhile.
+        batch_size = opts.batch_size if opts.pipelining and conn.capabilities.pipelining \
+            else 1
+        limiter = self._limiter
 
         def items() -> Iterator[tuple[MessageSource, Envelope]]:
             yield first.message, first.envelope
@@ -930,7 +897,7 @@ class SMTPPool:
                 job = self._next_pending()
                 if job is None:
                     return
-                if job.avoid is conn:
+                if job.avoid is conn or (limiter is not None and not limiter.try_acquire()):
                     self._pending.appendleft(job)
                     return
                 batch.append(job)
