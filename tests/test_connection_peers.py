@@ -569,6 +569,50 @@ async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
     peer.check()
 
 
+async def test_three_concurrent_sends_share_one_pipeline() -> None:
+    """The first caller drives the pipeline and hands it on once its own reply is in;
+    every envelope still rides with the previous dot."""
+    env3 = Envelope("a@x.test", "d@x.test")
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\nMAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
+        Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m2\r\n.\r\nMAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<d@x.test>\r\nDATA\r\n"),
+        Send(b"250 second\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m3\r\n.\r\n"), Send(b"250 third\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            results = await asyncio.gather(
+                conn.send(b"m1", ENV1), conn.send(b"m2", ENV2), conn.send(b"m3", env3))
+            assert [r.response.message for r in results] == ["first", "second", "third"]
+            assert conn.is_usable and conn.messages_sent == 3
+    peer.check()
+
+
+async def test_cancelled_send_still_queued_writes_nothing() -> None:
+    """A send cancelled while it waits to join the pipeline is dropped before any byte
+    of it is written; the connection stays usable."""
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\n"), Send(b"250 first\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            first = asyncio.ensure_future(conn.send(b"m1", ENV1))
+            second = asyncio.ensure_future(conn.send(b"m2", ENV2))
+            await asyncio.sleep(0)  # one yield: both tasks run to their first wait
+            assert conn.pending == 2  # so the second is queued, not merely unstarted
+            second.cancel()
+            assert (await first).response.message == "first"
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            assert conn.is_usable and conn.messages_sent == 1
+    peer.check()
+
+
 async def test_send_many_connection_lost_after_a_dot() -> None:
     """Only the message whose dot was written is 'maybe delivered'; the rest may be retried."""
     env = Envelope("a@x.test", "b@x.test")

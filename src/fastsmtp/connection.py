@@ -6,20 +6,26 @@ Theory of operation
 EHLO is refused with 5xx), upgrades with STARTTLS when offered, and sends EHLO again: the
 capabilities used afterwards only ever come from the EHLO sent over TLS.
 
-``send()`` runs one transaction in three steps, each one write and one wait:
+Every transaction runs in one pipeline (``SMTPConnection._pipeline``); the meaning of the
+bytes and replies is the sans-IO :class:`~fastsmtp._transaction.Transaction`'s. Per
+message, the pipeline:
 
-1. ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the server offers PIPELINING
-   (else one command at a time), then the replies, matched in order;
-2. the body, streamed through the ``DataEncoder`` under write backpressure, and the final
+1. writes ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the server offers
+   PIPELINING (else one command at a time) and feeds the replies to the transaction;
+2. streams the body through the ``DataEncoder`` under write backpressure, with the final
    dot in the same write as the body's last chunk;
-3. the reply to the dot (LMTP: one per accepted recipient).
+3. feeds it the reply to the dot (LMTP: one per accepted recipient).
 
-The connection has a *write turn*: a transaction holds it from its first command until
-its final dot is written (PIPELINING) or answered (no PIPELINING). A second ``send()``
-started meanwhile waits for the turn and then writes its ``MAIL``/``RCPT``/``DATA`` right
-behind the previous message's dot, before that dot's reply arrives (RFC 2920 allows the
-message content to lead a pipelined group). So concurrent sends on one connection, e.g.
-:meth:`SMTPConnection.send_many` or a pool, cost about one round trip per message.
+Cross-message pipelining has one mechanism: with PIPELINING the pipeline takes the next
+message just before it writes the current one's dot, and that message's
+``MAIL``/``RCPT``/``DATA`` go out in the same write, before the dot's reply arrives (RFC
+2920 lets message content lead a pipelined group): about one write and one round trip per
+message. :meth:`SMTPConnection.send_many` feeds it from its iterable; :meth:`send` is a
+one-message feed: the first caller drives the pipeline, concurrent callers join its feed
+and the driver hands the pipeline to the next caller once its own reply is in (so nobody
+waits for more than its own message and the one ahead). A pool feeds it runs of queued
+jobs. The write turn is only mutual exclusion between the pipeline and other commands
+(NOOP, RSET, AUTH, QUIT).
 
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,
@@ -187,6 +193,9 @@ class SMTPConnection:
         closed: Future resolved when the connection is gone (closed by either side).
     """
 
+    #: Sends waiting to join the running pipeline, oldest first (made by connect()).
+    _feed: deque[list[Any]]
+
     def __init__(
         self,
         host: str = "localhost",
@@ -300,6 +309,7 @@ class SMTPConnection:
         if self._state != _NEW:
             raise RuntimeError("connect() may be called only once per SMTPConnection")
         self._state = _READY
+        self._feed = deque()
         try:
             await self._connect()
         except BaseException as exc:
@@ -400,12 +410,12 @@ class SMTPConnection:
 
     # -- low-level I/O -------------------------------------------------------------------
 
-    def _write(self, data: bytes, secret: bool = False, hold: bool = False) -> None:
+    def _write(self, data: bytes, secret: bool = False) -> None:
         """Write ``data`` through the protocol (see :meth:`SMTPClientProtocol.write`)."""
         proto = self._proto
         if proto is None or self._state != _READY:
             raise SMTPConnectionError("the connection is not open")
-        proto.write(data, secret, hold)
+        proto.write(data, secret)
 
     async def _command_reply(self, line: bytes, secret: bool = False) -> RawReply:
         self._write(line, secret)
@@ -612,6 +622,10 @@ class SMTPConnection:
         raise self._reply_error(raw, f"{mech.name} authentication failed", SMTPAuthError)
 
     # -- the write turn ------------------------------------------------------------------
+    #
+    # The turn is mutual exclusion, not pipelining: one pipeline (or one command such as
+    # NOOP or AUTH) owns the connection at a time. Sends that arrive while a pipeline
+    # runs join its feed instead of waiting for the turn (see _pipeline).
 
     async def _acquire_turn(self) -> None:
         if not self._turn:
@@ -637,10 +651,17 @@ class SMTPConnection:
             if not fut.done():
                 fut.set_result(None)  # hand over: the turn stays taken
                 return
+        feed = self._feed
+        while feed:
+            # Sends queued behind a command: the oldest one drives a new pipeline.
+            entry = feed[0]
+            if entry[0].done():  # its caller gave up before anything was written
+                feed.popleft()
+                continue
+            queue: deque[list[Any]] = deque()
+            entry[0].set_result(_Drive(self._pipeline(self._pull_feed, queue), queue))
+            return  # the turn stays taken
         self._turn = False
-        proto = self._proto
-        if proto is not None and proto.held:
-            proto.flush_held()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -688,28 +709,86 @@ class SMTPConnection:
                 final dot (with its ``reply``); the connection is closed.
         """
         tr = Transaction(message, envelope, self.capabilities, self.options.lmtp)
-        await self._acquire_turn()  # nothing has been written before this point
+        # Nothing has been written before this point. Every send goes through the one
+        # pipeline: the first caller drives it, the others join its feed.
+        if self._state != _READY:
+            raise SMTPConnectionError("the connection is not open")
+        own: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+        entry = [own, _PENDING, tr]
+        self._feed.append(entry)
         self._pending += 1
-        released = False
         try:
-            await self._envelope(tr)
-            await self._write_body(tr.payload)
-            size = self._encoder.bytes_out  # read now: the next message reuses the encoder
-            # The dot is written: from here on a lost connection means "maybe delivered".
-            dot = self._proto.expect(tr.expected_final())  # type: ignore[union-attr]
-            if self.capabilities.pipelining:
-                released = True
-                self._release_turn()  # the next transaction may pipeline behind our dot
-            return await self._finish(tr, dot, size)
-        except (SMTPEnvelopeError, SMTPDataRefused):
-            raise  # a refusal of this message; the connection stays usable
-        except BaseException as exc:
-            self._abort(exc)
-            raise
+            if not self._turn:
+                self._turn = True
+                queue: deque[list[Any]] = deque()
+                got: Any = _Drive(self._pipeline(self._pull_feed, queue), queue)
+            else:
+                got = await self._wait_turn(entry)
+            while isinstance(got, _Drive):
+                # Ours to drive: until our own outcome is in, then handed on.
+                own = entry[0] = self._loop.create_future()  # type: ignore[union-attr]
+                await self._drive(got, own)
+                got = own.result()
         finally:
             self._pending -= 1
-            if not released:
-                self._release_turn()
+        if isinstance(got, BaseException):
+            raise got
+        return cast(SendResult, got)
+
+    async def _wait_turn(self, entry: list[Any]) -> Any:
+        """Wait in the feed: for the outcome, or for the pipeline to be handed over."""
+        fut = entry[0]
+        try:
+            return await fut
+        except asyncio.CancelledError as exc:
+            if entry in self._feed:
+                self._feed.remove(entry)  # never taken: nothing of it was written
+            elif fut.done() and not fut.cancelled() and isinstance(fut.result(), _Drive):
+                # Handed the pipeline just as we were cancelled: it must still end (and
+                # release the turn); the connection goes, as for any cancelled send.
+                self._abort(exc)
+                abandoned = fut.result()
+                dummy = self._loop.create_future()  # type: ignore[union-attr]
+                self._loop.create_task(self._drive(abandoned, dummy))  # type: ignore[union-attr]
+            elif entry[1] is _PENDING:
+                self._abort(exc)  # cancelled mid-transaction: the session state is unknown
+            raise
+
+    def _pull_feed(self) -> list[Any] | None:
+        """The next send waiting in the feed (callers that gave up are skipped)."""
+        feed = self._feed
+        while feed:
+            entry = feed.popleft()
+            if not entry[0].done():
+                return entry
+        return None
+
+    async def _drive(self, drive: _Drive, own: asyncio.Future[Any]) -> None:
+        """Run the pipeline until ``own`` has its outcome, settling every caller's future;
+        then hand the pipeline to the caller of the next message, if any."""
+        agen, queue = drive.agen, drive.queue
+        try:
+            while True:
+                if own.done():
+                    for nxt in (*queue, *self._feed):
+                        if not nxt[0].done():
+                            nxt[0].set_result(drive)  # its caller drives from here
+                            return
+                try:
+                    fut, outcome = await agen.__anext__()
+                except StopAsyncIteration:
+                    return
+                if not fut.done():
+                    fut.set_result(outcome)
+        except BaseException as exc:
+            # Cancelled while driving: the pipeline aborted the connection and ended. The
+            # messages behind ours were not sent (their dots were not written).
+            error = unsent_error(self.error or SMTPConnectionError(repr(exc)))
+            for entry in (*queue, *self._feed):
+                if not entry[0].done() and entry[0] is not own:
+                    entry[0].set_result(error)
+            self._feed.clear()
+            raise
 
     async def _finish(
         self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int
@@ -738,7 +817,7 @@ class SMTPConnection:
         """Send MAIL, RCPT..., DATA and read the replies; return once DATA got 354.
 
         ``written`` is the reply future of commands already written (pipelined behind the
-        previous message by :meth:`send_many`).
+        previous message's dot by :meth:`_pipeline`).
         """
         proto = self._proto
         assert proto is not None
@@ -781,14 +860,16 @@ class SMTPConnection:
         ``tail`` (the next message's pipelined commands) goes in the same write as the
         dot, so a pipelined message costs one write.
         """
+        proto = self._proto
+        assert proto is not None
         encoder = self._encoder
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
             end = encoder.end()
             if len(data) <= JOIN_LIMIT:
-                self._write(b"".join((data, end, tail)), hold=self._hold_final(tail))
+                proto.write(b"".join((data, end, tail)))
             else:
-                self._proto.writelines((data, end + tail))  # type: ignore[union-attr]
+                proto.writelines((data, end + tail))
             return
         if isinstance(payload, AsyncIterable):
             async for chunk in payload:
@@ -796,12 +877,7 @@ class SMTPConnection:
         else:
             for chunk in payload:
                 await self._write_chunk(chunk)
-        self._write(encoder.end() + tail, hold=self._hold_final(tail))
-
-    def _hold_final(self, tail: bytes) -> bool:
-        """Hold the final write? Yes when another transaction waits for the turn and will
-        write right behind it (pipelining); _release_turn flushes if nobody takes over."""
-        return not tail and bool(self._turn_waiters) and self.capabilities.pipelining
+        proto.write(encoder.end() + tail)
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -813,6 +889,98 @@ class SMTPConnection:
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
 
+    async def _pipeline(
+        self, pull: Callable[[], list[Any] | None], queue: deque[list[Any]]
+    ) -> AsyncIterator[tuple[Any, Any]]:
+        """THE pipelining mechanism: every transaction on the connection runs here.
+
+        ``pull()`` returns the next message as an entry ``[key, outcome, transaction]``
+        (outcome ``_PENDING``, or already an error if the message was invalid), or None
+        when there is none right now; it never waits. Entries go into ``queue`` in order
+        and are yielded as ``(key, outcome)`` as soon as every earlier one is known.
+
+        With PIPELINING the next message is pulled just before the current message's
+        final dot is written, and its MAIL/RCPT/DATA go out in the same write; without
+        it, one message at a time, one command at a time. Whoever iterates this holds
+        the write turn; it is released when the pipeline ends.
+        """
+        proto = self._proto
+        assert proto is not None
+        pipelining = self.capabilities.pipelining
+        dot_entry: list[Any] | None = None
+
+        def prepare() -> list[Any] | None:
+            # The next valid message; invalid ones keep their error in place.
+            while (entry := pull()) is not None:
+                queue.append(entry)
+                if entry[1] is _PENDING:
+                    return entry
+            return None
+
+        try:
+            cur = prepare()
+            written = None
+            if cur is not None and pipelining:
+                proto.write(b"".join(cur[2].commands))
+                written = proto.expect(len(cur[2].commands))
+            dot: Any = None
+            while True:
+                if dot is not None:
+                    # The previous dot's reply comes before this envelope's replies.
+                    try:
+                        outcome: Any = await self._finish(*dot)
+                    except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+                        outcome = exc
+                    dot_entry[1] = outcome  # type: ignore[index]
+                    dot = None
+                while queue and queue[0][1] is not _PENDING:
+                    done = queue.popleft()
+                    yield done[0], done[1]
+                if cur is None:
+                    # Anything that arrived while the last reply was awaited.
+                    cur = prepare()
+                    if cur is None:
+                        break
+                    if pipelining:
+                        proto.write(b"".join(cur[2].commands))
+                        written = proto.expect(len(cur[2].commands))
+                entry, tr = cur, cur[2]
+                try:
+                    await self._envelope(tr, written)
+                except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+                    entry[1] = exc
+                    cur = written = None
+                    continue
+                cur = prepare() if pipelining else None
+                await self._write_body(tr.payload,
+                                       b"".join(cur[2].commands) if cur is not None else b"")
+                # The dot is written: from here on a lost connection means "maybe
+                # delivered" for this message (and only for this one).
+                dot_entry = entry
+                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
+                written = proto.expect(len(cur[2].commands)) if cur is not None else None
+        except BaseException as exc:
+            self._abort(exc)
+            if not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, SMTPMaybeDelivered):
+                # Only the message whose dot was written may have been delivered; the
+                # ones behind it were not, and may be retried.
+                if dot_entry is not None and dot_entry[1] is _PENDING:
+                    dot_entry[1] = exc
+            other = unsent_error(exc)
+            for pending in queue:
+                if pending[1] is _PENDING:
+                    pending[1] = other
+            while (left := pull()) is not None:
+                left[1] = other
+                queue.append(left)
+        finally:
+            self._release_turn()
+        while queue:
+            done = queue.popleft()
+            yield done[0], done[1]
+
     async def send_many(
         self, items: Iterable[Any]
     ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
@@ -820,8 +988,8 @@ class SMTPConnection:
 
         With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
         the previous message's final dot (RFC 2920), so each message costs one write and
-        about one round trip instead of two. Without it, this is a loop over
-        :meth:`send`.
+        about one round trip instead of two (see :meth:`_pipeline`). Without it, the
+        messages go one after another.
 
         Args:
             items: Each a message (an :class:`email.message.EmailMessage` gives its own
@@ -843,97 +1011,31 @@ class SMTPConnection:
         the connection, as cancelling :meth:`send` does.
         """
         it = iter(items)
-        if not self.capabilities.pipelining:
-            for item in it:
-                message, envelope = split_item(item)
-                try:
-                    outcome: Any = await self.send(message, envelope)
-                except Exception as exc:  # noqa: BLE001 - reported per message
-                    outcome = exc
-                yield item, outcome
-            return
-
-        # [item, outcome] per message, in order; outcome is _PENDING until known. Entries
-        # are yielded (and dropped) as soon as every earlier one is known.
-        queue: deque[list[Any]] = deque()
-
         caps, lmtp = self.capabilities, self.options.lmtp
 
-        def prepare() -> tuple[list[Any], Transaction] | None:
-            # The next valid message; invalid ones get their error in place.
+        def pull() -> list[Any] | None:
             for item in it:
-                entry = [item, _PENDING]
-                queue.append(entry)
                 message, envelope = split_item(item)
                 try:
-                    tr = Transaction(message, envelope, caps, lmtp)
+                    return [item, _PENDING, Transaction(message, envelope, caps, lmtp)]
                 except Exception as exc:  # noqa: BLE001 - reported per message
-                    entry[1] = exc
-                    continue
-                return entry, tr
+                    return [item, exc, None]
             return None
 
         await self._acquire_turn()
         self._pending += 1
-        proto = self._proto
-        assert proto is not None
-        dot_entry: list[Any] | None = None
         try:
-            cur = prepare()
-            written = None
-            if cur is not None:
-                self._write(b"".join(cur[1].commands))
-                written = proto.expect(len(cur[1].commands))
-            dot: Any = None
-            while True:
-                if dot is not None:
-                    # The previous dot's reply comes before this envelope's replies.
-                    try:
-                        outcome = await self._finish(*dot)
-                    except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                        outcome = exc
-                    dot_entry[1] = outcome  # type: ignore[index]
-                    dot = None
-                while queue and queue[0][1] is not _PENDING:
-                    done = queue.popleft()
-                    yield done[0], done[1]
-                if cur is None:
-                    break
-                entry, tr = cur
-                try:
-                    await self._envelope(tr, written)
-                except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                    entry[1] = exc
-                    cur = prepare()
-                    if cur is not None:
-                        self._write(b"".join(cur[1].commands))
-                        written = proto.expect(len(cur[1].commands))
-                    continue
-                cur = prepare()
-                tail = b"".join(cur[1].commands) if cur is not None else b""
-                await self._write_body(tr.payload, tail)
-                dot_entry = entry
-                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
-                if cur is not None:
-                    written = proto.expect(len(cur[1].commands))
-        except BaseException as exc:
-            self._abort(exc)
-            if not isinstance(exc, Exception):
-                raise
-            if isinstance(exc, SMTPMaybeDelivered):
-                # Only the message whose dot was written may have been delivered; the
-                # ones behind it were not, and may be retried.
-                if dot_entry is not None and dot_entry[1] is _PENDING:
-                    dot_entry[1] = exc
-            other = unsent_error(exc)
-            for entry in queue:
-                if entry[1] is _PENDING:
-                    entry[1] = other
-            for item in it:
-                queue.append([item, other])
+            async for pair in self._pipeline(pull, deque()):
+                yield pair
         finally:
             self._pending -= 1
-            self._release_turn()
-        while queue:
-            done = queue.popleft()
-            yield done[0], done[1]
+
+
+class _Drive:
+    """The pipeline handed to a send() caller: it drives it until its own outcome."""
+
+    __slots__ = ("agen", "queue")
+
+    def __init__(self, agen: AsyncIterator[tuple[Any, Any]], queue: deque[list[Any]]) -> None:
+        self.agen = agen
+        self.queue = queue

@@ -18,11 +18,11 @@ can never be reused. Failed futures are marked retrieved, because later waiters 
 pipelined group are legitimately never awaited after an earlier one failed.
 
 The protocol owns every write (:meth:`SMTPClientProtocol.write`): the connection never
-touches the transport. That keeps in one place the three things every write must get
-right: the *held* bytes (a final write kept back so that the next pipelined transaction's
-commands join it: one write per message), the *trace* (the ``C:``/``S:`` debug log, with
-AUTH data masked), and the transport itself, which :meth:`SMTPClientProtocol.start_tls`
-swaps for the TLS one after STARTTLS.
+touches the transport. That keeps in one place what every write must get right: the
+*trace* (the ``C:``/``S:`` debug log, with AUTH data masked), and the transport itself,
+which :meth:`SMTPClientProtocol.start_tls` swaps for the TLS one after STARTTLS.
+(Nothing is ever held back: the connection's one pipeline joins the next message's
+commands to the dot before it writes, so each pipelined message is one write.)
 
 Timeouts are one lazily re-armed timer, not one per await: it only exists while a reply
 or a drain is awaited, and when it fires early (because bytes arrived meanwhile) it
@@ -42,7 +42,6 @@ from typing import Any
 from ._codec import ReplyParser
 from ._transaction import RawReply
 from .errors import (
-    SMTPConnectionError,
     SMTPError,
     SMTPProtocolError,
     SMTPServerDisconnected,
@@ -65,7 +64,6 @@ class SMTPClientProtocol(asyncio.Protocol):
         error: The error that broke the connection, or None while it is healthy.
         timeout: Seconds of silence allowed while something is awaited.
         trace: The logger that gets the SMTP traffic at DEBUG, or None (no tracing).
-        held: Bytes written but kept back for the next write to join (see :meth:`write`).
     """
 
     __slots__ = (
@@ -81,7 +79,6 @@ class SMTPClientProtocol(asyncio.Protocol):
         "_timer",
         "_last",
         "trace",
-        "held",
         "greeting",
     )
 
@@ -99,7 +96,6 @@ class SMTPClientProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time of the last sign of life (or of starting to wait)
         self.trace: logging.Logger | None = None
-        self.held = b""
         # Registered (and its timer armed) in connection_made: the greeting timeout
         # starts once TCP and, with implicit TLS, the handshake are done; until then the
         # connection timeout applies.
@@ -246,17 +242,12 @@ class SMTPClientProtocol(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, data: bytes, secret: bool = False, hold: bool = False) -> None:
-        """Write ``data`` (after any held bytes); with ``hold``, keep it for the next write.
-
-        A transaction that hands the write turn to a waiting one holds its final write
-        (body and dot) so that the next message's MAIL/RCPT/DATA join it: one write
-        (one system call, one segment) per pipelined message instead of two.
+    def write(self, data: bytes, secret: bool = False) -> None:
+        """Write ``data``, tracing it when traffic is logged.
 
         Args:
             data: Whole command lines (or message data).
             secret: Credentials: the trace shows the verb and mechanism only.
-            hold: Keep the bytes back until the next write or :meth:`flush_held`.
 
         Raises:
             SMTPError: The connection is broken (its error).
@@ -265,30 +256,15 @@ class SMTPClientProtocol(asyncio.Protocol):
             raise self.error
         if self.trace is not None:
             self._trace_write(data, secret)
-        if self.held:
-            data = self.held + data
-            self.held = b""
-        if hold:
-            self.held = data
-            return
         self.transport.write(data)  # type: ignore[union-attr]
 
     def writelines(self, parts: Iterable[bytes]) -> None:
-        """Write message data in parts (after any held bytes), without joining them."""
+        """Write message data in parts, without joining them."""
         if self.error is not None:
             raise self.error
         if self.trace is not None:
             self.trace.debug("C: <message data>")
-        if self.held:
-            parts = (self.held, *parts)
-            self.held = b""
         self.transport.writelines(parts)  # type: ignore[union-attr]
-
-    def flush_held(self) -> None:
-        """Write held bytes now: nobody is going to write behind them."""
-        held, self.held = self.held, b""
-        if held and self.error is None:
-            self.transport.write(held)  # type: ignore[union-attr]
 
     def _trace_write(self, data: bytes, secret: bool) -> None:
         log = self.trace
@@ -331,8 +307,6 @@ class SMTPClientProtocol(asyncio.Protocol):
             SMTPTLSError: The handshake failed.
             SMTPError: The connection failed meanwhile (other than by being closed).
         """
-        if self.held:
-            raise SMTPConnectionError("bytes held across STARTTLS")  # a bug: never plaintext
         try:
             transport = await self._loop.start_tls(
                 self.transport,  # type: ignore[arg-type]
