@@ -613,6 +613,31 @@ async def test_cancelled_send_still_queued_writes_nothing() -> None:
     peer.check()
 
 
+async def test_cancelled_driver_fails_the_queued_send_without_writing_it() -> None:
+    """The caller driving the pipeline is cancelled mid-transaction: the connection goes
+    (its state is unknown), and the send queued behind it fails at once, unwritten."""
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Silence(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        first = asyncio.ensure_future(conn.send(b"m1", ENV1))
+        second = asyncio.ensure_future(conn.send(b"m2", ENV2))
+        await asyncio.sleep(0)  # one yield: both tasks run to their first wait
+        assert conn.pending == 2  # the first drives, the second is queued
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(SMTPConnectionError) as info:
+            await second
+        assert not isinstance(info.value, SMTPMaybeDelivered)
+        assert not conn.is_usable
+    peer.check()
+    assert b"c@x.test" not in peer.received
+
+
 async def test_send_many_connection_lost_after_a_dot() -> None:
     """Only the message whose dot was written is 'maybe delivered'; the rest may be retried."""
     env = Envelope("a@x.test", "b@x.test")

@@ -782,12 +782,14 @@ class SMTPConnection:
                     fut.set_result(outcome)
         except BaseException as exc:
             # Cancelled while driving: the pipeline aborted the connection and ended. The
-            # messages behind ours were not sent (their dots were not written).
+            # messages it had taken behind ours were not sent (their dots were not
+            # written). Those still in the feed are left to the next pipeline, which the
+            # turn's release has already handed on: it fails them with the connection's
+            # error without writing anything.
             error = unsent_error(self.error or SMTPConnectionError(repr(exc)))
-            for entry in (*queue, *self._feed):
+            for entry in queue:
                 if not entry[0].done() and entry[0] is not own:
                     entry[0].set_result(error)
-            self._feed.clear()
             raise
 
     async def _finish(
