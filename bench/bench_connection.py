@@ -52,14 +52,14 @@ async def _fastsmtp(port: int, count: int, message: bytes, pipelined: bool) -> N
     envelope = Envelope(FROM, TO)
     async with SMTPConnection("127.0.0.1", port, name="bench.local", ignore_tls=True) as conn:
         if pipelined:
-            results = await conn.send_many(((envelope, message) for _ in range(count)))
-            bad = [r for r in results if isinstance(r, Exception)]
+            items = ((message, envelope) for _ in range(count))
+            bad = [r async for _, r in conn.send_many(items) if isinstance(r, Exception)]
             if bad:
                 raise bad[0]
         else:
             send = conn.send
             for _ in range(count):
-                await send(envelope, message)
+                await send(message, envelope)
 
 
 async def _aiosmtplib(port: int, count: int, message: bytes) -> None:

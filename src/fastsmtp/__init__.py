@@ -2,7 +2,8 @@
 
 * :class:`SMTPPool` sends many messages over a pool of connections (nodemailer-smtp-pool);
   :class:`SyncSMTPPool` is its blocking facade.
-* :class:`SMTPConnection` is one client connection (smtp-connection).
+* :class:`SMTPConnection` is one client connection (smtp-connection); :func:`send`
+  connects, sends one message and says QUIT.
 * :class:`SMTPServer` (and the threaded :class:`SMTPServerThread`) is the server
   (simplesmtp's server), taking aiosmtpd-style handlers.
 
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 from ._codec import IMPLEMENTATION
+from ._send import send
 from .connection import SendResult, SMTPConnection
 from .errors import (
     SMTPAuthError,
@@ -84,6 +86,7 @@ __all__ = [
     "Verdict",
     "is_retryable",
     "verdict",
+    "send",
     "SMTPAuthError",
     "SMTPAuthNotSupported",
     "SMTPAuthRefused",

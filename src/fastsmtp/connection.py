@@ -6,20 +6,26 @@ Theory of operation
 EHLO is refused with 5xx), upgrades with STARTTLS when offered, and sends EHLO again: the
 capabilities used afterwards only ever come from the EHLO sent over TLS.
 
-``send()`` runs one transaction in three steps, each one write and one wait:
+Every transaction runs in one pipeline (``SMTPConnection._pipeline``); the meaning of the
+bytes and replies is the sans-IO :class:`~fastsmtp._transaction.Transaction`'s. Per
+message, the pipeline:
 
-1. ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the server offers PIPELINING
-   (else one command at a time), then the replies, matched in order;
-2. the body, streamed through the ``DataEncoder`` under write backpressure, and the final
+1. writes ``MAIL``, every ``RCPT`` and ``DATA`` in one write when the server offers
+   PIPELINING (else one command at a time) and feeds the replies to the transaction;
+2. streams the body through the ``DataEncoder`` under write backpressure, with the final
    dot in the same write as the body's last chunk;
-3. the reply to the dot (LMTP: one per accepted recipient).
+3. feeds it the reply to the dot (LMTP: one per accepted recipient).
 
-The connection has a *write turn*: a transaction holds it from its first command until
-its final dot is written (PIPELINING) or answered (no PIPELINING). A second ``send()``
-started meanwhile waits for the turn and then writes its ``MAIL``/``RCPT``/``DATA`` right
-behind the previous message's dot, before that dot's reply arrives (RFC 2920 allows the
-message content to lead a pipelined group). So concurrent sends on one connection, e.g.
-:meth:`SMTPConnection.send_many` or a pool, cost about one round trip per message.
+Cross-message pipelining has one mechanism: with PIPELINING the pipeline takes the next
+message just before it writes the current one's dot, and that message's
+``MAIL``/``RCPT``/``DATA`` go out in the same write, before the dot's reply arrives (RFC
+2920 lets message content lead a pipelined group): about one write and one round trip per
+message. :meth:`SMTPConnection.send_many` feeds it from its iterable; :meth:`send` is a
+one-message feed: the first caller drives the pipeline, concurrent callers join its feed
+and the driver hands the pipeline to the next caller once its own reply is in (so nobody
+waits for more than its own message and the one ahead). A pool feeds it runs of queued
+jobs. The write turn is only mutual exclusion between the pipeline and other commands
+(NOOP, RSET, AUTH, QUIT).
 
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,
@@ -37,15 +43,27 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable
-from email.message import Message
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-# data_size straight from the codec: message.data_size is its documented public wrapper,
-# one call more per message on the hot path.
-from ._codec import DataEncoder, data_size
-from ._syntax import CONTROL_CHARS, path_error
+from ._codec import DataEncoder
+from ._transaction import (
+    BODY,
+    DATA,
+    DOT,
+    DOT_RSET_FAIL,
+    RSET,
+    SEND_DATA,
+    RawReply,
+    SendResult,
+    Transaction,
+    breaks_session,
+    command,
+    positive_or_negative,
+    reply_error,
+    split_item,
+)
 from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
 from .ehlo import Capabilities, parse_ehlo
 from .errors import (
@@ -53,107 +71,41 @@ from .errors import (
     SMTPConnectionError,
     SMTPDataRefused,
     SMTPEnvelopeError,
-    SMTPEnvelopeNotSupported,
     SMTPError,
     SMTPHeloRefused,
     SMTPInvalidAuth,
-    SMTPInvalidEnvelope,
-    SMTPInvalidMessage,
     SMTPMaybeDelivered,
     SMTPProtocolError,
-    SMTPRecipientRefused,
-    SMTPRecipientsRefused,
     SMTPResponseError,
-    SMTPSenderRefused,
-    SMTPServerDisconnected,
-    SMTPServiceClosing,
     SMTPTimeoutError,
     SMTPTLSError,
     SMTPTLSNotSupported,
-    SMTPUnexpectedReply,
-    reply_error_class,
 )
 from .message import (
     Envelope,
     MessageSource,
-    envelope_from_message,
-    file_size_floor,
-    message_payload,
 )
 from .options import ConnectionOptions, TokenProvider, connection_options
-from .protocol import RawReply, SMTPClientProtocol
+from .protocol import SMTPClientProtocol
 from .reply import Reply
 
 __all__ = ["SMTPConnection", "SendResult", "TokenProvider"]
 
 _log = logging.getLogger("fastsmtp.connection")
 
-#: Longest command line built (RFC 5321 allows 512, but SIZE, DSN and SMTPUTF8 parameters
-#: legitimately extend MAIL and RCPT; anything longer is a bug or an attack).
-MAX_COMMAND = 2048
 #: Bodies up to this size go out in a single write together with the final dot.
 JOIN_LIMIT = 256 * 1024
 
-# Control characters, DEL, C1 controls and the Unicode line separators: none may appear
-# in a command line, whatever field it came from.
-_FORBIDDEN = CONTROL_CHARS
-
-_DATA = b"DATA\r\n"
-_RSET = b"RSET\r\n"
 _NOOP = b"NOOP\r\n"
 _QUIT = b"QUIT\r\n"
 _STARTTLS = b"STARTTLS\r\n"
 _CANCEL = b"*\r\n"
 
 _NEW, _READY, _CLOSED = 0, 1, 2
+#: An outcome not known yet (send_many).
+_PENDING: Any = object()
 
 _E = TypeVar("_E", bound=BaseException)
-
-
-def _command(*parts: str, utf8: bool = False) -> bytes:
-    """Build one command line: the only place where user values become protocol bytes.
-
-    Args:
-        *parts: Joined with single spaces.
-        utf8: Allow non-ASCII (only after SMTPUTF8 was negotiated for this transaction).
-
-    Raises:
-        SMTPEnvelopeError: A control character, non-ASCII text without ``utf8``, or an
-            over-long line. Nothing has been written.
-    """
-    line = " ".join(parts)
-    if line.isascii() and line.isprintable():
-        data = line.encode("ascii")  # the common case: no control character possible
-    else:
-        if _FORBIDDEN.search(line) is not None:
-            raise SMTPInvalidEnvelope(f"control character in command {line[:60]!r}")
-        try:
-            data = line.encode("utf-8" if utf8 else "ascii")
-        except UnicodeEncodeError:
-            raise SMTPInvalidEnvelope(
-                f"non-ASCII text needs SMTPUTF8 in command {line[:60]!r}"
-            ) from None
-    if len(data) > MAX_COMMAND:
-        raise SMTPInvalidEnvelope(f"command longer than {MAX_COMMAND} bytes")
-    return data + b"\r\n"
-
-
-def _path(address: str) -> str:
-    """``<address>`` for MAIL FROM / RCPT TO: the one place where addresses are checked.
-
-    Checked here rather than in :class:`Envelope` because this is the only place an
-    address becomes protocol bytes: every envelope passes here, however it was built
-    (a subclass, an attribute set behind the frozen dataclass's back), just before
-    anything of its transaction is written.
-
-    Raises:
-        SMTPEnvelopeError: The address could break out of the angle brackets (see
-            :func:`~fastsmtp._syntax.path_error`). Nothing has been written.
-    """
-    why = path_error(address)
-    if why is not None:
-        raise SMTPInvalidEnvelope(f"invalid address {address[:60]!r}: {why}")
-    return "<" + address + ">"
 
 
 def unsent_error(exc: _E) -> _E | SMTPError:
@@ -167,11 +119,6 @@ def unsent_error(exc: _E) -> _E | SMTPError:
         return exc
     cause = exc.__cause__
     return cause if isinstance(cause, SMTPError) else SMTPConnectionError(exc.message)
-
-
-def _positive_or_negative(code: int) -> bool:
-    """A 2xx, 4xx or 5xx reply: what every command may get (3xx only where expected)."""
-    return 200 <= code < 300 or 400 <= code < 600
 
 
 _hostname: str | None = None
@@ -190,54 +137,6 @@ def _default_name(sockname: Any) -> str:
     return "[127.0.0.1]"
 
 
-class SendResult:
-    """What happened to one message.
-
-    Attributes:
-        accepted: Recipients the server accepted (LMTP: accepted after the data too).
-        rejected: Recipients refused at RCPT (and, LMTP, after the data).
-        rejected_errors: One :class:`~fastsmtp.errors.SMTPEnvelopeError` per refused
-            recipient, with the server's reply.
-        size: Bytes of message data written, dot-stuffing and terminator included.
-        response: The server's reply to the final dot (LMTP: the last one), as a
-            :class:`~fastsmtp.reply.Reply` (built on first access).
-    """
-
-    __slots__ = ("accepted", "rejected", "rejected_errors", "size", "_raw", "_reply")
-
-    def __init__(
-        self,
-        accepted: list[str],
-        rejected: list[str],
-        rejected_errors: list[SMTPEnvelopeError],
-        size: int,
-        raw: RawReply,
-    ) -> None:
-        self.accepted = accepted
-        self.rejected = rejected
-        self.rejected_errors = rejected_errors
-        self.size = size
-        self._raw = raw
-        self._reply: Reply | None = None
-
-    @property
-    def response(self) -> Reply:
-        """The server's final reply."""
-        if self._reply is None:
-            self._reply = Reply.from_core(*self._raw)
-        return self._reply
-
-    def __repr__(self) -> str:
-        return (
-            f"SendResult(accepted={self.accepted!r}, rejected={self.rejected!r}, "
-            f"size={self.size}, response={str(self.response)!r})"
-        )
-
-
-def _reply(raw: RawReply) -> Reply:
-    return Reply.from_core(*raw)
-
-
 class SMTPConnection:
     """One SMTP/LMTP client connection (nodemailer's ``smtp-connection``, for asyncio).
 
@@ -248,7 +147,7 @@ class SMTPConnection:
 
         async with SMTPConnection("smtp.example.com", tls=ctx) as conn:
             await conn.login(user="me", password="secret")
-            result = await conn.send(Envelope("me@example.com", ["you@example.org"]), raw)
+            result = await conn.send(raw, Envelope("me@example.com", ["you@example.org"]))
 
     Args:
         host: Server host name or IP address.
@@ -278,6 +177,9 @@ class SMTPConnection:
         last_used: Loop time when the last transaction or command finished.
         closed: Future resolved when the connection is gone (closed by either side).
     """
+
+    #: Sends waiting to join the running pipeline, oldest first (made by connect()).
+    _feed: deque[list[Any]]
 
     def __init__(
         self,
@@ -373,6 +275,7 @@ class SMTPConnection:
         if self._state != _NEW:
             raise RuntimeError("connect() may be called only once per SMTPConnection")
         self._state = _READY
+        self._feed = deque()
         try:
             await self._connect()
         except BaseException as exc:
@@ -387,11 +290,10 @@ class SMTPConnection:
     async def _connect(self) -> None:
         opts = self.options
         loop = self._loop = asyncio.get_running_loop()
-        self._trace = opts.debug and self.logger.isEnabledFor(logging.DEBUG)
         proto = self._proto = SMTPClientProtocol(loop, opts.greeting_timeout)
         self.closed = proto.closed
-        if self._trace:
-            proto.trace = self._trace_replies
+        if opts.debug and self.logger.isEnabledFor(logging.DEBUG):
+            proto.trace = self.logger
         ctx = opts.ssl_context if opts.secure else None
         kwargs: dict[str, Any] = {}
         if ctx is not None:
@@ -440,13 +342,13 @@ class SMTPConnection:
 
     async def _ehlo(self) -> None:
         hello = "LHLO" if self.options.lmtp else "EHLO"
-        raw = await self._command_reply(_command(hello, self._name))
+        raw = await self._command_reply(command(hello, self._name))
         if raw[0] == 250:
             self.capabilities = parse_ehlo(line.decode("utf-8", "replace") for line in raw[1])
             return
         if self.options.lmtp or not 500 <= raw[0] < 600 or self.options.require_tls:
             raise self._reply_error(raw, f"{hello} refused", SMTPHeloRefused)
-        raw = await self._command_reply(_command("HELO", self._name))
+        raw = await self._command_reply(command("HELO", self._name))
         if raw[0] != 250:
             raise self._reply_error(raw, "HELO refused", SMTPHeloRefused)
         self.capabilities = Capabilities(greeting=raw[1][0].decode("utf-8", "replace"))
@@ -466,22 +368,7 @@ class SMTPConnection:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
                 return
             raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
-        try:
-            transport = await self._loop.start_tls(
-                proto.transport,  # type: ignore[arg-type]
-                proto,
-                opts.ssl_context,
-                server_hostname=opts.server_hostname,
-                ssl_handshake_timeout=opts.connection_timeout,
-            )
-        except (ssl.SSLError, ssl.CertificateError, OSError, asyncio.TimeoutError,
-                ConnectionError) as exc:
-            if proto.error is not None and not isinstance(proto.error, SMTPServerDisconnected):
-                raise proto.error from exc
-            raise SMTPTLSError(f"TLS handshake failed: {exc}") from exc
-        if transport is None:
-            raise SMTPTLSError("TLS handshake failed: the connection was closed")
-        proto.transport = transport
+        await proto.start_tls(opts.ssl_context, opts.server_hostname, opts.connection_timeout)
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
@@ -489,60 +376,12 @@ class SMTPConnection:
 
     # -- low-level I/O -------------------------------------------------------------------
 
-    def _write(self, data: bytes, secret: bool = False, hold: bool = False) -> None:
-        """Write ``data`` (after any held bytes); with ``hold``, keep it for the next write.
-
-        A transaction that hands the write turn to a waiting one holds its final write
-        (body and dot) so that the next message's MAIL/RCPT/DATA join it: one write
-        (one system call, one segment) per pipelined message instead of two.
-        """
+    def _write(self, data: bytes, secret: bool = False) -> None:
+        """Write ``data`` through the protocol (see :meth:`SMTPClientProtocol.write`)."""
         proto = self._proto
         if proto is None or self._state != _READY:
             raise SMTPConnectionError("the connection is not open")
-        if proto.error is not None:
-            raise proto.error
-        if self._trace:
-            self._trace_write(data, secret)
-        if self._held:
-            data = self._held + data
-            self._held = b""
-        if hold:
-            self._held = data
-            return
-        proto.transport.write(data)  # type: ignore[union-attr]
-
-    def _flush_held(self) -> None:
-        """Write held bytes now: nobody is going to write behind them."""
-        held, self._held = self._held, b""
-        proto = self._proto
-        if held and proto is not None and proto.error is None and self._state == _READY:
-            proto.transport.write(held)  # type: ignore[union-attr]
-
-    def _trace_write(self, data: bytes, secret: bool) -> None:
-        if secret:
-            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials. The line
-            # ending goes first: a CRLF must not end up inside the log record.
-            words = data.rstrip(b"\r\n").split(b" ")
-            if words[0] != b"AUTH":
-                shown = b"****"
-            else:
-                shown = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
-            self.logger.debug("C: %s", shown.decode("ascii", "replace"))
-            return
-        if len(data) > 2048:
-            self.logger.debug("C: <%d bytes of data>", len(data))
-            return
-        for line in data.decode("utf-8", "replace").split("\r\n")[:-1]:
-            self.logger.debug("C: %s", line)
-
-    def _trace_replies(self, replies: list[RawReply]) -> None:
-        for code, lines in replies:
-            for i, line in enumerate(lines):
-                sep = " " if i == len(lines) - 1 else "-"
-                text = line.decode("utf-8", "replace")
-                if code == 334:
-                    text = "****"  # SASL challenges may echo credentials (XOAUTH2 errors)
-                self.logger.debug("S: %d%s%s", code, sep, text)
+        proto.write(data, secret)
 
     async def _command_reply(self, line: bytes, secret: bool = False) -> RawReply:
         self._write(line, secret)
@@ -563,16 +402,9 @@ class SMTPConnection:
         unexpected 3xx client and server disagree on where the dialogue is (the server
         may be reading message data), so nothing more may be sent on it.
         """
-        reply = _reply(raw)
-        error: SMTPError
-        if raw[0] == 421:
-            # The server is closing the connection: it must not be reused.
-            error = SMTPServiceClosing(f"{what}: {reply}", reply=reply)
-        elif not _positive_or_negative(raw[0]):
-            error = SMTPUnexpectedReply(f"{what}: unexpected reply {reply}", reply=reply)
-        else:
-            return reply_error_class(cls)(f"{what}: {reply}", reply=reply, **attrs)
-        self._abort(error)
+        error = reply_error(raw, what, cls, **attrs)
+        if breaks_session(error):
+            self._abort(error)
         return error
 
     def _abort(self, exc: BaseException | None = None) -> None:
@@ -601,7 +433,7 @@ class SMTPConnection:
         self.last_used = self._loop.time()  # type: ignore[union-attr]
         if raw[0] != 250:
             raise self._reply_error(raw, f"{what} refused")
-        return _reply(raw)
+        return Reply.from_core(*raw)
 
     async def reset(self) -> Reply:
         """Abort any transaction with RSET.
@@ -609,7 +441,7 @@ class SMTPConnection:
         Raises:
             SMTPResponseError: The server did not answer 250.
         """
-        return await self._simple(_RSET, "RSET")
+        return await self._simple(RSET, "RSET")
 
     async def noop(self) -> Reply:
         """Send NOOP (a cheap liveness check).
@@ -742,7 +574,7 @@ class SMTPConnection:
                     answer = mech.step(decode_challenge(raw[1][0] if raw[1] else b""))
                 except SMTPAuthError:
                     cancelled = await self._command_reply(_CANCEL)
-                    if not _positive_or_negative(cancelled[0]):
+                    if not positive_or_negative(cancelled[0]):
                         raise self._reply_error(cancelled, "AUTH cancel") from None
                     raise
                 raw = await self._command_reply(answer, secret=True)
@@ -755,12 +587,16 @@ class SMTPConnection:
             self._pending -= 1
             self._release_turn()
         if raw[0] == 235:
-            return _reply(raw)
+            return Reply.from_core(*raw)
         # Includes a 334 after MAX_STEPS challenges: the server still waits for an
         # answer, so _reply_error closes the connection (any 3xx here).
         raise self._reply_error(raw, f"{mech.name} authentication failed", SMTPAuthError)
 
     # -- the write turn ------------------------------------------------------------------
+    #
+    # The turn is mutual exclusion, not pipelining: one pipeline (or one command such as
+    # NOOP or AUTH) owns the connection at a time. Sends that arrive while a pipeline
+    # runs join its feed instead of waiting for the turn (see _pipeline).
 
     async def _acquire_turn(self) -> None:
         if not self._turn:
@@ -786,63 +622,34 @@ class SMTPConnection:
             if not fut.done():
                 fut.set_result(None)  # hand over: the turn stays taken
                 return
+        feed = self._feed
+        while feed:
+            # Sends queued behind a command: the oldest one drives a new pipeline.
+            entry = feed[0]
+            if entry[0].done():  # its caller gave up before anything was written
+                feed.popleft()
+                continue
+            queue: deque[list[Any]] = deque()
+            entry[0].set_result(_Drive(self._pipeline(self._pull_feed, queue), queue))
+            return  # the turn stays taken
         self._turn = False
-        if self._held:
-            self._flush_held()
 
     # -- sending -------------------------------------------------------------------------
 
-    def _mail_commands(self, envelope: Envelope, size: int | None) -> list[bytes]:
-        # Addresses first: an injection attempt is reported as such, whatever the server.
-        sender = _path(envelope.mail_from)
-        recipients = [_path(rcpt) for rcpt in envelope.rcpt_to]
-        caps = self.capabilities
-        utf8 = envelope.smtputf8
-        params = ""
-        if utf8:
-            if not caps.smtputf8:
-                raise SMTPEnvelopeNotSupported(
-                    "an address is not ASCII and the server does not offer SMTPUTF8"
-                )
-            params = " SMTPUTF8"
-        if size is not None and caps.size is not None:
-            self._check_size(size)
-            params += " SIZE=" + str(size)
-        if envelope.use_8bit_mime and caps.eightbitmime:
-            params += " BODY=8BITMIME"
-        dsn = envelope.dsn
-        rcpt_params = ""
-        if dsn is not None and caps.dsn:
-            params += dsn.mail_params()
-            rcpt_params = dsn.rcpt_params()
-        lines = [_command("MAIL FROM:" + sender + params, utf8=utf8)]
-        for rcpt in recipients:
-            lines.append(_command("RCPT TO:" + rcpt + rcpt_params, utf8=utf8))
-        return lines
-
-    def _check_size(self, size: int, at_least: str = "") -> None:
-        """Refuse a message over the server's SIZE limit, before anything is written."""
-        limit = self.capabilities.size
-        if limit and size > limit:
-            raise SMTPInvalidMessage(
-                f"the message ({at_least}{size} bytes) exceeds the server's SIZE limit "
-                f"({limit} bytes)"
-            )
-
     async def send(
         self,
-        envelope: Envelope | None,
         message: MessageSource,
+        envelope: Envelope | None = None,
     ) -> SendResult:
         """Send one message.
 
         Args:
-            envelope: Sender and recipients; None to derive them from ``message``, which
-                must then be an :class:`email.message.Message` (``Sender``/``From``;
-                ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
             message: bytes, str, EmailMessage, a binary file, or a sync or async iterable
                 of bytes chunks (streamed, never read whole). Line endings are normalized
                 to CRLF and leading dots doubled.
+            envelope: Sender and recipients; None to derive them from ``message``, which
+                must then be an :class:`email.message.Message` (``Sender``/``From``;
+                ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
 
         The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
         else, for an in-memory message, its size after CRLF normalization
@@ -855,6 +662,8 @@ class SMTPConnection:
             A :class:`SendResult`. Some refused recipients do not fail the send.
 
         Raises:
+            TypeError: No envelope and ``message`` is not an
+                :class:`email.message.Message` (nothing written).
             SMTPEnvelopeError: Invalid envelope, e.g. an address that could add
                 parameters (``<``, ``>``, whitespace outside a quoted local part, a
                 control character) (nothing written).
@@ -870,60 +679,92 @@ class SMTPConnection:
             SMTPProtocolError: An unexpected reply, e.g. a 3xx to MAIL, RCPT or the
                 final dot (with its ``reply``); the connection is closed.
         """
-        envelope, payload, commands = self._prepare(envelope, message)  # nothing written yet
-        await self._acquire_turn()
+        tr = Transaction(message, envelope, self.capabilities, self.options.lmtp)
+        # Nothing has been written before this point. Every send goes through the one
+        # pipeline: the first caller drives it, the others join its feed.
+        if self._state != _READY:
+            raise SMTPConnectionError("the connection is not open")
+        own: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+        entry = [own, _PENDING, tr]
+        self._feed.append(entry)
         self._pending += 1
-        released = False
         try:
-            accepted, rejected, errors = await self._envelope(envelope, commands)
-            await self._write_body(payload)
-            size = self._encoder.bytes_out  # read now: the next message reuses the encoder
-            # The dot is written: from here on a lost connection means "maybe delivered".
-            dot = self._proto.expect(  # type: ignore[union-attr]
-                len(accepted) if self.options.lmtp else 1
-            )
-            if self.capabilities.pipelining:
-                released = True
-                self._release_turn()  # the next transaction may pipeline behind our dot
-            return await self._finish(dot, accepted, rejected, errors, size)
-        except (SMTPEnvelopeError, SMTPDataRefused):
-            raise  # a refusal of this message; the connection stays usable
-        except BaseException as exc:
-            self._abort(exc)
-            raise
+            if not self._turn:
+                self._turn = True
+                queue: deque[list[Any]] = deque()
+                got: Any = _Drive(self._pipeline(self._pull_feed, queue), queue)
+            else:
+                got = await self._wait_turn(entry)
+            while isinstance(got, _Drive):
+                # Ours to drive: until our own outcome is in, then handed on.
+                own = entry[0] = self._loop.create_future()  # type: ignore[union-attr]
+                await self._drive(got, own)
+                got = own.result()
         finally:
             self._pending -= 1
-            if not released:
-                self._release_turn()
+        if isinstance(got, BaseException):
+            raise got
+        return cast(SendResult, got)
 
-    def _prepare(
-        self, envelope: Envelope | None, message: MessageSource
-    ) -> tuple[Envelope, Any, list[bytes]]:
-        """Validate and build everything a transaction writes, before writing anything."""
-        if envelope is None:
-            if not isinstance(message, Message):
-                raise TypeError("envelope=None needs an email.message.Message")
-            envelope = envelope_from_message(message)
-        payload = message_payload(message)
-        size = envelope.size
-        if size is None:
-            if isinstance(payload, (bytes, bytearray, memoryview)):
-                size = data_size(payload)  # after CRLF normalization, as the server counts
-            elif hasattr(message, "read"):
-                floor = file_size_floor(message)
-                if floor is not None:
-                    self._check_size(floor, at_least="at least ")
-        commands = self._mail_commands(envelope, size)
-        commands.append(_DATA)
-        return envelope, payload, commands
+    async def _wait_turn(self, entry: list[Any]) -> Any:
+        """Wait in the feed: for the outcome, or for the pipeline to be handed over."""
+        fut = entry[0]
+        try:
+            return await fut
+        except asyncio.CancelledError as exc:
+            if entry in self._feed:
+                self._feed.remove(entry)  # never taken: nothing of it was written
+            elif fut.done() and not fut.cancelled() and isinstance(fut.result(), _Drive):
+                # Handed the pipeline just as we were cancelled: it must still end (and
+                # release the turn); the connection goes, as for any cancelled send.
+                self._abort(exc)
+                abandoned = fut.result()
+                dummy = self._loop.create_future()  # type: ignore[union-attr]
+                self._loop.create_task(self._drive(abandoned, dummy))  # type: ignore[union-attr]
+            elif entry[1] is _PENDING:
+                self._abort(exc)  # cancelled mid-transaction: the session state is unknown
+            raise
+
+    def _pull_feed(self) -> list[Any] | None:
+        """The next send waiting in the feed (callers that gave up are skipped)."""
+        feed = self._feed
+        while feed:
+            entry = feed.popleft()
+            if not entry[0].done():
+                return entry
+        return None
+
+    async def _drive(self, drive: _Drive, own: asyncio.Future[Any]) -> None:
+        """Run the pipeline until ``own`` has its outcome, settling every caller's future;
+        then hand the pipeline to the caller of the next message, if any."""
+        agen, queue = drive.agen, drive.queue
+        try:
+            while True:
+                if own.done():
+                    for nxt in (*queue, *self._feed):
+                        if not nxt[0].done():
+                            nxt[0].set_result(drive)  # its caller drives from here
+                            return
+                try:
+                    fut, outcome = await agen.__anext__()
+                except StopAsyncIteration:
+                    return
+                if not fut.done():
+                    fut.set_result(outcome)
+        except BaseException as exc:
+            # Cancelled while driving: the pipeline aborted the connection and ended. The
+            # messages it had taken behind ours were not sent (their dots were not
+            # written). Those still in the feed are left to the next pipeline, which the
+            # turn's release has already handed on: it fails them with the connection's
+            # error without writing anything.
+            error = unsent_error(self.error or SMTPConnectionError(repr(exc)))
+            for entry in queue:
+                if not entry[0].done() and entry[0] is not own:
+                    entry[0].set_result(error)
+            raise
 
     async def _finish(
-        self,
-        dot: asyncio.Future[list[RawReply]],
-        accepted: list[str],
-        rejected: list[str],
-        errors: list[SMTPEnvelopeError],
-        size: int,
+        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int
     ) -> SendResult:
         """Await the reply to the final dot and build the result."""
         try:
@@ -934,90 +775,55 @@ class SMTPConnection:
                 reply=exc.reply,
             ) from exc
         self.last_used = self._loop.time()  # type: ignore[union-attr]
-        if self.options.lmtp:
-            return self._lmtp_result(accepted, rejected, errors, replies, size)
-        raw = replies[0]
-        if raw[0] != 250:
-            raise self._reply_error(raw, "message refused", SMTPDataRefused)
+        try:
+            result = tr.result(replies, size)
+        except SMTPError as exc:
+            if breaks_session(exc):
+                self._abort(exc)
+            raise
         self.messages_sent += 1
-        return SendResult(accepted, rejected, errors, size, raw)
+        return result
 
     async def _envelope(
-        self,
-        envelope: Envelope,
-        commands: list[bytes],
-        written: asyncio.Future[list[RawReply]] | None = None,
-    ) -> tuple[list[str], list[str], list[SMTPEnvelopeError]]:
-        """Send MAIL, RCPT..., DATA; return accepted/rejected recipients once DATA got 354.
+        self, tr: Transaction, written: asyncio.Future[list[RawReply]] | None = None
+    ) -> None:
+        """Send MAIL, RCPT..., DATA and read the replies; return once DATA got 354.
 
         ``written`` is the reply future of commands already written (pipelined behind the
-        previous message by :meth:`send_many`).
+        previous message's dot by :meth:`_pipeline`).
         """
         proto = self._proto
         assert proto is not None
-        rcpt_to = envelope.rcpt_to
-        if written is not None or self.capabilities.pipelining:
-            if written is None:
-                self._write(b"".join(commands))
-                written = proto.expect(len(commands))
-            replies = await written
-            mail = replies[0]
-            data: RawReply | None = replies[-1]
-        else:
-            mail = await self._command_reply(commands[0])
-            replies = [mail]
-            if mail[0] == 250:
-                for line in commands[1:-1]:
-                    raw = await self._command_reply(line)
-                    replies.append(raw)
-                    if raw[0] == 421 or not _positive_or_negative(raw[0]):
-                        break  # the connection ends: the loop below raises for it
-            data = None
-        if mail[0] != 250:
-            if _positive_or_negative(mail[0]) and data is not None and data[0] == 354:
-                # DATA accepted with no transaction open: the server now takes whatever
-                # we write next for message data.
-                raise self._reply_error(data, "DATA accepted although MAIL was refused")
-            raise self._reply_error(mail, f"sender <{envelope.mail_from}> refused",
-                                    SMTPSenderRefused, sender=envelope.mail_from)
-        accepted: list[str] = []
-        rejected: list[str] = []
-        errors: list[SMTPEnvelopeError] = []
-        for rcpt, raw in zip(rcpt_to, replies[1:]):
-            if 200 <= raw[0] < 300:
-                accepted.append(rcpt)
+        commands = tr.commands
+        try:
+            if written is not None or self.capabilities.pipelining:
+                if written is None:
+                    self._write(b"".join(commands))
+                    written = proto.expect(len(commands))
+                action = tr.envelope_replies(await written, data_sent=True)
             else:
-                error = self._reply_error(raw, f"recipient {rcpt} refused",
-                                          SMTPRecipientRefused, recipient=rcpt)
-                if not isinstance(error, SMTPEnvelopeError):
-                    raise error  # 421 or a 3xx: the connection is closed
-                rejected.append(rcpt)
-                errors.append(error)
-        if data is not None and data[0] != 354 and not _positive_or_negative(data[0]):
-            raise self._reply_error(data, "DATA")  # another 3xx than 354: closed
-        if not accepted:
-            if data is not None and data[0] == 354:
-                # A server must not accept DATA without a recipient; if one does, end the
-                # empty message at once rather than leave it waiting for data.
-                dot = await self._command_reply(b".\r\n")
-                if not _positive_or_negative(dot[0]):
-                    raise self._reply_error(dot, "empty message")
-            await self._rset_quietly()
-            raise SMTPRecipientsRefused(
-                "every recipient was refused", rejected=rejected, rejected_errors=errors,
-                reply=errors[-1].reply if errors else None,
-            )
-        if data is None:
-            data = await self._command_reply(_DATA)
-        if data[0] != 354:
-            error = self._reply_error(data, "DATA refused", SMTPDataRefused)
-            if isinstance(error, SMTPDataRefused):
-                await self._rset_quietly()
-            raise error
-        return accepted, rejected, errors
+                replies = [await self._command_reply(commands[0])]
+                while tr.wants_more(replies):
+                    replies.append(await self._command_reply(commands[len(replies)]))
+                action = tr.envelope_replies(replies, data_sent=False)
+                if action == SEND_DATA:
+                    action = tr.data_reply(await self._command_reply(DATA))
+        except SMTPError as exc:
+            if breaks_session(exc):
+                self._abort(exc)
+            raise
+        if action == BODY:
+            return
+        if action == DOT_RSET_FAIL:
+            raw = await self._command_reply(DOT)
+            if not positive_or_negative(raw[0]):
+                raise self._reply_error(raw, "empty message")
+        await self._rset_quietly()
+        assert tr.error is not None
+        raise tr.error
 
     async def _rset_quietly(self) -> None:
-        raw = await self._command_reply(_RSET)
+        raw = await self._command_reply(RSET)
         if raw[0] != 250:
             raise self._reply_error(raw, "RSET refused", SMTPProtocolError)
 
@@ -1027,14 +833,16 @@ class SMTPConnection:
         ``tail`` (the next message's pipelined commands) goes in the same write as the
         dot, so a pipelined message costs one write.
         """
+        proto = self._proto
+        assert proto is not None
         encoder = self._encoder
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
             end = encoder.end()
             if len(data) <= JOIN_LIMIT:
-                self._write(b"".join((data, end, tail)), hold=self._hold_final(tail))
+                proto.write(b"".join((data, end, tail)))
             else:
-                self._write_many((data, end + tail))
+                proto.writelines((data, end + tail))
             return
         if isinstance(payload, AsyncIterable):
             async for chunk in payload:
@@ -1042,12 +850,7 @@ class SMTPConnection:
         else:
             for chunk in payload:
                 await self._write_chunk(chunk)
-        self._write(encoder.end() + tail, hold=self._hold_final(tail))
-
-    def _hold_final(self, tail: bytes) -> bool:
-        """Hold the final write? Yes when another transaction waits for the turn and will
-        write right behind it (pipelining); _release_turn flushes if nobody takes over."""
-        return not tail and bool(self._turn_waiters) and self.capabilities.pipelining
+        proto.write(encoder.end() + tail)
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -1059,147 +862,81 @@ class SMTPConnection:
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
 
-    def _write_many(self, parts: Iterable[bytes]) -> None:
-        proto = self._proto
-        if proto is None:
-            raise SMTPConnectionError("not open")
-        if proto.error is not None:
-            raise proto.error
-        if self._trace:
-            self.logger.debug("C: <message data>")
-        if self._held:
-            parts = (self._held, *parts)
-            self._held = b""
-        proto.transport.writelines(parts)  # type: ignore[union-attr]
+    async def _pipeline(
+        self, pull: Callable[[], list[Any] | None], queue: deque[list[Any]],
+        acquire: bool = False,
+    ) -> AsyncIterator[tuple[Any, Any]]:
+        """THE pipelining mechanism: every transaction on the connection runs here.
 
-    def _lmtp_result(
-        self,
-        accepted: list[str],
-        rejected: list[str],
-        errors: list[SMTPEnvelopeError],
-        replies: list[RawReply],
-        size: int,
-    ) -> SendResult:
-        delivered: list[str] = []
-        for raw in replies:
-            if not _positive_or_negative(raw[0]):
-                raise self._reply_error(raw, "message")
-        for rcpt, raw in zip(accepted, replies):
-            if raw[0] == 250:
-                delivered.append(rcpt)
-            else:
-                rejected.append(rcpt)
-                errors.append(SMTPRecipientRefused(
-                    f"recipient {rcpt} refused the message: {_reply(raw)}", reply=_reply(raw),
-                    recipient=rcpt,
-                ))
-        if not delivered:
-            # Nobody got the message: a refusal, as when SMTP refuses the dot (and as in
-            # nodemailer), not a result; a pool then retries it when every refusal was
-            # transient (a permanent one, if any, is the error's reply).
-            worst = next((raw for raw in replies if raw[0] >= 500), replies[-1])
-            raise self._reply_error(worst, "message refused by every recipient",
-                                    SMTPDataRefused)
-        self.messages_sent += 1
-        return SendResult(delivered, rejected, errors, size, replies[-1])
+        ``pull()`` returns the next message as an entry ``[key, outcome, transaction]``
+        (outcome ``_PENDING``, or already an error if the message was invalid), or None
+        when there is none right now; it never waits. Entries go into ``queue`` in order
+        and are yielded as ``(key, outcome)`` as soon as every earlier one is known.
 
-    async def send_many(
-        self,
-        messages: Iterable[tuple[Envelope | None, MessageSource]],
-        on_result: Callable[[int, SendResult | Exception], object] | None = None,
-    ) -> list[SendResult | Exception]:
-        """Send several messages back to back, pipelined across messages when possible.
-
-        With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
-        the previous message's final dot (RFC 2920), so each message costs one write and
-        about one round trip instead of two. Without it, this is a loop over
-        :meth:`send`.
-
-        Args:
-            messages: ``(envelope, message)`` pairs, as for :meth:`send`; consumed lazily.
-            on_result: Called as ``on_result(index, result_or_error)`` the moment each
-                message's outcome is known (a pool settles its callers with it instead
-                of waiting for the whole batch).
-
-        Returns:
-            One :class:`SendResult` or exception per message, in order: a refusal
-            (:class:`~fastsmtp.errors.SMTPError`), a local validation error, or, once the
-            connection broke, the connection's error for every message not yet finished
-            (:class:`~fastsmtp.errors.SMTPMaybeDelivered` for the one whose dot was
-            written).
+        With PIPELINING the next message is pulled just before the current message's
+        final dot is written, and its MAIL/RCPT/DATA go out in the same write; without
+        it, one message at a time, one command at a time. Whoever iterates this holds
+        the write turn (``acquire``: takes it first, as :meth:`send_many`); it is released
+        when the pipeline ends.
         """
-        results: list[Any] = []
-        it = iter(messages)
-
-        def settle(index: int, outcome: SendResult | Exception) -> None:
-            results[index] = outcome
-            if on_result is not None:
-                on_result(index, outcome)
-
-        if not self.capabilities.pipelining:
-            for envelope, message in it:
-                results.append(None)
-                try:
-                    outcome: Any = await self.send(envelope, message)
-                except Exception as exc:  # noqa: BLE001 - reported per message
-                    outcome = exc
-                settle(len(results) - 1, outcome)
-            return results
-
-        def prepare() -> tuple[int, Any, Any, list[bytes]] | None:
-            # The next valid message; invalid ones get their error in place.
-            for envelope, message in it:
-                results.append(None)
-                try:
-                    prepared = self._prepare(envelope, message)
-                except Exception as exc:  # noqa: BLE001 - reported per message
-                    settle(len(results) - 1, exc)
-                    continue
-                return (len(results) - 1, *prepared)
-            return None
-
-        await self._acquire_turn()
-        self._pending += 1
+        if acquire:
+            await self._acquire_turn()
         proto = self._proto
         assert proto is not None
-        dot_index = -1
+        pipelining = self.capabilities.pipelining
+        dot_entry: list[Any] | None = None
+
+        def prepare() -> list[Any] | None:
+            # The next valid message; invalid ones keep their error in place.
+            while (entry := pull()) is not None:
+                queue.append(entry)
+                if entry[1] is _PENDING:
+                    return entry
+            return None
+
+        self._pending += acquire
         try:
             cur = prepare()
             written = None
-            if cur is not None:
-                self._write(b"".join(cur[3]))
-                written = proto.expect(len(cur[3]))
+            if cur is not None and pipelining:
+                proto.write(b"".join(cur[2].commands))
+                written = proto.expect(len(cur[2].commands))
             dot: Any = None
             while True:
                 if dot is not None:
                     # The previous dot's reply comes before this envelope's replies.
                     try:
-                        outcome = await self._finish(*dot)
+                        outcome: Any = await self._finish(*dot)
                     except (SMTPEnvelopeError, SMTPDataRefused) as exc:
                         outcome = exc
-                    settle(dot_index, outcome)
+                    dot_entry[1] = outcome  # type: ignore[index]
                     dot = None
+                while queue and queue[0][1] is not _PENDING:
+                    done = queue.popleft()
+                    yield done[0], done[1]
                 if cur is None:
-                    break
-                index, envelope, payload, commands = cur
-                try:
-                    accepted, rejected, errors = await self._envelope(
-                        envelope, commands, written
-                    )
-                except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                    settle(index, exc)
+                    # Anything that arrived while the last reply was awaited.
                     cur = prepare()
-                    if cur is not None:
-                        self._write(b"".join(cur[3]))
-                        written = proto.expect(len(cur[3]))
+                    if cur is None:
+                        break
+                    if pipelining:
+                        proto.write(b"".join(cur[2].commands))
+                        written = proto.expect(len(cur[2].commands))
+                entry, tr = cur, cur[2]
+                try:
+                    await self._envelope(tr, written)
+                except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+                    entry[1] = exc
+                    cur = written = None
                     continue
-                cur = prepare()
-                await self._write_body(payload, b"".join(cur[3]) if cur is not None else b"")
-                dot_index = index
-                dot = (proto.expect(len(accepted) if self.options.lmtp else 1),
-                       accepted, rejected, errors, self._encoder.bytes_out)
-                if cur is not None:
-                    written = proto.expect(len(cur[3]))
+                cur = prepare() if pipelining else None
+                await self._write_body(tr.payload,
+                                       b"".join(cur[2].commands) if cur is not None else b"")
+                # The dot is written: from here on a lost connection means "maybe
+                # delivered" for this message (and only for this one).
+                dot_entry = entry
+                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
+                written = proto.expect(len(cur[2].commands)) if cur is not None else None
         except BaseException as exc:
             self._abort(exc)
             if not isinstance(exc, Exception):
@@ -1207,16 +944,73 @@ class SMTPConnection:
             if isinstance(exc, SMTPMaybeDelivered):
                 # Only the message whose dot was written may have been delivered; the
                 # ones behind it were not, and may be retried.
-                if dot_index >= 0 and results[dot_index] is None:
-                    settle(dot_index, exc)
+                if dot_entry is not None and dot_entry[1] is _PENDING:
+                    dot_entry[1] = exc
             other = unsent_error(exc)
-            for i, result in enumerate(results):
-                if result is None:
-                    settle(i, other)
-            for _ in it:
-                results.append(None)
-                settle(len(results) - 1, other)
+            for pending in queue:
+                if pending[1] is _PENDING:
+                    pending[1] = other
+            while (left := pull()) is not None:
+                left[1] = other
+                queue.append(left)
         finally:
-            self._pending -= 1
+            self._pending -= acquire
             self._release_turn()
-        return results
+        while queue:
+            done = queue.popleft()
+            yield done[0], done[1]
+
+    def send_many(
+        self, items: Iterable[Any]
+    ) -> AsyncIterator[tuple[Any, SendResult | Exception]]:
+        """Send several messages back to back, pipelined across messages when possible.
+
+        With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
+        the previous message's final dot (RFC 2920), so each message costs one write and
+        about one round trip instead of two (see :meth:`_pipeline`). Without it, the
+        messages go one after another.
+
+        Args:
+            items: Each a message (an :class:`email.message.EmailMessage` gives its own
+                envelope) or a ``(message, envelope)`` pair, as for :meth:`send`;
+                consumed lazily. The rule for telling them apart: a tuple of two whose
+                second element is an :class:`~fastsmtp.message.Envelope` or None is a
+                pair; anything else (a list or tuple of chunks too) is a message.
+
+        Yields:
+            ``(item, outcome)`` for each item, in the order given: a
+            :class:`SendResult`, or the exception: a refusal
+            (:class:`~fastsmtp.errors.SMTPError`), a local validation error, or, once
+            the connection broke, the connection's error for every message not yet
+            finished (:class:`~fastsmtp.errors.SMTPMaybeDelivered` for the one whose dot
+            was written). Errors are yielded, not raised.
+
+        The connection is busy until the iteration ends: do not send on it from inside
+        the loop. Leaving the loop early (``break``) while a message is in flight closes
+        the connection, as cancelling :meth:`send` does.
+        """
+        it = iter(items)
+        caps, lmtp = self.capabilities, self.options.lmtp
+
+        def pull() -> list[Any] | None:
+            for item in it:
+                message, envelope = split_item(item)
+                try:
+                    return [item, _PENDING, Transaction(message, envelope, caps, lmtp)]
+                except Exception as exc:  # noqa: BLE001 - reported per message
+                    return [item, exc, None]
+            return None
+
+        # The pipeline itself, not a generator around it: one frame less per await on
+        # the pool's hot path.
+        return self._pipeline(pull, deque(), acquire=True)
+
+
+class _Drive:
+    """The pipeline handed to a send() caller: it drives it until its own outcome."""
+
+    __slots__ = ("agen", "queue")
+
+    def __init__(self, agen: AsyncIterator[tuple[Any, Any]], queue: deque[list[Any]]) -> None:
+        self.agen = agen
+        self.queue = queue

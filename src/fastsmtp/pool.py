@@ -10,15 +10,15 @@ used (warm) connection takes the next job and surplus connections age out throug
 ``idle_timeout`` (asyncpg's pool does the same).
 
 A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH)
-and starts the transaction. When the server offers PIPELINING (RFC 2920) the next
-message's MAIL/RCPT/DATA follow the previous message's final dot, so a busy connection
-costs about one round trip and one write per message while the bytes of two messages
-never interleave. Without a rate limit a slot hands its connection a *run* of up to
-``batch_size`` jobs (:meth:`SMTPConnection.send_many`), pulling each next job from the
-queue only just before the previous dot is written, and settles every caller the moment
-its own reply arrives. With a rate limit (a permit must be taken before each message
-starts) or ``batch_size=1`` the slot keeps up to ``PIPELINE_DEPTH`` ``send()`` tasks in
-flight instead, and the connection's write turn gives the same one-write pipelining.
+and hands the connection a *run*: :meth:`SMTPConnection.send_many` fed lazily from the
+queue, up to ``batch_size`` jobs. There is one delivery path: a lone message is a run of
+one. Pipelining itself is the connection's business: when the server offers PIPELINING
+(RFC 2920) the next job is pulled from the queue just before the previous message's
+final dot is written, and its MAIL/RCPT/DATA go out in the same write, so a busy
+connection costs about one round trip and one write per message while the bytes of two
+messages never interleave. A run ends when the queue is empty, at ``batch_size`` or
+``max_messages``, or when no rate-limit permit is free at once (the slot then waits for
+one before the next run, so a rate-limited pool never bursts past its limit).
 
 Every job's future resolves exactly once (``_settle`` is the only place that resolves
 one). The retry rule: a failure before the final dot was written (connection refused or
@@ -54,6 +54,7 @@ from dataclasses import fields
 from email.message import Message
 from typing import Any
 
+from ._transaction import resolve_envelope, split_item
 from .connection import SendResult, SMTPConnection, unsent_error
 from .errors import (
     SMTPConnectionError,
@@ -61,7 +62,7 @@ from .errors import (
     SMTPMaybeDelivered,
     SMTPPoolClosed,
 )
-from .message import Envelope, MessageSource, envelope_from_message
+from .message import Envelope, MessageSource
 
 # Pool options, credentials and URLs live in options.py (each option declared once);
 # re-exported here, where they have always been importable from.
@@ -111,27 +112,17 @@ class _Job:
 class _Slot:
     """One worker task and the connection it owns."""
 
-    __slots__ = ("conn", "count", "tasks", "task", "waiter", "timer", "room", "blocker")
+    __slots__ = ("conn", "count", "task", "waiter", "timer", "blocker")
 
     def __init__(self) -> None:
         self.conn: SMTPConnection | None = None
         self.count = 0  # transactions started on ``conn``
-        self.tasks: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[_Job | None] | None = None  # set while idle
         self.timer: asyncio.TimerHandle | None = None  # idle timeout
-        # Set while the worker waits for one of ``tasks`` to end (its pipeline is full).
-        self.room: asyncio.Future[None] | None = None
         # Set while the worker, holding a job, waits for a rate-limit permit or for the
         # reconnect backoff: close() cancels it, so the job fails as "pool closed".
         self.blocker: asyncio.Task[Any] | None = None
-
-    def finished(self, task: asyncio.Task[None]) -> None:
-        """Done callback of a transaction task: free its place in the pipeline."""
-        self.tasks.discard(task)
-        room, self.room = self.room, None
-        if room is not None and not room.done():
-            room.set_result(None)
 
 
 def _replayable(message: MessageSource) -> bool:
@@ -292,8 +283,11 @@ class SMTPPool:
     ) -> AsyncGenerator[tuple[Any, SendResult | Exception], None]:
         """Send many messages; yield ``(item, result or error)`` as each one finishes.
 
-        Each item is a message (an EmailMessage gives its own envelope) or an
-        ``(envelope, message)`` pair. At most ``window`` messages are outstanding at a
+        Each item is a message (an EmailMessage gives its own envelope) or a
+        ``(message, envelope)`` pair: a tuple of two whose second element is an
+        :class:`~fastsmtp.message.Envelope` or None (anything else, a tuple or list of
+        chunks too, is a message), as for
+        :meth:`~fastsmtp.connection.SMTPConnection.send_many`. At most ``window`` messages are outstanding at a
         time (default: the queue plus every connection's pipeline), so memory stays flat
         however long the iterable is. Errors are yielded, not raised.
         """
@@ -310,7 +304,7 @@ class SMTPPool:
                 wakeup[0].set_result(None)
 
         def start(item: Any) -> None:
-            envelope, message = item if isinstance(item, tuple) else (None, item)
+            message, envelope = split_item(item)
             # The job's own future when it can be queued at once (the common case): a
             # Task per message only when the sender has to wait for queue space.
             task = self._submit_nowait(message, envelope)
@@ -404,10 +398,7 @@ class SMTPPool:
     async def _submit(self, message: MessageSource, envelope: Envelope | None) -> SendResult:
         if self._closing:
             raise SMTPPoolClosed("the pool is closed")
-        if envelope is None:
-            if not isinstance(message, Message):
-                raise TypeError("envelope=None needs an email.message.Message")
-            envelope = envelope_from_message(message)
+        envelope = resolve_envelope(message, envelope)
         loop = self._get_loop()
         while len(self._pending) >= self.pool_options.max_queue:
             waiter = loop.create_future()
@@ -588,34 +579,16 @@ class SMTPPool:
                         return
                     slot.count = 0
                 slot.count += 1
-                pipelining = opts.pipelining and conn.capabilities.pipelining
-                if pipelining and opts.batch_size > 1 and self._limiter is None:
-                    # Awaited here, not in a task: the batch pipelines its messages itself
-                    # (a second task waiting for the write turn would let later jobs
-                    # overtake its first one), and the slot is back on the idle stack
-                    # before the callers woken by the batch's results run.
-                    await self._deliver_batch(slot, conn, job)
-                    if slot.count >= opts.max_messages:
-                        await self._retire(slot)
-                    job = None
-                    continue
-                task = loop.create_task(self._deliver(conn, job))
-                slot.tasks.add(task)
-                task.add_done_callback(slot.finished)
-                depth = PIPELINE_DEPTH if pipelining else 1
-                while len(slot.tasks) >= depth:
-                    # One future woken by slot.finished: asyncio.wait(FIRST_COMPLETED)
-                    # would add and remove a callback on every task each time.
-                    slot.room = loop.create_future()
-                    await slot.room
+                # Awaited here, not in a task: the run pipelines its messages itself, and
+                # the slot is back on the idle stack before the callers woken by the
+                # run's results run.
+                await self._deliver(slot, conn, job)
                 if slot.count >= opts.max_messages:
                     await self._retire(slot)
                 job = None
         finally:
             if slot.waiter is not None:
                 self._wake(slot, None)
-            if slot.tasks:
-                await asyncio.wait(slot.tasks)
             await self._retire(slot)
             self._slots.remove(slot)
             self._spawn()  # pending jobs left behind get a new slot (after any backoff)
@@ -637,12 +610,10 @@ class SMTPPool:
         return True
 
     async def _retire(self, slot: _Slot) -> None:
-        """Finish the slot's transactions and QUIT its connection (errors ignored)."""
+        """QUIT the slot's connection (errors ignored); its run, if any, has ended."""
         conn, slot.conn = slot.conn, None
         if conn is None:
             return
-        if slot.tasks:
-            await asyncio.wait(slot.tasks)
         await conn.quit()
 
     async def _open(self) -> SMTPConnection:
@@ -692,31 +663,28 @@ class SMTPPool:
         self._release_space(all_=True)
         self._dispatch()
 
-    async def _deliver(self, conn: SMTPConnection, job: _Job) -> None:
-        try:
-            result = await conn.send(job.envelope, job.message)
-        except BaseException as exc:
-            self._failed(conn, job, exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self._settle(job, result)
-
-    async def _deliver_batch(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
-        """Send ``first`` and, while more jobs are queued, up to ``batch_size`` in all.
+    async def _deliver(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
+        """The one delivery path: send ``first`` and, while more jobs are queued, up to
+        ``batch_size`` in all, as one run of :meth:`SMTPConnection.send_many`.
 
         The jobs are taken from the queue lazily, just before the previous message's
-        final dot is written, so a batch never holds a job that another connection could
-        have started. A job to be kept off this connection (``avoid``) ends the batch
-        and goes back to the front of the queue. Each job then gets the same treatment
-        as in :meth:`_deliver`.
+        final dot is written, so a run never holds a job that another connection could
+        have started. A job to be kept off this connection (``avoid``) ends the run and
+        goes back to the front of the queue, and so does one for which no rate-limit
+        permit is free at once. Each outcome is settled (or retried) by
+        :meth:`_settle` / :meth:`_failed`.
         """
         batch = [first]
-        max_messages = self.pool_options.max_messages
-        batch_size = self.pool_options.batch_size
+        opts = self.pool_options
+        max_messages = opts.max_messages
+        # Without PIPELINING (or with it turned off) a run is one message: nothing would
+        # ride with its dot, and other slots may take the queued jobs meanwhile.
+        batch_size = opts.batch_size if opts.pipelining and conn.capabilities.pipelining \
+            else 1
+        limiter = self._limiter
 
-        def items() -> Iterator[tuple[Envelope, MessageSource]]:
-            yield first.envelope, first.message
+        def items() -> Iterator[tuple[MessageSource, Envelope]]:
+            yield first.message, first.envelope
             # After a broken connection send_many drains this iterator to fail the rest:
             # stop pulling then, so queued jobs keep their attempts for a new connection.
             while (len(batch) < batch_size and slot.count < max_messages
@@ -724,12 +692,12 @@ class SMTPPool:
                 job = self._next_pending()
                 if job is None:
                     return
-                if job.avoid is conn:
+                if job.avoid is conn or (limiter is not None and not limiter.try_acquire()):
                     self._pending.appendleft(job)
                     return
                 batch.append(job)
                 slot.count += 1
-                yield job.envelope, job.message
+                yield job.message, job.envelope
 
         answered: set[int] = set()  # indexes in ``batch`` whose outcome was reported
         deferred: list[tuple[_Job, SendResult | Exception]] = []
@@ -753,7 +721,10 @@ class SMTPPool:
                 deferred.clear()
 
         try:
-            await conn.send_many(items(), on_result=on_result)
+            index = 0
+            async for _, outcome in conn.send_many(items()):
+                on_result(index, outcome)  # results come in order: the index is the job's
+                index += 1
         except BaseException as exc:
             for job, result in deferred:
                 conclude(job, result)

@@ -17,6 +17,13 @@ transport, so nobody waits for a timeout after the peer is gone and a broken con
 can never be reused. Failed futures are marked retrieved, because later waiters of a
 pipelined group are legitimately never awaited after an earlier one failed.
 
+The protocol owns every write (:meth:`SMTPClientProtocol.write`): the connection never
+touches the transport. That keeps in one place what every write must get right: the
+*trace* (the ``C:``/``S:`` debug log, with AUTH data masked), and the transport itself,
+which :meth:`SMTPClientProtocol.start_tls` swaps for the TLS one after STARTTLS.
+(Nothing is ever held back: the connection's one pipeline joins the next message's
+commands to the dot before it writes, so each pipelined message is one write.)
+
 Timeouts are one lazily re-armed timer, not one per await: it only exists while a reply
 or a drain is awaited, and when it fires early (because bytes arrived meanwhile) it
 re-arms itself at the new deadline. A busy connection pays about one timer per timeout
@@ -26,11 +33,14 @@ period instead of one per command.
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from ._codec import ReplyParser
+from ._transaction import RawReply
 from .errors import (
     SMTPError,
     SMTPProtocolError,
@@ -44,21 +54,17 @@ from .reply import Reply
 
 __all__ = ["SMTPClientProtocol", "RawReply"]
 
-#: A reply as the core returns it: ``(code, [line bytes])``.
-RawReply = tuple[int, list[bytes]]
-
-
 class SMTPClientProtocol(asyncio.Protocol):
     """Moves bytes between the transport and the reply parser; see the module docstring.
 
     Attributes:
-        transport: The current transport (replaced by the connection after STARTTLS).
+        transport: The current transport (the TLS one after :meth:`start_tls`).
         greeting: Future of the server's greeting (registered, and its timeout started,
             when the connection is made: before any byte can arrive).
         closed: Future resolved (with None) once the connection is lost, for whatever reason.
         error: The error that broke the connection, or None while it is healthy.
         timeout: Seconds of silence allowed while something is awaited.
-        trace: Called with each list of raw replies received, when traffic is logged.
+        trace: The logger that gets the SMTP traffic at DEBUG, or None (no tracing).
     """
 
     __slots__ = (
@@ -90,7 +96,7 @@ class SMTPClientProtocol(asyncio.Protocol):
         self.timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time of the last sign of life (or of starting to wait)
-        self.trace: Callable[[list[RawReply]], None] | None = None
+        self.trace: logging.Logger | None = None
         # Registered (and its timer armed) in connection_made: the greeting timeout
         # starts once TCP and, with implicit TLS, the handshake are done; until then the
         # connection timeout applies.
@@ -160,7 +166,7 @@ class SMTPClientProtocol(asyncio.Protocol):
         if not replies:
             return
         if self.trace is not None:
-            self.trace(replies)
+            self._trace_replies(replies)
         waiters = self._waiters
         for i, reply in enumerate(replies):
             if not waiters:
@@ -238,6 +244,90 @@ class SMTPClientProtocol(asyncio.Protocol):
         self._drain_waiter = None
         if not self.closed.done():
             self.closed.set_result(None)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, data: bytes, secret: bool = False) -> None:
+        """Write ``data``, tracing it when traffic is logged.
+
+        Args:
+            data: Whole command lines (or message data).
+            secret: Credentials: the trace shows the verb and mechanism only.
+
+        Raises:
+            SMTPError: The connection is broken (its error).
+        """
+        if self.error is not None:
+            raise self.error
+        if self.trace is not None:
+            self._trace_write(data, secret)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, parts: Iterable[bytes]) -> None:
+        """Write message data in parts, without joining them."""
+        if self.error is not None:
+            raise self.error
+        if self.trace is not None:
+            self.trace.debug("C: <message data>")
+        self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def _trace_write(self, data: bytes, secret: bool) -> None:
+        log = self.trace
+        assert log is not None
+        if secret:
+            # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials. The line
+            # ending goes first: a CRLF must not end up inside the log record.
+            words = data.rstrip(b"\r\n").split(b" ")
+            if words[0] != b"AUTH":
+                shown = b"****"
+            else:
+                shown = b" ".join(words[:2]) + (b" ****" if len(words) > 2 else b"")
+            log.debug("C: %s", shown.decode("ascii", "replace"))
+            return
+        if len(data) > 2048:
+            log.debug("C: <%d bytes of data>", len(data))
+            return
+        for line in data.decode("utf-8", "replace").split("\r\n")[:-1]:
+            log.debug("C: %s", line)
+
+    def _trace_replies(self, replies: list[RawReply]) -> None:
+        log = self.trace
+        assert log is not None
+        for code, lines in replies:
+            for i, line in enumerate(lines):
+                sep = " " if i == len(lines) - 1 else "-"
+                text = line.decode("utf-8", "replace")
+                if code == 334:
+                    text = "****"  # SASL challenges may echo credentials (XOAUTH2 errors)
+                log.debug("S: %d%s%s", code, sep, text)
+
+    # -- STARTTLS --------------------------------------------------------------------------
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, timeout: float
+    ) -> None:
+        """Upgrade to TLS after a 220 to STARTTLS and write through the TLS transport.
+
+        Raises:
+            SMTPTLSError: The handshake failed.
+            SMTPError: The connection failed meanwhile (other than by being closed).
+        """
+        try:
+            transport = await self._loop.start_tls(
+                self.transport,  # type: ignore[arg-type]
+                self,
+                context,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout,
+            )
+        except (ssl.SSLError, ssl.CertificateError, OSError, asyncio.TimeoutError,
+                ConnectionError) as exc:
+            if self.error is not None and not isinstance(self.error, SMTPServerDisconnected):
+                raise self.error from exc
+            raise SMTPTLSError(f"TLS handshake failed: {exc}") from exc
+        if transport is None:
+            raise SMTPTLSError("TLS handshake failed: the connection was closed")
+        self.transport = transport
 
     # -- write backpressure --------------------------------------------------------------
 

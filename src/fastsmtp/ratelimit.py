@@ -45,6 +45,20 @@ class RateLimiter:
             return 0.0
         return max(0.0, self._starts[0] + self.period - now)
 
+    def try_acquire(self) -> bool:
+        """Take a permit if one is free right now and nobody is waiting; never waits.
+
+        Returns:
+            True when a permit was taken.
+        """
+        if self._lock.locked():
+            return False  # a waiter is ahead: FIFO order holds
+        now = time.monotonic()
+        if self.delay(now) > 0:
+            return False
+        self._starts.append(now)
+        return True
+
     async def acquire(self) -> None:
         """Wait for a permit and take it."""
         clock = time.monotonic

@@ -87,7 +87,8 @@ class SyncSMTPPool:
     def send_many(self, messages: Iterable[Any]) -> Iterator[tuple[Any, SendResult | Exception]]:
         """Send many messages; yield ``(item, result or error)`` as each one finishes.
 
-        The iterable is consumed on the pool's loop thread, as fast as the pool takes
+        Each item is a message or a ``(message, envelope)`` pair (the rule of
+        :meth:`SMTPPool.send_many`). The iterable is consumed on the pool's loop thread, as fast as the pool takes
         messages (see :meth:`SMTPPool.send_many`).
         """
         self._check_open()

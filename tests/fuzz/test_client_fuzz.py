@@ -546,7 +546,7 @@ async def assert_fails_fast(conn: SMTPConnection, msg: Msg) -> None:
     assert not conn.is_usable
     assert not conn.is_connected
     try:
-        await asyncio.wait_for(conn.send(msg.envelope, msg.payload), 1.0)
+        await asyncio.wait_for(conn.send(msg.payload, msg.envelope), 1.0)
     except SMTPError as exc:
         assert not isinstance(exc, SMTPMaybeDelivered)
     else:
@@ -570,15 +570,18 @@ async def test_connection_against_an_erratic_server(script: ConnScript, msgs: li
                 await assert_fails_fast(conn, msgs[0])
                 return
             if many:
-                results = await asyncio.wait_for(
-                    conn.send_many([(m.envelope, m.payload) for m in msgs]), OP_BOUND)
+                async def collect() -> list[Any]:
+                    pairs = [(m.payload, m.envelope) for m in msgs]
+                    return [r async for _, r in conn.send_many(pairs)]
+
+                results = await asyncio.wait_for(collect(), OP_BOUND)
                 assert len(results) == len(msgs)
                 outcomes = {m.serial: r for m, r in zip(msgs, results)}
             else:
                 for msg in msgs:
                     try:
                         outcomes[msg.serial] = await asyncio.wait_for(
-                            conn.send(msg.envelope, msg.payload), OP_BOUND)
+                            conn.send(msg.payload, msg.envelope), OP_BOUND)
                     except SMTPError as exc:
                         outcomes[msg.serial] = exc
                         if not keeps_connection(exc):
@@ -615,7 +618,7 @@ async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: lis
                 outcomes: dict[int, Any] = {}
 
                 async def run() -> None:
-                    items = [(m.envelope, m.payload) for m in msgs]
+                    items = [(m.payload, m.envelope) for m in msgs]
                     async for item, result in pool.send_many(items):
                         serial = next(i for i, it in enumerate(items) if it is item)
                         assert serial not in outcomes  # each resolves exactly once
@@ -669,13 +672,13 @@ async def test_lmtp_message_refused_by_every_recipient_is_an_error() -> None:
         async with SMTPConnection("127.0.0.1", server.port, lmtp=True,
                                   **CLIENT_OPTIONS) as conn:
             try:
-                await asyncio.wait_for(conn.send(msgs[0].envelope, msgs[0].payload), OP_BOUND)
+                await asyncio.wait_for(conn.send(msgs[0].payload, msgs[0].envelope), OP_BOUND)
             except SMTPDataRefused as exc:
                 assert exc.response_code == 550
             else:
                 raise AssertionError("a message delivered to nobody was reported as sent")
             assert conn.is_usable and conn.messages_sent == 0
-            result = await asyncio.wait_for(conn.send(msgs[1].envelope, msgs[1].payload),
+            result = await asyncio.wait_for(conn.send(msgs[1].payload, msgs[1].envelope),
                                             OP_BOUND)
             assert result.accepted == ["r1@y.org", "r2@y.org"]
     assert [(e.serial, e.delivered) for e in server.events] == [

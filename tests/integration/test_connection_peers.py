@@ -65,7 +65,7 @@ async def test_pipelined_send_exact_bytes() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             assert conn.capabilities.pipelining and conn.capabilities.size == 1000
-            result = await conn.send(ENV, b"hi\n.x")
+            result = await conn.send(b"hi\n.x", ENV)
             assert result.accepted == ["c@x.test"] and result.rejected == ["b@x.test"]
             assert result.rejected_errors[0].response_code == 550
             assert str(result.response) == "250 2.0.0 queued as X"
@@ -95,7 +95,7 @@ async def test_pipelining_across_messages() -> None:
     script = two_pipelined_messages(b"550 second refused\r\n")
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            first, second = await conn.send_many([(ENV1, b"m1"), (ENV2, b"m2")])
+            first, second = [r async for _, r in conn.send_many([(b"m1", ENV1), (b"m2", ENV2)])]
             assert str(first.response) == "250 first"
             assert isinstance(second, SMTPDataRefused) and second.response_code == 550
             assert conn.is_usable and conn.messages_sent == 1
@@ -112,7 +112,7 @@ async def test_all_recipients_refused_pipelined() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPRecipientsRefused) as info:
-                await conn.send(ENV, b"hello")
+                await conn.send(b"hello", ENV)
             assert info.value.rejected == ["b@x.test", "c@x.test"]
             assert [e.response_code for e in info.value.rejected_errors] == [550, 551]
             assert conn.is_usable
@@ -127,13 +127,13 @@ async def test_sender_refused_and_size_exceeded() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPSenderRefused) as info:
-                await conn.send(ENV, b"hello")
+                await conn.send(b"hello", ENV)
             assert info.value.response_code == 553
             # Larger than SIZE 1000: refused before MAIL (the peer expects QUIT next).
             with pytest.raises(SMTPMessageError, match="SIZE"):
-                await conn.send(Envelope("a@x.test", "b@x.test"), b"x" * 1001)
+                await conn.send(b"x" * 1001, Envelope("a@x.test", "b@x.test"))
             with pytest.raises(SMTPMessageError):
-                await conn.send(Envelope("a@x.test", "b@x.test", size=5000), iter([b"x"]))
+                await conn.send(iter([b"x"]), Envelope("a@x.test", "b@x.test", size=5000))
             assert conn.is_usable
     peer.check()
 
@@ -149,7 +149,7 @@ async def test_without_pipelining_one_command_at_a_time() -> None:
     dsn = DSN(ret="hdrs", envid="id+1=2", notify="success, failure", orcpt="b+o@x.test")
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            await conn.send(Envelope("a+b@x.test", "b@x.test", dsn=dsn), b"x\r\n")
+            await conn.send(b"x\r\n", Envelope("a+b@x.test", "b@x.test", dsn=dsn))
     peer.check()
     assert peer.data == [b"x\r\n.\r\n"]
 
@@ -166,7 +166,7 @@ async def test_lmtp_one_reply_per_recipient() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer, lmtp=True) as conn:
             assert conn.options.port == peer.port
-            result = await conn.send(ENV, iter([b"hello\r\n"]))
+            result = await conn.send(iter([b"hello\r\n"]), ENV)
             assert result.accepted == ["b@x.test"] and result.rejected == ["c@x.test"]
             assert result.rejected_errors[0].response_code == 452
             assert str(result.response) == "452 4.2.2 c over quota"
@@ -184,7 +184,7 @@ async def test_ehlo_refused_falls_back_to_helo() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             assert not conn.capabilities.pipelining
-            await conn.send(Envelope("a@x.test", "b@x.test"), iter([b"x"]))
+            await conn.send(iter([b"x"]), Envelope("a@x.test", "b@x.test"))
     peer.check()
 
 
@@ -364,7 +364,7 @@ async def test_control_characters_refused_before_writing(envelope) -> None:
     async with ScriptedPeer(greet(PIPE_EHLO) + QUIT) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPEnvelopeError, match="control character"):
-                await conn.send(envelope, b"x")
+                await conn.send(b"x", envelope)
             assert conn.is_usable
     peer.check()  # the next thing the peer read was QUIT
 
@@ -376,7 +376,7 @@ async def test_dsn_control_characters_refused_before_writing(dsn) -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPEnvelopeError, match="control character"):
-                await conn.send(Envelope("a@x.test", "b@x.test", dsn=dsn), b"x")
+                await conn.send(b"x", Envelope("a@x.test", "b@x.test", dsn=dsn))
     peer.check()
 
 
@@ -440,7 +440,7 @@ async def test_421_at_each_stage(stage) -> None:
         conn = conn_for(peer)
         with pytest.raises(SMTPConnectionError) as info:
             await conn.connect()
-            await conn.send(ENV, b"hello")
+            await conn.send(b"hello", ENV)
         assert not isinstance(info.value, SMTPMaybeDelivered)
         assert info.value.response_code == 421
         assert not conn.is_usable
@@ -482,8 +482,8 @@ async def test_disconnect_mid_data_is_not_maybe_delivered() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPServerDisconnected) as info:
-                await conn.send(Envelope("a@x.test", ["b@x.test", "c@x.test"], size=7),
-                                slow_body())
+                await conn.send(slow_body(),
+                                Envelope("a@x.test", ["b@x.test", "c@x.test"], size=7))
             assert not isinstance(info.value, SMTPMaybeDelivered)
             assert not conn.is_usable
     peer.check()
@@ -497,7 +497,7 @@ async def test_disconnect_after_final_dot_is_maybe_delivered() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPMaybeDelivered) as info:
-                await conn.send(ENV, b"hello")
+                await conn.send(b"hello", ENV)
             assert info.value.code == "EMAYBE" and not info.value.transient
             assert not conn.is_usable
     peer.check()
@@ -512,7 +512,7 @@ async def test_silence_after_final_dot_is_maybe_delivered() -> None:
         conn = conn_for(peer, socket_timeout=0.3)
         await conn.connect()
         with pytest.raises(SMTPMaybeDelivered) as info:
-            await conn.send(ENV, b"hello")
+            await conn.send(b"hello", ENV)
         assert isinstance(info.value.__cause__, SMTPTimeoutError)
         assert not conn.is_usable
     peer.check()
@@ -543,7 +543,7 @@ async def test_silence_mid_transaction_times_out() -> None:
         conn = conn_for(peer, socket_timeout=0.3)
         await conn.connect()
         with pytest.raises(SMTPTimeoutError):
-            await conn.send(ENV, b"hello")
+            await conn.send(b"hello", ENV)
         assert not conn.is_usable
         with pytest.raises(SMTPConnectionError):
             await conn.noop()  # never reused
@@ -566,10 +566,79 @@ async def test_concurrent_sends_pipeline_behind_the_dot() -> None:
     script = two_pipelined_messages(b"250 second\r\n")
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            first, second = await asyncio.gather(conn.send(ENV1, b"m1"), conn.send(ENV2, b"m2"))
+            first, second = await asyncio.gather(conn.send(b"m1", ENV1), conn.send(b"m2", ENV2))
             assert (first.response.message, second.response.message) == ("first", "second")
             assert conn.is_usable and conn.messages_sent == 2
     peer.check()
+
+
+async def test_three_concurrent_sends_share_one_pipeline() -> None:
+    """The first caller drives the pipeline and hands it on once its own reply is in;
+    every envelope still rides with the previous dot."""
+    env3 = Envelope("a@x.test", "d@x.test")
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\nMAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"),
+        Send(b"250 first\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m2\r\n.\r\nMAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<d@x.test>\r\nDATA\r\n"),
+        Send(b"250 second\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m3\r\n.\r\n"), Send(b"250 third\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            results = await asyncio.gather(
+                conn.send(b"m1", ENV1), conn.send(b"m2", ENV2), conn.send(b"m3", env3))
+            assert [r.response.message for r in results] == ["first", "second", "third"]
+            assert conn.is_usable and conn.messages_sent == 3
+    peer.check()
+
+
+async def test_cancelled_send_still_queued_writes_nothing() -> None:
+    """A send cancelled while it waits to join the pipeline is dropped before any byte
+    of it is written; the connection stays usable."""
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Send(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        Expect(b"m1\r\n.\r\n"), Send(b"250 first\r\n"),
+    ] + QUIT
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            first = asyncio.ensure_future(conn.send(b"m1", ENV1))
+            second = asyncio.ensure_future(conn.send(b"m2", ENV2))
+            await asyncio.sleep(0)  # one yield: both tasks run to their first wait
+            assert conn.pending == 2  # so the second is queued, not merely unstarted
+            second.cancel()
+            assert (await first).response.message == "first"
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            assert conn.is_usable and conn.messages_sent == 1
+    peer.check()
+
+
+async def test_cancelled_driver_fails_the_queued_send_without_writing_it() -> None:
+    """The caller driving the pipeline is cancelled mid-transaction: the connection goes
+    (its state is unknown), and the send queued behind it fails at once, unwritten."""
+    script = greet(PIPE_EHLO) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=4\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"),
+        Silence(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        first = asyncio.ensure_future(conn.send(b"m1", ENV1))
+        second = asyncio.ensure_future(conn.send(b"m2", ENV2))
+        await asyncio.sleep(0)  # one yield: both tasks run to their first wait
+        assert conn.pending == 2  # the first drives, the second is queued
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(SMTPConnectionError) as info:
+            await second
+        assert not isinstance(info.value, SMTPMaybeDelivered)
+        assert not conn.is_usable
+    peer.check()
+    assert b"c@x.test" not in peer.received
 
 
 async def test_send_many_connection_lost_after_a_dot() -> None:
@@ -584,9 +653,9 @@ async def test_send_many_connection_lost_after_a_dot() -> None:
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer)
         await conn.connect()
-        results = await conn.send_many(
-            [(env, b"m1"), (bad, b"xx"), (env, b"m2"), (env, b"m3")]
-        )
+        results = [r async for _, r in conn.send_many(
+            [(b"m1", env), (b"xx", bad), (b"m2", env), (b"m3", env)]
+        )]
         assert isinstance(results[0], SMTPMaybeDelivered)
         assert isinstance(results[1], SMTPEnvelopeError)  # refused locally, never written
         assert isinstance(results[2], SMTPServerDisconnected)
@@ -607,7 +676,7 @@ async def test_send_many_refusals_do_not_stop_the_batch() -> None:
     ] + QUIT
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            results = await conn.send_many([(env, b"m1"), (env, b"m2")])
+            results = [r async for _, r in conn.send_many([(b"m1", env), (b"m2", env)])]
             assert isinstance(results[0], SMTPRecipientsRefused)
             assert results[1].response.message == "two"
     peer.check()

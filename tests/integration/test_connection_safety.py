@@ -74,7 +74,7 @@ async def test_address_injection_refused_before_writing(sender, recipients) -> N
     async with ScriptedPeer(greet(DSN_EHLO) + QUIT) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPEnvelopeError, match="invalid address"):
-                await conn.send(Envelope(sender, recipients), b"hi\r\n")
+                await conn.send(b"hi\r\n", Envelope(sender, recipients))
             assert conn.is_usable  # a local refusal: the connection stays good
     peer.check()
     assert bytes(peer.received) == EHLO + b"QUIT\r\n"  # not one byte of the transaction
@@ -89,7 +89,7 @@ async def test_address_injection_in_send_many_is_per_message() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             bad = Envelope("a@x.org> RET=FULL", ["b@y.org"])
-            results = await conn.send_many([(bad, b"x\r\n"), (good, b"m\r\n")])
+            results = [r async for _, r in conn.send_many([(b"x\r\n", bad), (b"m\r\n", good)])]
             assert isinstance(results[0], SMTPEnvelopeError)
             assert results[1].response.code == 250
     peer.check()
@@ -103,7 +103,7 @@ async def test_quoted_local_part_and_null_sender_are_sent() -> None:
     ] + QUIT
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            result = await conn.send(Envelope("", '"john doe"@example.com'), b"x\r\n")
+            result = await conn.send(b"x\r\n", Envelope("", '"john doe"@example.com'))
             assert result.accepted == ['"john doe"@example.com']
     peer.check()
 
@@ -119,7 +119,7 @@ async def test_orcpt_value_is_xtext_and_type_is_checked() -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             dsn = DSN(notify="NEVER", orcpt="z@z RET=FULL")
-            await conn.send(Envelope("a@x.org", "b@y.org", dsn=dsn), b"x\r\n")
+            await conn.send(b"x\r\n", Envelope("a@x.org", "b@y.org", dsn=dsn))
     peer.check()
 
 
@@ -187,7 +187,7 @@ async def test_unexpected_3xx_in_a_transaction_closes_the_connection(stage) -> N
         conn = conn_for(peer)
         await conn.connect()
         with pytest.raises(SMTPProtocolError, match="unexpected reply") as info:
-            await conn.send(ENV2, b"hi\r\n")
+            await conn.send(b"hi\r\n", ENV2)
         assert 300 <= info.value.response_code < 400
         assert not conn.is_usable
         await asyncio.wait_for(conn.closed, 5)
@@ -207,7 +207,7 @@ async def test_unexpected_3xx_to_lmtp_data_replies_closes_the_connection() -> No
         conn = conn_for(peer, lmtp=True)
         await conn.connect()
         with pytest.raises(SMTPProtocolError, match="unexpected reply"):
-            await conn.send(ENV2, b"hi\r\n")
+            await conn.send(b"hi\r\n", ENV2)
         assert not conn.is_usable
     peer.check()
 
@@ -425,7 +425,7 @@ async def test_use_8bit_mime_on_the_wire(offered) -> None:
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
             env = Envelope("a@x.test", "b@x.test", use_8bit_mime=True)
-            await conn.send(env, "héé".encode())
+            await conn.send("héé".encode(), env)
     peer.check()
 
 
@@ -467,7 +467,7 @@ async def test_size_counts_bare_lf_as_crlf_and_is_checked_before_writing() -> No
     async with ScriptedPeer(greet(PIPE_EHLO) + QUIT) as peer:
         async with conn_for(peer) as conn:
             with pytest.raises(SMTPMessageError, match="1200 bytes"):
-                await conn.send(Envelope("a@x.test", "b@x.test"), b"\n" * 600)
+                await conn.send(b"\n" * 600, Envelope("a@x.test", "b@x.test"))
             assert conn.is_usable
     peer.check()
     assert bytes(peer.received) == EHLO + b"QUIT\r\n"
@@ -489,15 +489,15 @@ async def test_file_already_over_the_size_limit_is_refused_before_mail(tmp_path)
         async with conn_for(peer) as conn:
             with big.open("rb") as file, pytest.raises(SMTPMessageError,
                                                        match="at least 1500 bytes"):
-                await conn.send(Envelope("a@x.test", "b@x.test"), file)
+                await conn.send(file, Envelope("a@x.test", "b@x.test"))
             assert conn.is_usable  # nothing was written: the connection goes on
             with fits.open("rb") as file:
-                result = await conn.send(Envelope("a@x.test", "b@x.test"), file)
+                result = await conn.send(file, Envelope("a@x.test", "b@x.test"))
             assert result.response.code == 250
             with big.open("rb") as file:
                 file.seek(200)  # what is left to send is what counts
                 with pytest.raises(SMTPMessageError, match="at least 1300 bytes"):
-                    await conn.send(Envelope("a@x.test", "b@x.test"), file)
+                    await conn.send(file, Envelope("a@x.test", "b@x.test"))
     peer.check()
 
 
@@ -505,6 +505,6 @@ async def test_stream_without_size_is_not_declared() -> None:
     script = UNDECLARED_STREAM_SCRIPT
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
-            await conn.send(Envelope("a@x.test", "b@x.test"), iter([b"x" * 2000]))
+            await conn.send(iter([b"x" * 2000]), Envelope("a@x.test", "b@x.test"))
     peer.check()
 

@@ -54,7 +54,7 @@ def pem_text(tls_cert: Any) -> tuple[str, str]:
 async def send_with_starttls(port: int, client_ssl_context: ssl.SSLContext) -> None:
     async with SMTPConnection(host="127.0.0.1", port=port, require_tls=True,
                               tls=client_ssl_context) as conn:
-        result = await conn.send(ENV, BODY)
+        result = await conn.send(BODY, ENV)
         assert result.accepted == ["bob@example.com"]
 
 

@@ -61,10 +61,10 @@ def test_send_from_plain_threads(server):
 
 def test_send_many_yields_each_result(server):
     with SyncSMTPPool(host="127.0.0.1", port=server.port, ignore_tls=True) as pool:
-        items = [(ENV, b"n %d\r\n" % i) for i in range(50)]
+        items = [(b"n %d\r\n" % i, ENV) for i in range(50)]
         outcomes = list(pool.send_many(items))
         assert pool.is_idle()
-    assert sorted(item[1] for item, _ in outcomes) == sorted(m for _, m in items)
+    assert sorted(item[0] for item, _ in outcomes) == sorted(m for m, _ in items)
     assert all(r.response.code == 250 for _, r in outcomes)
     assert len(server.handler.contents) == 50
 

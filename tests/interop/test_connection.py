@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+import fastsmtp
 from fastsmtp.connection import SMTPConnection
 from fastsmtp.errors import (
     SMTPAuthError,
@@ -96,7 +97,7 @@ async def test_send_plaintext() -> None:
             assert not conn.secure
             assert conn.capabilities.size is not None
             assert conn.is_usable
-            result = await conn.send(Envelope("a@example.com", ["b@example.com"]), MESSAGE)
+            result = await conn.send(MESSAGE, Envelope("a@example.com", ["b@example.com"]))
             assert result.accepted == ["b@example.com"]
             assert result.rejected == []
             assert result.response.code == 250
@@ -120,7 +121,7 @@ async def test_starttls_and_auth(server_ssl_context, client_ssl_context) -> None
             assert not conn.capabilities.starttls  # from the EHLO after TLS
             reply = await conn.login(user=USER, password=PASSWORD)
             assert reply.code == 235
-            await conn.send(Envelope("a@example.com", "b@example.com"), b"x\r\n")
+            await conn.send(b"x\r\n", Envelope("a@example.com", "b@example.com"))
     assert handler.messages[0][4] is True
 
 
@@ -150,7 +151,7 @@ async def test_implicit_tls(server_ssl_context, client_ssl_context) -> None:
     async with aiosmtpd_server(implicit=server_ssl_context) as (port, handler):
         async with conn_for(port, secure=True, tls=client_ssl_context) as conn:
             assert conn.secure
-            await conn.send(Envelope("a@example.com", "b@example.com"), "héllo\n")
+            await conn.send("héllo\n", Envelope("a@example.com", "b@example.com"))
     assert handler.messages[0][2] == "héllo\r\n".encode()
 
 
@@ -171,7 +172,7 @@ async def test_reject_unauthorized_false_accepts_an_untrusted_certificate(
     async with aiosmtpd_server(implicit=server_ssl_context) as (port, handler):
         async with conn_for(port, secure=True, tls=tls) as conn:
             assert conn.secure
-            await conn.send(Envelope("a@example.com", "b@example.com"), b"hi\r\n")
+            await conn.send(b"hi\r\n", Envelope("a@example.com", "b@example.com"))
     assert handler.messages[0][2] == b"hi\r\n"
 
 
@@ -187,16 +188,16 @@ async def test_partial_and_all_recipients_refused() -> None:
     async with aiosmtpd_server() as (port, handler):
         async with conn_for(port) as conn:
             result = await conn.send(
-                Envelope("a@example.com", ["bad1@example.com", "ok@example.com"]), b"hi\r\n"
+                b"hi\r\n", Envelope("a@example.com", ["bad1@example.com", "ok@example.com"])
             )
             assert result.accepted == ["ok@example.com"]
             assert result.rejected == ["bad1@example.com"]
             assert result.rejected_errors[0].response_code == 550
             with pytest.raises(SMTPRecipientsRefused) as info:
-                await conn.send(Envelope("a@example.com", ["bad2@x.org", "bad3@x.org"]), b"x")
+                await conn.send(b"x", Envelope("a@example.com", ["bad2@x.org", "bad3@x.org"]))
             assert info.value.rejected == ["bad2@x.org", "bad3@x.org"]
             assert conn.is_usable
-            await conn.send(Envelope("a@example.com", ["ok2@example.com"]), b"again\r\n")
+            await conn.send(b"again\r\n", Envelope("a@example.com", ["ok2@example.com"]))
     assert [m[1] for m in handler.messages] == [["ok@example.com"], ["ok2@example.com"]]
 
 
@@ -210,7 +211,7 @@ async def test_email_message_envelope_and_bcc() -> None:
     msg.set_content("body\n.dot line\n")
     async with aiosmtpd_server() as (port, handler):
         async with conn_for(port) as conn:
-            await conn.send(None, msg)
+            await conn.send(msg)
     mail_from, rcpts, data, _, _ = handler.messages[0]
     assert mail_from == "alice@example.com"
     assert rcpts == ["bob@example.com", "carol@example.com", "dave@example.com",
@@ -218,6 +219,37 @@ async def test_email_message_envelope_and_bcc() -> None:
     assert b"Bcc" not in data and b"eve@" not in data
     assert b"\r\n.dot line\r\n" in data
     assert msg["Bcc"] == "eve@example.com"  # the caller's message is untouched
+
+
+async def test_bytes_without_envelope_is_a_type_error_naming_the_fix() -> None:
+    async with aiosmtpd_server() as (port, handler):
+        async with conn_for(port) as conn:
+            with pytest.raises(TypeError, match=r"envelope=Envelope\(mail_from, rcpt_to\)"):
+                await conn.send(b"no headers to read\r\n")
+            assert conn.is_usable  # nothing was written
+            await conn.send(b"x\r\n", Envelope("a@example.com", "b@example.com"))
+    assert len(handler.messages) == 1
+
+
+async def test_fastsmtp_send_connects_sends_and_quits() -> None:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["To"] = "bob@example.com"
+    msg["Subject"] = "one-liner"
+    msg.set_content("hello\n")
+    async with aiosmtpd_server() as (port, handler):
+        result = await fastsmtp.send(msg, host="127.0.0.1", port=port, ignore_tls=True,
+                                     name="client.test")
+        raw = b"x\r\n"
+        second = await fastsmtp.send(raw, Envelope("c@example.com", ["d@example.com"]),
+                                     host="127.0.0.1", port=port, ignore_tls=True)
+        with pytest.raises(TypeError, match="envelope="):
+            await fastsmtp.send(raw, host="127.0.0.1", port=port, ignore_tls=True)
+        with pytest.raises(TypeError, match="password="):
+            await fastsmtp.send(raw, Envelope("c@example.com", ["d@example.com"]),
+                                host="127.0.0.1", port=port, user="alice")
+    assert result.accepted == ["bob@example.com"] and second.accepted == ["d@example.com"]
+    assert [m[0] for m in handler.messages] == ["alice@example.com", "c@example.com"]
 
 
 async def test_stream_sources() -> None:
@@ -232,7 +264,7 @@ async def test_stream_sources() -> None:
     async with aiosmtpd_server() as (port, handler):
         async with conn_for(port) as conn:
             for source in sources:
-                result = await conn.send(Envelope("a@example.com", "b@example.com"), source)
+                result = await conn.send(source, Envelope("a@example.com", "b@example.com"))
                 assert result.size == len(expected) + 1 + 3  # stuffed "." and ".\r\n"
     assert [m[2] for m in handler.messages] == [expected] * len(sources)
 
@@ -240,13 +272,13 @@ async def test_stream_sources() -> None:
 async def test_smtputf8() -> None:
     async with aiosmtpd_server(enable_SMTPUTF8=True) as (port, handler):
         async with conn_for(port) as conn:
-            await conn.send(Envelope("jösé@exämple.com", "bö@example.com"), b"x\r\n")
+            await conn.send(b"x\r\n", Envelope("jösé@exämple.com", "bö@example.com"))
     assert handler.messages[0][0] == "jösé@exämple.com"
     assert "SMTPUTF8" in handler.messages[0][3]
     async with aiosmtpd_server(enable_SMTPUTF8=False) as (port, handler):
         async with conn_for(port) as conn:
             with pytest.raises(SMTPEnvelopeError, match="SMTPUTF8"):
-                await conn.send(Envelope("a@example.com", "bö@example.com"), b"x\r\n")
+                await conn.send(b"x\r\n", Envelope("a@example.com", "bö@example.com"))
             assert conn.is_usable
 
 
@@ -254,10 +286,11 @@ async def test_send_many_without_pipelining() -> None:
     async with aiosmtpd_server() as (port, handler):
         async with conn_for(port) as conn:
             assert not conn.capabilities.pipelining
-            results = await conn.send_many(
-                [(Envelope("a@example.com", f"r{i}@example.com"), b"m%d\r\n" % i)
-                 for i in range(10)] + [(Envelope("a@example.com", "bad@x.org"), b"no")]
-            )
+            items = [(b"m%d\r\n" % i, Envelope("a@example.com", f"r{i}@example.com"))
+                     for i in range(10)] + [(b"no", Envelope("a@example.com", "bad@x.org"))]
+            pairs = [pair async for pair in conn.send_many(items)]
+            assert [item for item, _ in pairs] == items  # every item, in order
+            results = [outcome for _, outcome in pairs]
             assert conn.messages_sent == 10
     assert [m[2] for m in handler.messages] == [b"m%d\r\n" % i for i in range(10)]
     assert isinstance(results[-1], SMTPRecipientsRefused)

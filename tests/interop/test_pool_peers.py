@@ -41,7 +41,7 @@ async def test_pool_to_aiosmtpd():
     try:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=4, max_messages=40) as pool:
-            results = [r async for _, r in pool.send_many((ENV, body(i)) for i in range(300))]
+            results = [r async for _, r in pool.send_many((body(i), ENV) for i in range(300))]
     finally:
         server.close()
         await server.wait_closed()
@@ -57,7 +57,7 @@ async def test_pool_to_postfix_smtp_sink():
                                                "256"]) as port:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=8, max_messages=300) as pool:
-            results = [r async for _, r in pool.send_many((ENV, body(i)) for i in range(2000))]
+            results = [r async for _, r in pool.send_many((body(i), ENV) for i in range(2000))]
     assert len(results) == 2000
     assert all(not isinstance(r, Exception) and r.response.code == 250 for r in results)
 

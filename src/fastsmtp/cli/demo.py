@@ -154,7 +154,7 @@ async def _send_all(port: int, args: argparse.Namespace, progress: Progress | No
         for n in range(args.messages):
             body = _message(n, args.size)
             checksum = (checksum + body_checksum(body)) % _CHECKSUM_MOD
-            yield (Envelope("sender@example.com", (f"reader{n}@example.com",)), body)
+            yield (body, Envelope("sender@example.com", (f"reader{n}@example.com",)))
 
     pool = SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                     max_connections=args.connections, max_messages=args.max_messages)

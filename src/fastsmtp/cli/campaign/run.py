@@ -175,7 +175,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             if should_send(status, config.resend_uncertain):
                 yield key, status, row["email"] or "", line, row
 
-    def source() -> Iterator[tuple[Envelope, bytes]]:
+    def source() -> Iterator[tuple[bytes, Envelope]]:
         candidates = due()
         while not stop.requested:
             batch = list(islice(candidates, batch_size))
@@ -196,7 +196,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
                     except CampaignInputError as exc:
                         journal.record(key, "failed", None, str(exc))
                         continue
-                    yield Envelope(sender, (address,)), data
+                    yield data, Envelope(sender, (address,))
             finally:
                 # Stopped, or the generator was closed: the rest never reached the pool.
                 journal.reset(key for key, _, _, _, _ in batch[handed:])
@@ -211,7 +211,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
     progress.draw(force=True)
     tick = asyncio.ensure_future(progress.run(flush_due))
     try:
-        async for (envelope, _), outcome in pool.send_many(source(), window=window):
+        async for (_, envelope), outcome in pool.send_many(source(), window=window):
             status, code, text = classify(outcome)
             journal.record(address_key(envelope.rcpt_to[0]), status, code, text)
             if journal.buffered >= batch_size \
