@@ -74,6 +74,17 @@ function el(tag, text, cls) {
   return node;
 }
 
+// "Name <address>": the name, then the address in small muted type (the cell's title
+// holds the whole header).
+function person(header) {
+  const td = el("td", null, "from");
+  td.title = header;
+  const m = /^\s*"?(.*?)"?\s*<([^<>]*)>\s*$/.exec(header);
+  if (m && m[1]) td.append(el("span", m[1], "name"), el("span", m[2], "addr"));
+  else td.textContent = header;
+  return td;
+}
+
 function size(n) {
   if (n < 1024) return n + " B";
   if (n < 1024 * 1024) return (n / 1024).toFixed(1) + " kB";
@@ -111,7 +122,7 @@ function render(data) {
     tr.dataset.id = m.id;
     if (m.id === open) tr.classList.add("selected");
     tr.append(
-      el("td", m.from || m.mail_from, "from"),
+      person(m.from || m.mail_from),
       el("td", m.to || m.rcpt_tos.join(", "), "to"),
       el("td", m.subject || "(no subject)", m.subject ? "subject" : "subject muted"),
       el("td", when(m.received), "time"),
@@ -204,6 +215,7 @@ async function showTab() {
     const response = await fetch("/api/messages/" + id + "/raw", {cache: "no-store"});
     if (current && current.id === id) pre.textContent = await response.text();
   }
+  document.dispatchEvent(new CustomEvent("inbox:tab", {detail: tab}));
 }
 
 function route() {
@@ -269,13 +281,16 @@ button:disabled { opacity: .5; cursor: default; }
 button.danger { color: var(--danger); }
 main { flex: 1; display: flex; flex-direction: column; min-height: 0; }
 #list-pane { flex: 1; overflow: auto; background: #fff; min-height: 120px; }
-body.viewing #list-pane { flex: 0 0 38%; border-bottom: 1px solid var(--line); }
+body.viewing #list-pane { flex: 0 1 auto; max-height: 38%; border-bottom: 1px solid var(--line); }
 #list { width: 100%; border-collapse: collapse; table-layout: fixed; }
 #list th { position: sticky; top: 0; background: #fafbfc; text-align: left; font-weight: 600;
   color: var(--muted); font-size: 12px; padding: 6px 12px; border-bottom: 1px solid var(--line); }
-#list th:nth-child(1), #list th:nth-child(2) { width: 20%; }
-#list th:nth-child(4) { width: 14%; }
-#list th:nth-child(5) { width: 8%; }
+#list th:nth-child(1) { width: 28%; }
+#list th:nth-child(2) { width: 20%; }
+#list th:nth-child(4) { width: 11%; }
+#list th:nth-child(5) { width: 7%; }
+#list th.num { text-align: right; }
+#list td.from .addr { color: var(--muted); font-size: 12px; margin-left: 6px; }
 #list td { padding: 7px 12px; border-bottom: 1px solid var(--line); white-space: nowrap;
   overflow: hidden; text-overflow: ellipsis; }
 #list tbody tr { cursor: pointer; }
