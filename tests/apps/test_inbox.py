@@ -133,6 +133,24 @@ async def test_api_lists_newest_first_and_shows_each_part() -> None:
             assert (await response.json())["html"] is None
 
 
+async def test_api_shows_malformed_messages() -> None:
+    broken = [
+        b"Subject: =?x-unknown?q?abc?=\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nbody\xff\r\n",
+        b"Subject: \xff\xfe raw bytes\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n",
+        b"no header at all\r\n",
+        b"Content-Type: multipart/mixed\r\n\r\n--no-boundary-declared\r\n\r\nhi\r\n",
+    ]
+    async with inbox() as (port, base, _), aiohttp.ClientSession() as http:
+        for raw in broken:
+            await send_async(port, raw)
+        listed = await get_json(http, f"{base}/api/messages")
+        assert [m["size"] for m in listed["messages"]] == [len(raw) for raw in reversed(broken)]
+        assert listed["messages"][-1]["subject"] == "abc"
+        assert listed["messages"][-2]["subject"] == "\ufffd\ufffd raw bytes"
+        texts = [(await get_json(http, f"{base}/api/messages/{n}"))["text"] for n in (1, 2, 3, 4)]
+        assert texts[:3] == ["body\ufffd\n", "!!!not base64", "no header at all\n"]
+
+
 async def test_api_delete_and_clear() -> None:
     async with inbox() as (port, base, _), aiohttp.ClientSession() as http:
         for number in (1, 2, 3):

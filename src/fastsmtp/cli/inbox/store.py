@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import inspect
 import itertools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from typing import Any
 from ...handlers import StreamingHandler
 
 __all__ = ["DEFAULT_MAX_MESSAGES", "StoredMessage", "MessageStore", "inbox_handler"]
+
+log = logging.getLogger("fastsmtp.cli.inbox")
 
 #: How many messages the inbox keeps by default (``--web-max-messages``); the oldest go first.
 DEFAULT_MAX_MESSAGES = 500
@@ -84,7 +87,13 @@ class StoredMessage:
     @classmethod
     def parse(cls, id: int, received: float, mail_from: str, rcpt_tos: tuple[str, ...], raw: bytes) -> StoredMessage:
         """Build the stored form, decoding only the headers the list shows."""
-        headers = _HEADERS_PARSER.parsebytes(raw, headersonly=True)
+        # Never raises: the message was accepted (perhaps already fsynced into a Maildir),
+        # so a failure here must not turn its 250 into an error the client would retry.
+        try:
+            headers = _HEADERS_PARSER.parsebytes(raw, headersonly=True)
+        except Exception:
+            log.warning("could not parse the headers of message %d for the web inbox", id, exc_info=True)
+            return cls(id, received, mail_from, rcpt_tos, raw, "", "", "")
         return cls(
             id, received, mail_from, rcpt_tos, raw,
             _header(headers, "subject"), _header(headers, "from"), _header(headers, "to"),
@@ -111,12 +120,26 @@ class StoredMessage:
         return message
 
     def html(self) -> str | None:
-        """The message's HTML body, or None if it has none."""
-        part = self.parsed().get_body(preferencelist=("html",))
+        """The message's HTML body, or None if it has none (or cannot be parsed)."""
+        try:
+            part = self.parsed().get_body(preferencelist=("html",))
+        except Exception:
+            log.warning("could not parse message %d for the web inbox", self.id, exc_info=True)
+            return None
         return None if part is None else _text_of(part)
 
     def detail(self) -> dict[str, Any]:
         """The message view: what ``GET /api/messages/{id}`` returns."""
+        try:
+            return self._detail()
+        except Exception:  # the email package gave up: still show the message, as text
+            log.warning("could not parse message %d for the web inbox", self.id, exc_info=True)
+            return {
+                **self.summary(), "date": "", "cc": "", "headers": [], "attachments": [],
+                "text": self.raw.decode("utf-8", "replace").replace("\r\n", "\n"), "html": None,
+            }
+
+    def _detail(self) -> dict[str, Any]:
         message = self.parsed()
         text = message.get_body(preferencelist=("plain",))
         html = message.get_body(preferencelist=("html",))
