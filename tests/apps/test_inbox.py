@@ -329,12 +329,13 @@ def test_cli_web_flags_errors(tmp_path: Path) -> None:
     # Without aiohttp (a None entry in sys.modules makes its import fail), --web says what to install.
     program = (
         "import sys; sys.modules['aiohttp'] = None; from fastsmtp.cli.main import main; "
-        "raise SystemExit(main(['serve', '--port', '0', '--web', '0']))"
+        "raise SystemExit(main(['serve', '--port', '0', '--web', '0', '--maildir', 'mail']))"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           env=child_env(), cwd=tmp_path, timeout=WAIT)
     assert done.returncode == 2
     assert 'pip install "aiofastsmtp[web]"' in done.stderr and "--web needs aiohttp" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # it failed before creating the Maildir
     for argv, expected in [
         (["--web-max-messages", "3"], "--web-max-messages needs --web PORT"),
         (["--web", "0", "--web-max-messages", "0"], "--web-max-messages must be at least 1"),

@@ -150,6 +150,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not args.tls_cert and not args.insecure_auth:
             print("fastsmtp serve: --users needs --tls-cert (or --insecure-auth)", file=sys.stderr)
             return 2
+    if args.web is not None:
+        try:  # before anything is created: a missing extra leaves no Maildir behind
+            from .inbox.app import WebInbox
+        except ImportError:
+            print(WEB_NEEDS_AIOHTTP, file=sys.stderr)
+            return 2
+    elif args.web_max_messages is not None:
+        print("fastsmtp serve: --web-max-messages needs --web PORT", file=sys.stderr)
+        return 2
     inner: Any = None
     where = ""
     if args.print_:
@@ -162,19 +171,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.web is not None:
         from .inbox.store import MessageStore, inbox_handler
 
-        try:
-            from .inbox.app import WebInbox
-        except ImportError:
-            print(WEB_NEEDS_AIOHTTP, file=sys.stderr)
-            return 2
         keep = DEFAULT_MAX_MESSAGES if args.web_max_messages is None else args.web_max_messages
         store = MessageStore(keep)
         handler = inbox_handler(store, inner)
         inbox = WebInbox(store, args.web)
         where = f"{where} and the web inbox" if where else "the web inbox (in memory only)"
-    elif args.web_max_messages is not None:
-        print("fastsmtp serve: --web-max-messages needs --web PORT", file=sys.stderr)
-        return 2
     server = SMTPServer(handler, args.host, args.port, **options)
 
     async def run() -> None:
