@@ -1,7 +1,9 @@
 """``fastsmtp serve``: a local SMTP server delivering into a Maildir (or printing).
 
 With ``--users`` it requires AUTH, checked against a file of ``user:password`` lines by
-:class:`UsersAuthenticator`.
+:class:`UsersAuthenticator`. With ``--web PORT`` it also serves a web inbox on
+127.0.0.1 (:mod:`fastsmtp.cli.inbox`, which needs the ``aiofastsmtp[web]`` extra);
+``--web`` alone keeps the messages only there, in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import hmac
 import signal
 import sys
 from typing import Any
+
+from .inbox.store import DEFAULT_MAX_MESSAGES
 
 __all__ = ["add_serve_parser", "cmd_serve", "load_users", "UsersAuthenticator"]
 
@@ -58,19 +62,51 @@ class UsersAuthenticator:
         return AuthResult(success=ok, auth_data=login.decode("utf-8", "replace") if ok else None)
 
 
+#: What ``--web`` says when aiohttp is missing.
+WEB_NEEDS_AIOHTTP = 'fastsmtp serve: --web needs aiohttp: pip install "aiofastsmtp[web]"'
+
+
+def _port(text: str) -> int:
+    """A port number for ``--web`` (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free one), not {text!r}")
+    return port
+
+
 def add_serve_parser(subparsers: Any) -> None:
     """Declare ``fastsmtp serve``."""
     p = subparsers.add_parser(
         "serve",
-        help="run a local SMTP server storing messages in a Maildir (or printing them)",
+        help="run a local SMTP server storing messages in a Maildir (or printing them, or a web inbox)",
         description="Run a local SMTP server. Each accepted message is fsynced into a Maildir "
-        "before the 250 is sent, or printed with --print.",
+        "before the 250 is sent, or printed with --print. With --web PORT the messages are also "
+        "shown in a web inbox on http://127.0.0.1:PORT/ (with --web alone, only there).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=2525, help="port, 0 for any free one (default: %(default)s)")
     store = p.add_mutually_exclusive_group()
-    store.add_argument("--maildir", default="Maildir", help="Maildir to deliver into (default: %(default)s)")
+    store.add_argument(
+        "--maildir", help="Maildir to deliver into (default: Maildir, unless --web is given alone)"
+    )
     store.add_argument("--print", action="store_true", dest="print_", help="print messages to stdout instead")
+    p.add_argument(
+        "--web",
+        type=_port,
+        metavar="PORT",
+        help="also serve a web inbox on http://127.0.0.1:PORT/ (0: any free port); "
+        'needs pip install "aiofastsmtp[web]"',
+    )
+    p.add_argument(
+        "--web-max-messages",
+        type=int,
+        metavar="N",
+        help="messages the web inbox keeps in memory, the oldest dropped first "
+        f"(default: {DEFAULT_MAX_MESSAGES})",
+    )
     p.add_argument("--tls-cert", help="PEM certificate (chain) for STARTTLS")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--smtps", action="store_true", help="implicit TLS on connect instead of STARTTLS")
@@ -114,20 +150,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not args.tls_cert and not args.insecure_auth:
             print("fastsmtp serve: --users needs --tls-cert (or --insecure-auth)", file=sys.stderr)
             return 2
-    handler: Any = Printing() if args.print_ else Maildir(args.maildir)
+    if args.web is not None:
+        try:  # before anything is created: a missing extra leaves no Maildir behind
+            from .inbox.app import WebInbox
+        except ImportError:
+            print(WEB_NEEDS_AIOHTTP, file=sys.stderr)
+            return 2
+    elif args.web_max_messages is not None:
+        print("fastsmtp serve: --web-max-messages needs --web PORT", file=sys.stderr)
+        return 2
+    inner: Any = None
+    where = ""
+    if args.print_:
+        inner, where = Printing(), "stdout"
+    elif args.maildir is not None or args.web is None:
+        maildir = args.maildir or "Maildir"
+        inner, where = Maildir(maildir), maildir
+    handler: Any = inner
+    inbox: Any = None
+    if args.web is not None:
+        from .inbox.store import MessageStore, inbox_handler
+
+        keep = DEFAULT_MAX_MESSAGES if args.web_max_messages is None else args.web_max_messages
+        store = MessageStore(keep)
+        handler = inbox_handler(store, inner)
+        inbox = WebInbox(store, args.web)
+        where = f"{where} and the web inbox" if where else "the web inbox (in memory only)"
     server = SMTPServer(handler, args.host, args.port, **options)
 
     async def run() -> None:
         await server.start()
-        where = "stdout" if args.print_ else args.maildir
-        print(f"fastsmtp: listening on {args.host}:{server.port}, delivering to {where}", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        print("fastsmtp: shutting down", file=sys.stderr, flush=True)
-        await server.close()
+        try:
+            if inbox is not None:
+                await inbox.start()
+                # Printed before the "listening" line: once that one is out, both ports are.
+                print(
+                    f"fastsmtp: web inbox on {inbox.url} (keeps the newest {inbox.store.max_messages} messages)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            print(f"fastsmtp: listening on {args.host}:{server.port}, delivering to {where}", file=sys.stderr, flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            print("fastsmtp: shutting down", file=sys.stderr, flush=True)
+        finally:
+            if inbox is not None:
+                await inbox.close()
+            await server.close()
 
     loop = new_event_loop()
     try:
