@@ -567,3 +567,24 @@ async def test_bad_command_cap_is_an_option() -> None:
         await client.send(b"BAR\r\n")
         assert await client.eof() == b"421 4.7.0 test.local Error: too many bad commands, closing connection\r\n"
         await client.close()
+
+
+class RefusingMail(SessionRecorder):
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> Any:
+        if address == "no@x.org":
+            return "550 5.7.1 not you"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+
+async def test_dsn_values_of_a_refused_mail_do_not_stay() -> None:
+    handler = RefusingMail()
+    async with serve(handler, dsn=True) as server:
+        client = await greeted(server.port)
+        await client.command(b"EHLO me")
+        assert await client.command(b"MAIL FROM:<no@x.org> RET=FULL ENVID=x") == b"550 5.7.1 not you\r\n"
+        await client.send(TRANSACTION)
+        await client.expect(TRANSACTION_REPLIES)
+        await client.close()
+    assert (handler.envelopes[0].dsn_ret, handler.envelopes[0].dsn_envid) == (None, None)

@@ -702,9 +702,9 @@ class ServerSession:
             options.append(f"{key}{eq}{value}")
         if not smtputf8 and not address.isascii():
             return R_NON_ASCII
-        if config.dsn:
-            # Set before handle_MAIL runs (it may want them); a refused MAIL's values
-            # are replaced by the next MAIL's.
+        if ret is not None or envid is not None:
+            # Set before handle_MAIL runs (it may want them); a MAIL the hook refuses
+            # takes them back (see finish).
             envelope.dsn_ret = ret
             envelope.dsn_envid = envid
         envelope.smtp_utf8 = smtputf8
@@ -724,6 +724,8 @@ class ServerSession:
                 reply = self._reply_or_error(result, R_MAIL_OK)
             if reply[:1] == b"2":
                 self._mail = True
+            elif ret is not None or envid is not None:
+                envelope.dsn_ret = envelope.dsn_envid = None
             return reply
 
         return self._call("handle_MAIL", hook, (self.session, envelope, address, options), finish)
@@ -742,9 +744,9 @@ class ServerSession:
         if parsed is None or not parsed[0]:
             return self._bad(R_SYNTAX_RCPT)
         address, params = parsed
-        options: list[str] = []
         dsn: dict[str, Any] | None = None
         if params:
+            options: list[str] = []
             dsn = self._rcpt_params(params, options)
             if dsn.__class__ is bytes:
                 return dsn
@@ -774,7 +776,8 @@ class ServerSession:
                     self._add_rcpt_dsn(address, dsn)
             return reply
 
-        return self._call("handle_RCPT", hook, (self.session, envelope, address, options), finish)
+        rcpt_options = options if params else []
+        return self._call("handle_RCPT", hook, (self.session, envelope, address, rcpt_options), finish)
 
     def _rcpt_params(self, params: list[str], options: list[str]) -> Any:
         """Check RCPT's parameters: the DSN ones (``dsn=True``) as a dict, else a refusal."""
