@@ -10,7 +10,8 @@ and the server alike, so that no field can slip past a forgotten per-field copy:
   nothing that could add parameters or commands);
 * :func:`mailbox_error`: why a string is not a usable ``local@domain`` mailbox (the
   stricter check the campaign applies to a recipient list before anything is sent);
-* :func:`xtext`: RFC 3461 xtext encoding of DSN values;
+* :func:`xtext` / :func:`xtext_decode`: RFC 3461 xtext encoding of DSN values, and its
+  strict decoding on the server side;
 * :func:`is_param_keyword`: the ESMTP parameter keyword syntax (RFC 5321 ``esmtp-keyword``);
 * :data:`COMMAND_CONTROL_BYTES` / :data:`HEADER_UNSAFE`: the byte and header variants.
 
@@ -33,6 +34,7 @@ __all__ = [
     "mailbox_error",
     "path_error",
     "xtext",
+    "xtext_decode",
 ]
 
 #: Longest forward-path or reverse-path (RFC 5321 section 4.5.3.1.3).
@@ -103,6 +105,35 @@ def xtext(value: str) -> str:
         else:
             out.append(f"+{byte:02X}")
     return "".join(out)
+
+
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*\Z")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+
+
+def xtext_decode(value: str) -> str:
+    """Decode RFC 3461 xtext (``a+2Bb`` -> ``a+b``), strictly: the server side of :func:`xtext`.
+
+    Only printable ASCII but ``+`` and ``=`` may appear as is; ``+`` must be followed by
+    two upper-case hex digits. The decoded bytes are read as UTF-8; a decoded control
+    character (an encoded CR or LF) is refused, so a decoded value is as safe as a plain one.
+
+    Raises:
+        ValueError: ``value`` is not valid xtext, or decodes to a control character or
+            to bytes that are not UTF-8.
+    """
+    if _XTEXT.match(value) is None:
+        raise ValueError(f"not valid xtext: {value[:60]!r}")
+    if "+" not in value:
+        return value
+    raw = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+    try:
+        text = raw.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"xtext does not decode to UTF-8: {value[:60]!r}") from None
+    if has_control(text):
+        raise ValueError(f"xtext decodes to a control character: {value[:60]!r}")
+    return text
 
 
 def path_error(address: str) -> str | None:

@@ -5,6 +5,7 @@ The package shows the layers, each module one concern (imports point down the li
 * :mod:`~fastsmtp.server.replies`, :mod:`~fastsmtp.server.auth` (SASL decoding),
   :mod:`~fastsmtp.server.tls` (credentials to ``ssl.SSLContext``) and
   :mod:`~fastsmtp.server.config` (:class:`ServerConfig`, every option declared once): values;
+* :mod:`~fastsmtp.server.proxy`: the sans-IO PROXY protocol (v1/v2) header reader;
 * :mod:`~fastsmtp.server.session`: the sans-IO state machine of one connection;
 * :mod:`~fastsmtp.server.hooks`: the one runner of handler hooks (sync or async);
 * :mod:`~fastsmtp.server.protocol`: the asyncio Protocol moving bytes;
@@ -101,6 +102,7 @@ from .config import (
 )
 from .listener import SMTPServer
 from .protocol import SMTPServerProtocol
+from .proxy import ProxyError, ProxyHeader, ProxyParser
 from .session import Envelope, HookCall, ServerSession, Session
 from .thread import SMTPServerThread
 from .tls import context_from_credentials, make_server_ssl_context
@@ -113,6 +115,9 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "Envelope",
     "HookCall",
+    "ProxyError",
+    "ProxyHeader",
+    "ProxyParser",
     "SMTPServer",
     "SMTPServerProtocol",
     "SMTPServerThread",

@@ -14,7 +14,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._codec import ServerReader
+from .config import peer_in
 from .hooks import PENDING, HookRunner
+from .proxy import ProxyError, ProxyHeader, ProxyParser
 from .session import (
     ACT_CLOSE,
     ACT_DATA,
@@ -36,6 +38,8 @@ log = logging.getLogger("fastsmtp.server")
 
 #: Replies gathered before a write, so that a paused transport stops processing early.
 _FLUSH_REPLIES = 64
+#: ``_pre`` while the greeting is delayed (``greeting_delay``).
+_GREETING_PENDING = object()
 
 
 def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
@@ -73,6 +77,10 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._reader = ServerReader()
         self._busy = False  # a hook (or the TLS handshake) is in flight; lines wait
         self._closed = False
+        # Before the session starts (a PROXY header to read, a greeting delay to wait out)
+        # ``_closed`` is True, so the per-read path tests nothing more, and ``_pre`` holds
+        # the ProxyParser, or _GREETING_PENDING.
+        self._pre: Any = None
         self._lost = False  # connection_lost has run
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
@@ -112,22 +120,100 @@ class SMTPServerProtocol(asyncio.Protocol):
             transport.close()
             return
         peer = transport.get_extra_info("peername")
+        if config.proxy_protocol and peer_in(config.proxy_trusted, peer):
+            # A trusted proxy speaks first: its header names the real client.
+            self._closed = True
+            self._pre = ProxyParser()
+            self._timer = self.loop.call_later(config.proxy_timeout, self._pre_timeout)
+            return
+        self._open_session(peer, None)
+
+    def _open_session(self, peer: Any, header: ProxyHeader | None) -> None:
+        """Start the SMTP session with ``peer`` (the real client); greet now or after the delay."""
+        config = self._config
+        transport = self.transport
         sm = self._sm = ServerSession(config, peer, config.secure, self.loop)
+        sm.session.proxy_data = header
         if self._debug:
             log.debug("%r connected%s", peer, " (TLS)" if config.secure else "")
         if config.secure:
             sm.session.ssl = _ssl_info(transport)
-        if state.closing:
+        if self._state.closing:
             action = sm.shutdown()
             assert action is not None  # a new session is idle
             self._closed = True
             self._write(action.reply)
             transport.close()
             return
+        if config.greeting_delay:
+            # Postfix's smtpd_greet_pause: a client that talks before the greeting is
+            # a spam engine that does not wait for replies (an early talker).
+            self._closed = True
+            self._pre = _GREETING_PENDING
+            self._timer = self.loop.call_later(config.greeting_delay, self._greet)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        sm = self._sm
+        assert sm is not None
+        self._timer = None
+        self._pre = None
+        if self._lost:
+            return
+        if self._state.closing:
+            self._write(self._config.r_closing.encode("utf-8"))
+            self.transport.close()
+            return
+        self._closed = False
         self._write(sm.greeting())
         now = self.loop.time()
-        self._cmd_deadline = now + config.timeout
+        self._cmd_deadline = now + self._config.timeout
         self._timer = self.loop.call_at(self._cmd_deadline, self._on_timer)
+
+    def _pre_data(self, data: bytes) -> None:
+        """Bytes before the session started: the PROXY header, or an early talker."""
+        pre = self._pre
+        if pre is _GREETING_PENDING:
+            peer = self._sm.session.peer if self._sm is not None else None
+            log.info("%r talked before the greeting; closing", peer)
+            self._end_pre()
+            self._write(self._config.r_early.encode("utf-8"))
+            self.transport.close()
+            return
+        real = self.transport.get_extra_info("peername")
+        try:
+            header = pre.feed(data)
+        except ProxyError as exc:
+            log.warning("%r: bad PROXY header (%s); closing", real, exc)
+            self._end_pre()
+            self.transport.close()
+            return
+        if header is None:
+            return
+        self._end_pre()
+        peer = header.source if header.command == "PROXY" and isinstance(header.source, tuple) else real
+        self._open_session(peer, header)
+        rest = pre.rest
+        if rest:
+            self.data_received(rest)
+
+    def _end_pre(self) -> None:
+        self._pre = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _pre_timeout(self) -> None:
+        self._timer = None
+        if self._pre is not None and not self._lost:
+            log.warning(
+                "%r: no complete PROXY header within %gs; closing",
+                self.transport.get_extra_info("peername"),
+                self._config.proxy_timeout,
+            )
+            self._pre = None
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._closed = True
@@ -171,6 +257,8 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
         if self._closed:
+            if self._pre is not None:
+                self._pre_data(data)
             return
         self._reader.feed(data)
         if self._busy:

@@ -55,6 +55,12 @@ __all__ = [
     "R_TOO_BIG",
     "R_TOO_MANY_RCPT",
     "R_VRFY",
+    "R_BAD_DSN",
+    "R_NOT_AUTHORIZED",
+    "R_XIN_MAIL",
+    "R_XFORWARD_OK",
+    "R_SYNTAX_XCLIENT",
+    "R_SYNTAX_XFORWARD",
     "encode_reply",
 ]
 
@@ -95,6 +101,10 @@ R_BAD_PARAM = b"555 5.5.4 Error: parameters not recognized or not implemented\r\
 R_NON_ASCII = b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n"
 R_LOCAL_ERROR = b"451 4.3.0 Error: local error in processing\r\n"
 R_NO_ARGS = b"501 5.5.4 Error: no arguments allowed\r\n"
+R_BAD_DSN = b"501 5.5.4 Error: malformed DSN parameter\r\n"
+R_NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
+R_XIN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
+R_XFORWARD_OK = b"250 2.0.0 Ok\r\n"
 
 
 def _syntax(text: str) -> bytes:
@@ -108,6 +118,8 @@ R_SYNTAX_EHLO = _syntax("EHLO hostname")
 R_SYNTAX_LHLO = _syntax("LHLO hostname")
 R_SYNTAX_VRFY = _syntax("VRFY address")
 R_SYNTAX_AUTH = _syntax("AUTH mechanism [initial-response]")
+R_SYNTAX_XCLIENT = _syntax("XCLIENT attribute=value ... (NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT)")
+R_SYNTAX_XFORWARD = _syntax("XFORWARD attribute=value ... (NAME ADDR PORT PROTO HELO IDENT SOURCE)")
 
 # Strings returned by hooks repeat ("250 OK"); their wire form is cached, bounded.
 _REPLY_CACHE: dict[str, bytes] = {}

@@ -32,12 +32,14 @@ RCPT, DATA without hooks) allocates almost nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeAlias, overload
 
 from .._codec import core
-from .._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, is_param_keyword
+from .._syntax import COMMAND_CONTROL_BYTES, MAX_PATH, is_param_keyword, xtext_decode
 from .auth import (
     AUTH_MECHANISMS,
     XOAUTH2_FAILURE,
@@ -45,7 +47,7 @@ from .auth import (
     SaslError,
     SaslExchange,
 )
-from .config import ServerConfig
+from .config import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, ServerConfig, peer_in
 from .replies import (
     R_354,
     R_ALREADY_AUTH,
@@ -54,6 +56,7 @@ from .replies import (
     R_AUTH_MECH,
     R_AUTH_NEEDS_TLS,
     R_AUTH_OK,
+    R_BAD_DSN,
     R_BAD_PARAM,
     R_BAD_UTF8,
     R_BARE_EOL,
@@ -73,6 +76,7 @@ from .replies import (
     R_NESTED_MAIL,
     R_NO_ARGS,
     R_NON_ASCII,
+    R_NOT_AUTHORIZED,
     R_NOT_IMPL,
     R_OK,
     R_RCPT_OK,
@@ -84,11 +88,15 @@ from .replies import (
     R_SYNTAX_MAIL,
     R_SYNTAX_RCPT,
     R_SYNTAX_VRFY,
+    R_SYNTAX_XCLIENT,
+    R_SYNTAX_XFORWARD,
     R_TLS_ACTIVE,
     R_TLS_UNAVAILABLE,
     R_TOO_BIG,
     R_TOO_MANY_RCPT,
     R_VRFY,
+    R_XFORWARD_OK,
+    R_XIN_MAIL,
     encode_reply,
 )
 
@@ -141,8 +149,6 @@ _START_DATA = Action(ACT_DATA, R_354)
 _START_TLS = Action(ACT_STARTTLS, R_STARTTLS)
 _BYE = Action(ACT_CLOSE, R_BYE)
 
-#: Unrecognised or malformed commands tolerated before the session is closed (421).
-MAX_BAD_COMMANDS = 20
 #: Failed AUTH attempts tolerated before the session is closed (421): slows brute force.
 MAX_AUTH_FAILURES = 5
 
@@ -155,6 +161,21 @@ _DATA_TOO_BIG = core.DATA_TOO_BIG
 
 # Bytes a browser or proxy sends: an HTTP request on the SMTP port is never a mail client.
 _HTTP_VERBS = frozenset((b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"))
+
+# Commands allowed before STARTTLS with require_tls.
+_BEFORE_TLS = frozenset((b"EHLO", b"HELO", b"LHLO", b"STARTTLS", b"NOOP", b"QUIT", b"RSET"))
+
+#: The empty, read-only mapping optional attributes default to: a class attribute, so an
+#: envelope or session that never uses them costs nothing to create.
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+#: Longest ENVID (RFC 3461 section 4.4: 100 characters, before xtext decoding).
+MAX_ENVID = 100
+#: Longest ORCPT value (RFC 3461 section 4.2: 500 characters).
+MAX_ORCPT = 500
+_NOTIFY = frozenset(("SUCCESS", "FAILURE", "DELAY"))
+# Postfix's placeholders for a value the proxy could not get.
+_UNAVAILABLE = frozenset(("[UNAVAILABLE]", "[TEMPUNAVAIL]"))
 
 
 class Session:
@@ -170,7 +191,15 @@ class Session:
         auth_data: What the authenticator returned in ``AuthResult.auth_data`` (or the
             decoded credentials).
         loop: The event loop serving the connection (set by the IO layer).
+        proxy_data: The :class:`~fastsmtp.server.proxy.ProxyHeader` a trusted proxy
+            sent (``proxy_protocol``), else None; ``peer`` is then the client it named.
+        xclient: The XCLIENT attributes a trusted client sent (``xclient_trusted``), as
+            a read-only mapping of upper-case names to decoded values (None for
+            ``[UNAVAILABLE]``); empty when none were sent.
     """
+
+    #: Empty until XCLIENT: a class attribute, so a session costs nothing more to create.
+    xclient: Mapping[str, str | None] = _EMPTY
 
     def __init__(self, peer: Any = None, loop: Any = None) -> None:
         self.peer = peer
@@ -198,7 +227,22 @@ class Envelope:
         content: The message (bytes, CRLF line endings, dots unstuffed); set only for a
             ``handle_DATA`` hook (never for streaming handlers, nor without a DATA hook).
         original_content: The same bytes (aiosmtpd keeps the undecoded form here).
+        dsn_ret: With ``dsn=True``: MAIL's ``RET`` (``"FULL"`` or ``"HDRS"``), else None.
+        dsn_envid: With ``dsn=True``: MAIL's ``ENVID``, xtext-decoded, else None.
+        rcpt_dsn: With ``dsn=True``: for each accepted recipient that gave DSN
+            parameters, ``{"notify": ["SUCCESS", ...], "orcpt": ("rfc822", "a@b")}``
+            (a key only when given; ORCPT's address xtext-decoded).
+        xforward: The XFORWARD attributes a trusted client sent for this transaction
+            (``xforward_trusted``), upper-case names to decoded values (None for
+            ``[UNAVAILABLE]``); empty when none were sent.
     """
+
+    # Class attributes: an envelope that never uses them costs nothing more to create
+    # (one envelope per message), and the read-only default cannot be shared by mistake.
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    rcpt_dsn: Mapping[str, dict[str, Any]] = _EMPTY
+    xforward: Mapping[str, str | None] = _EMPTY
 
     def __init__(self) -> None:
         self.mail_from: str | None = None
@@ -315,8 +359,15 @@ class ServerSession:
         self._loop = loop
         self._bad_commands = 0
         self._auth_failures = 0
+        self._unauthenticated = 0
         self._close_reported = False
         self.session = Session(peer, loop)
+        # Trust is decided once, by the connection's peer (after PROXY: the real client).
+        self._xclient_ok = bool(config.xclient_trusted) and peer_in(config.xclient_trusted, peer)
+        self._xforward_ok = bool(config.xforward_trusted) and peer_in(config.xforward_trusted, peer)
+        # One test per command line covers every gate (require_tls, the unauthenticated
+        # command cap); without them the line pays that one test only.
+        self._gated = config.require_tls or bool(config.max_unauthenticated_commands)
         self._reset_connection_state()
         dispatch: dict[bytes, Callable[[bytes], Output]] = {
             b"MAIL": self._cmd_mail,
@@ -336,6 +387,10 @@ class ServerSession:
         else:
             dispatch[b"HELO"] = self._cmd_helo
             dispatch[b"EHLO"] = self._cmd_ehlo
+        if config.xclient_trusted:
+            dispatch[b"XCLIENT"] = self._cmd_xclient
+        if config.xforward_trusted:
+            dispatch[b"XFORWARD"] = self._cmd_xforward
         for name in config.disabled_commands:
             dispatch[name.encode("ascii")] = self._cmd_not_implemented
         self._dispatch = dispatch
@@ -385,9 +440,14 @@ class ServerSession:
     def tls_started(self, ssl_info: dict[str, Any]) -> None:
         """TLS is up after STARTTLS: forget everything said before it (RFC 3207 4.2)."""
         self.tls = True
-        peer = self.session.peer
-        self.session = Session(peer, self._loop)
+        old = self.session
+        self.session = Session(old.peer, self._loop)
         self.session.ssl = ssl_info
+        # What the proxy or XCLIENT said about the client is not the client's own
+        # plaintext claim: it stays, as the peer does.
+        self.session.proxy_data = old.proxy_data
+        if old.xclient:
+            self.session.xclient = old.xclient
         self._reset_connection_state()
 
     def abort_message(self, in_data: bool) -> HookCall | None:
@@ -467,22 +527,29 @@ class ServerSession:
                 return _close(self.config.r_bad_cmds)
             name = verb[:32].decode("ascii", "replace")
             return self._bad(f'500 5.5.2 Error: command "{name}" not recognized\r\n'.encode())
-        config = self.config
-        if config.require_tls and not self.tls and verb not in (
-            b"EHLO",
-            b"HELO",
-            b"LHLO",
-            b"STARTTLS",
-            b"NOOP",
-            b"QUIT",
-            b"RSET",
-        ):
-            return R_NEED_TLS
+        if self._gated:
+            refusal = self._gate(verb)
+            if refusal is not None:
+                return refusal
         return command(b"" if sp < 0 else line[sp + 1 :])
+
+    def _gate(self, verb: bytes) -> bytes | Action | None:
+        """The refusal for a known command before TLS or AUTH, or None to run it."""
+        config = self.config
+        if config.require_tls and not self.tls and verb not in _BEFORE_TLS:
+            return R_NEED_TLS
+        limit = config.max_unauthenticated_commands
+        if limit and not self.session.authenticated and verb != b"AUTH":
+            # smtp-server's maxAllowedUnauthenticatedCommands: a client that never logs
+            # in is not allowed to probe for ever.
+            self._unauthenticated += 1
+            if self._unauthenticated > limit:
+                return _close(config.r_unauth)
+        return None
 
     def _bad(self, reply: bytes) -> bytes | Action:
         self._bad_commands += 1
-        if self._bad_commands > MAX_BAD_COMMANDS:
+        if self._bad_commands > self.config.max_bad_commands:
             return _close(self.config.r_bad_cmds)
         return reply
 
@@ -544,7 +611,7 @@ class ServerSession:
         if host is None:
             return syntax
         self._reset_transaction()
-        lines, wire = self.config.ehlo_lines(self.tls)
+        lines, wire = self.config.ehlo_lines(self.tls, self._xclient_ok, self._xforward_ok)
         hook = self.config.hook_ehlo
         if hook is None:
             self._hello_done(host, True)
@@ -600,28 +667,46 @@ class ServerSession:
         envelope = self.envelope
         options: list[str] = []
         smtputf8 = False
+        ret = envid = None
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
             if not is_param_keyword(key) or (eq and not value):
                 return R_SYNTAX_MAIL
-            if key == "SIZE":
+            # A hidden extension is refused as if it did not exist (hide_size, ...).
+            if key == "SIZE" and not config.hide_size:
                 if not value.isdigit():
                     return R_SYNTAX_MAIL
                 if config.max_size and int(value) > config.max_size:
                     return R_TOO_BIG
-            elif key == "BODY":
+            elif key == "BODY" and not config.hide_8bitmime:
                 if value.upper() not in ("7BIT", "8BITMIME"):
                     return R_BAD_PARAM
             elif key == "SMTPUTF8" and config.smtputf8 and not eq:
                 smtputf8 = True
             elif key == "AUTH" and config.auth_offered(self.tls):
                 pass  # RFC 4954 section 5: accepted and ignored (we relay nothing)
+            elif key == "RET" and config.dsn:
+                if ret is not None or value.upper() not in ("FULL", "HDRS"):
+                    return R_BAD_DSN
+                ret = value.upper()
+            elif key == "ENVID" and config.dsn:
+                if envid is not None or len(value) > MAX_ENVID:
+                    return R_BAD_DSN
+                try:
+                    envid = xtext_decode(value)
+                except ValueError:
+                    return R_BAD_DSN
             else:
                 return R_BAD_PARAM
             options.append(f"{key}{eq}{value}")
         if not smtputf8 and not address.isascii():
             return R_NON_ASCII
+        if ret is not None or envid is not None:
+            # Set before handle_MAIL runs (it may want them); a MAIL the hook refuses
+            # takes them back (see finish).
+            envelope.dsn_ret = ret
+            envelope.dsn_envid = envid
         envelope.smtp_utf8 = smtputf8
         hook = config.hook_mail
         if hook is None:
@@ -639,6 +724,8 @@ class ServerSession:
                 reply = self._reply_or_error(result, R_MAIL_OK)
             if reply[:1] == b"2":
                 self._mail = True
+            elif ret is not None or envid is not None:
+                envelope.dsn_ret = envelope.dsn_envid = None
             return reply
 
         return self._call("handle_MAIL", hook, (self.session, envelope, address, options), finish)
@@ -657,13 +744,12 @@ class ServerSession:
         if parsed is None or not parsed[0]:
             return self._bad(R_SYNTAX_RCPT)
         address, params = parsed
+        dsn: dict[str, Any] | None = None
         if params:
-            # No RCPT extension (DSN, ...) is advertised, so any parameter is unknown.
-            for param in params:
-                key, eq, value = param.partition("=")
-                if not is_param_keyword(key) or (eq and not value):
-                    return R_SYNTAX_RCPT
-            return R_BAD_PARAM
+            options: list[str] = []
+            dsn = self._rcpt_params(params, options)
+            if dsn.__class__ is bytes:
+                return dsn
         envelope = self.envelope
         if not envelope.smtp_utf8 and not address.isascii():
             return R_NON_ASCII
@@ -674,6 +760,8 @@ class ServerSession:
         if hook is None:
             envelope.rcpt_tos.append(address)
             self._rcpts += 1
+            if dsn:
+                self._add_rcpt_dsn(address, dsn)
             return R_RCPT_OK
 
         def finish(result: Any) -> bytes:
@@ -684,9 +772,57 @@ class ServerSession:
                 reply = self._reply_or_error(result, R_RCPT_OK)
             if reply[:1] == b"2":
                 self._rcpts += 1
+                if dsn:
+                    self._add_rcpt_dsn(address, dsn)
             return reply
 
-        return self._call("handle_RCPT", hook, (self.session, envelope, address, []), finish)
+        rcpt_options = options if params else []
+        return self._call("handle_RCPT", hook, (self.session, envelope, address, rcpt_options), finish)
+
+    def _rcpt_params(self, params: list[str], options: list[str]) -> Any:
+        """Check RCPT's parameters: the DSN ones (``dsn=True``) as a dict, else a refusal."""
+        dsn: dict[str, Any] = {}
+        refusal = None
+        for param in params:
+            key, eq, value = param.partition("=")
+            key = key.upper()
+            if not is_param_keyword(key) or (eq and not value):
+                return R_SYNTAX_RCPT
+            if refusal is not None:
+                continue  # a later parameter may still be a syntax error (501 first)
+            if not self.config.dsn or key not in ("NOTIFY", "ORCPT"):
+                refusal = R_BAD_PARAM  # no other RCPT extension exists here
+                continue
+            if key.lower() in dsn:
+                refusal = R_BAD_DSN  # given twice
+                continue
+            if key == "NOTIFY":
+                notify = value.upper().split(",")
+                # NEVER stands alone; the others may be combined, each once.
+                if notify != ["NEVER"] and (
+                    not _NOTIFY.issuperset(notify) or len(set(notify)) != len(notify)
+                ):
+                    refusal = R_BAD_DSN
+                    continue
+                dsn["notify"] = notify
+            else:
+                kind, semi, original = value.partition(";")
+                if not semi or not is_param_keyword(kind) or not original or len(value) > MAX_ORCPT:
+                    refusal = R_BAD_DSN
+                    continue
+                try:
+                    dsn["orcpt"] = (kind.lower(), xtext_decode(original))
+                except ValueError:
+                    refusal = R_BAD_DSN
+                    continue
+            options.append(f"{key}={value}")
+        return refusal if refusal is not None else dsn
+
+    def _add_rcpt_dsn(self, address: str, dsn: dict[str, Any]) -> None:
+        envelope = self.envelope
+        if envelope.rcpt_dsn is _EMPTY:
+            envelope.rcpt_dsn = {}
+        envelope.rcpt_dsn[address] = dsn  # type: ignore[index]
 
     # DATA
 
@@ -904,6 +1040,101 @@ class ServerSession:
         if not self.config.tls_available:
             return R_TLS_UNAVAILABLE
         return _START_TLS
+
+    # XCLIENT / XFORWARD (Postfix)
+
+    def _x_attributes(
+        self, arg: bytes, allowed: tuple[str, ...], syntax: bytes
+    ) -> dict[str, str | None] | bytes | Action:
+        """Parse ``NAME=value ...`` (xtext values) into upper-case names -> values."""
+        try:
+            words = arg.decode("ascii").split()
+        except UnicodeDecodeError:
+            return self._bad(syntax)
+        if not words:
+            return self._bad(syntax)
+        attributes: dict[str, str | None] = {}
+        for word in words:
+            name, eq, value = word.partition("=")
+            name = name.upper()
+            if not eq or name not in allowed:
+                return self._bad(syntax)
+            if value in _UNAVAILABLE:
+                attributes[name] = None
+                continue
+            try:
+                decoded = xtext_decode(value)
+            except ValueError:
+                return self._bad(syntax)
+            if name in ("PORT", "DESTPORT") and not (
+                decoded.isdigit() and len(decoded) <= 5 and int(decoded) <= 65535
+            ):
+                return self._bad(syntax)
+            if name in ("ADDR", "DESTADDR"):
+                address = decoded[5:] if decoded[:5].upper() == "IPV6:" else decoded
+                try:
+                    decoded = str(ipaddress.ip_address(address))
+                except ValueError:
+                    return self._bad(syntax)
+            if name == "PROTO" and decoded.upper() not in ("SMTP", "ESMTP"):
+                return self._bad(syntax)
+            if name == "SOURCE" and decoded.upper() not in ("LOCAL", "REMOTE"):
+                return self._bad(syntax)
+            attributes[name] = decoded
+        return attributes
+
+    def _cmd_xclient(self, arg: bytes) -> Output:
+        if not self._xclient_ok:
+            return R_NOT_AUTHORIZED
+        if self._mail:
+            return R_XIN_MAIL
+        parsed = self._x_attributes(arg, XCLIENT_ATTRIBUTES, R_SYNTAX_XCLIENT)
+        if not isinstance(parsed, dict):
+            return parsed
+        attributes = parsed
+        old = self.session
+        merged = {**old.xclient, **attributes}
+        peer = old.peer
+        if "ADDR" in attributes or "PORT" in attributes:
+            host = merged.get("ADDR")
+            port_text = merged.get("PORT")
+            port = int(port_text) if port_text else 0
+            if host is None:
+                host = peer[0] if isinstance(peer, tuple) and peer else None
+            if host is None:
+                peer = None
+            else:
+                peer = (host, port, 0, 0) if ":" in host else (host, port)
+        # As if the client had just connected from there (Postfix): a new session, a
+        # new greeting, HELO/EHLO again. TLS and the PROXY data are the connection's.
+        session = Session(peer, self._loop)
+        session.ssl = old.ssl
+        session.proxy_data = old.proxy_data
+        session.xclient = MappingProxyType(merged)
+        session.host_name = merged.get("HELO")
+        login = merged.get("LOGIN")
+        if login is not None:
+            session.authenticated = True
+            session.auth_data = login
+        self.session = session
+        self._reset_connection_state()
+        log.info("%r XCLIENT: now %r", old.peer, peer)
+        return self.config.greeting
+
+    def _cmd_xforward(self, arg: bytes) -> Output:
+        if not self._xforward_ok:
+            return R_NOT_AUTHORIZED
+        if self._mail:
+            return R_XIN_MAIL
+        parsed = self._x_attributes(arg, XFORWARD_ATTRIBUTES, R_SYNTAX_XFORWARD)
+        if not isinstance(parsed, dict):
+            return parsed
+        envelope = self.envelope
+        if envelope.xforward is _EMPTY:
+            envelope.xforward = {}
+        # Attributes add up over several XFORWARD commands, for this transaction only.
+        envelope.xforward.update(parsed)  # type: ignore[attr-defined]
+        return R_XFORWARD_OK
 
     # AUTH
 
