@@ -59,7 +59,7 @@ async def with_pool() -> int:
             if isinstance(outcome, SendResult):
                 sent += len(outcome.accepted)
             else:
-                assert_type(outcome, BaseException)
+                assert_type(outcome, Exception)
         return sent
 
 
