@@ -36,13 +36,12 @@ from pathlib import Path
 
 import pytest
 
+from support.env import readme_path
+
 from fastsmtp import SMTPServerThread
 from fastsmtp.server import make_server_ssl_context
 
-README = Path(__file__).resolve().parent
-while not (README / "README.md").exists():
-    README = README.parent
-README = README / "README.md"
+README = readme_path()
 
 _BLOCK = re.compile(
     r"(?:<!--\s*readme-test:(?P<directive>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S

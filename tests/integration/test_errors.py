@@ -334,12 +334,10 @@ async def test_missing_extensions_are_smtplibs_not_supported() -> None:
 
 def test_the_readme_table_is_the_module_table() -> None:
     """The README's error table says what the module's does (and so what the code does)."""
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent
-    while not (root / "README.md").exists():
-        root = root.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    from support.env import readme_path
+
+    readme = readme_path().read_text(encoding="utf-8")
     section = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
 
     def rows(text: str) -> list[list[str]]:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
@@ -107,3 +108,8 @@ async def listening_program(argv: Callable[[int], Sequence[str]]) -> AsyncIterat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def readme_path() -> Path:
+    """The project's README.md: the tests' folder sits beside it (tests/support/env.py)."""
+    return Path(__file__).resolve().parents[2] / "README.md"
