@@ -43,7 +43,13 @@ def configure_app(app: Any, *, queue: str = DEFAULT_QUEUE, visibility_timeout: f
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        # A dead worker's unacknowledged tasks come back after the visibility timeout, at
+        # the next sweep: kombu's default sweep period (10 s x 10) would add 100 s.
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": min(10.0, max(1.0, visibility_timeout / 4)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         task_routes={f"{name_prefix}.*": {"queue": queue}},
         task_default_queue=queue,
