@@ -136,17 +136,20 @@ class CeleryWorker:
         concurrency: Child processes.
         log: Where its output goes (read it when a test fails).
         extra: More ``celery worker`` arguments.
+        argv: Another command instead (``python -m fastsmtp worker ...``).
     """
 
     def __init__(self, env: dict[str, str], name: str, log: Path, concurrency: int = 1,
-                 queue: str = "fastsmtp", extra: Sequence[str] = ()) -> None:
+                 queue: str = "fastsmtp", extra: Sequence[str] = (),
+                 argv: Sequence[str] | None = None) -> None:
         self.env = child_env(**env)
         self.name = name
         self.log_path = log
-        argv = [sys.executable, "-m", "celery", "-A", "fastsmtp.celery", "worker",
-                "--pool=prefork", f"--concurrency={concurrency}", "-Q", queue,
-                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "--loglevel=INFO", *extra]
+        if argv is None:
+            argv = [sys.executable, "-m", "celery", "-A", "fastsmtp.celery", "worker",
+                    "--pool=prefork", f"--concurrency={concurrency}", "-Q", queue,
+                    "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+                    "--without-heartbeat", "--loglevel=INFO", *extra]
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
