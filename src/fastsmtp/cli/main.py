@@ -18,6 +18,7 @@ from .campaign.args import add_send_parser
 from .demo import add_demo_parser
 from .info import add_info_parser
 from .serve import add_serve_parser
+from .worker import add_worker_parser
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -26,7 +27,7 @@ log = logging.getLogger("fastsmtp.cli")
 
 #: Every subcommand's parser declaration, in help order.
 SUBCOMMANDS: list[Callable[[Any], None]] = [
-    add_demo_parser, add_serve_parser, add_send_parser, add_info_parser,
+    add_demo_parser, add_serve_parser, add_send_parser, add_worker_parser, add_info_parser,
 ]
 
 

@@ -47,6 +47,10 @@ journal: every recipient is recorded in a SQLite journal before and after its me
   250 was recorded; uncertain ones (connection lost after the data, or the process died
   while sending) are reported as maybe-delivered and resent only with
   --resend-uncertain. Ctrl-C stops gracefully (messages in flight finish).
+celery: --celery redis://HOST:6379/0 enqueues the messages to Celery workers started
+  with 'fastsmtp worker --broker URL --server SMTP-URL' on any machine; the server, its
+  login and the rate limit are the workers' settings. The store in that Redis is the
+  journal (exactly once across workers); the results and --resume work the same.
 exit status: {EXIT_OK} all accepted; {EXIT_SOME_FAILED} some rejected, deferred, failed,
   uncertain or pending; {EXIT_USAGE} bad usage or input (nothing sent); {EXIT_SERVER} server
   unreachable or login failed (nothing sent); {EXIT_INTERRUPTED} interrupted.
@@ -104,6 +108,9 @@ def add_send_parser(subparsers: Any) -> None:
                        "sent to get the message again)")
     p.add_argument("--resend-uncertain", action="store_true",
                    help="with --resume: send again to maybe-delivered recipients")
+    p.add_argument("--celery", metavar="REDIS-URL",
+                   help="send through Celery workers sharing this Redis broker and store "
+                   "(start them with: fastsmtp worker --broker REDIS-URL --server URL)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
     p.set_defaults(func=cmd_send)
 
@@ -171,6 +178,29 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     return kwargs, destination
 
 
+def _check_celery(args: argparse.Namespace) -> None:
+    """``--celery``: the URL is Redis's; SMTP settings belong to the workers."""
+    if not args.celery.startswith(("redis://", "rediss://", "unix://")):
+        raise CampaignInputError(f"--celery {args.celery!r}: give the Redis broker and store "
+                                 "URL, redis://HOST:6379/0")
+    for flag, value in (("--server", args.server), ("--service", args.service),
+                        ("--user", args.user), ("--rate-limit", args.rate_limit)):
+        if value is not None:
+            raise CampaignInputError(
+                f"{flag} is a setting of the workers with --celery: start them with "
+                "fastsmtp worker --broker URL --server SMTP-URL [--rate-limit N]")
+
+
+def _celery_destination(url: str) -> str:
+    """The broker URL without its password (stored in the journal, shown in messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return f"celery:{url}"
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return f"celery:{parts.scheme}://{user + '@' if user else ''}{netloc}{parts.path}"
+
+
 def _resolve_paths(args: argparse.Namespace, embedded: bool) -> tuple[str, str]:
     csv_path = Path(args.recipients)
     stem = csv_path.name[:-4] if csv_path.name.lower().endswith(".csv") else csv_path.name
@@ -207,7 +237,10 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
             or (args.rate_limit is not None and args.rate_limit < 1):
         raise CampaignInputError(
             "--connections, --max-messages, --rate-limit and --rate-delta must be positive")
-    embedded = args.server is None and args.service is None
+    celery = getattr(args, "celery", None)
+    if celery is not None:
+        _check_celery(args)
+    embedded = args.server is None and args.service is None and celery is None
     results, journal = _resolve_paths(args, embedded)
     if not os.path.exists(args.recipients):
         raise CampaignInputError(f"no such file: {args.recipients}")
@@ -221,7 +254,10 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
     info = validate_recipients(args.recipients, template)
     if info.total == 0:
         raise CampaignInputError(f"{args.recipients}: no recipients")
-    pool_kwargs, destination = _pool_kwargs(args)
+    if celery is not None:
+        pool_kwargs, destination = None, _celery_destination(celery)
+    else:
+        pool_kwargs, destination = _pool_kwargs(args)
     if args.resume:
         check_destination(journal, destination)
     if pool_kwargs is not None:
@@ -232,6 +268,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
         pool_kwargs=pool_kwargs, destination=destination, maildir=args.maildir,
         results=results, journal=journal, resume=args.resume,
         resend_uncertain=args.resend_uncertain, restart=args.restart, window=0, info=info,
+        celery=celery,
     )
 
 

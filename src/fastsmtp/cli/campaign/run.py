@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ...errors import SMTPError
 from ...message import Envelope
@@ -69,6 +69,8 @@ class CampaignConfig:
             ``max(8, 2 * connections * PIPELINE_DEPTH)``: enough to keep every connection
             pipelined, small enough that few messages are in doubt after a crash.
         info: What the validation pass learned about the recipient list.
+        celery: The broker and store URL (``--celery``): the workers send (see
+            :mod:`.fanout`); None: this process sends.
     """
 
     recipients: str
@@ -84,6 +86,15 @@ class CampaignConfig:
     restart: bool = False
     window: int = 16
     info: Recipients | None = None
+    celery: str | None = None
+
+
+class ResultsSource(Protocol):
+    """What the results and the summary read: the journal, or the Celery store's view."""
+
+    def entry(self, key: str) -> tuple[str, int | None, str | None] | None: ...
+
+    def uncertain(self) -> list[tuple[str, int, str]]: ...
 
 
 class _Stop:
@@ -112,6 +123,10 @@ async def run_campaign(config: CampaignConfig, stream: TextIO = sys.stderr) -> i
     from ...pool import PIPELINE_DEPTH, SMTPPool
     from ...server import SMTPServer
 
+    if config.celery is not None:
+        from .fanout import run_fanout
+
+        return await run_fanout(config, stream)
     server: SMTPServer | None = None
     kwargs = config.pool_kwargs
     if kwargs is None:
@@ -235,7 +250,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
     return EXIT_OK if counts.get("accepted", 0) == config.info.total else EXIT_SOME_FAILED
 
 
-def write_results(config: CampaignConfig, journal: Journal) -> dict[str, int]:
+def write_results(config: CampaignConfig, journal: ResultsSource) -> dict[str, int]:
     """Write the results CSV (one row per unique recipient, list order); return counts.
 
     A recipient left ``sending`` by a crash is reported as ``maybe-delivered``; one never
@@ -257,7 +272,7 @@ def write_results(config: CampaignConfig, journal: Journal) -> dict[str, int]:
     return counts
 
 
-def _summary(config: CampaignConfig, journal: Journal, counts: Mapping[str, int],
+def _summary(config: CampaignConfig, journal: ResultsSource, counts: Mapping[str, int],
              progress: Progress, stream: TextIO, server: Any, interrupted: bool) -> None:
     assert config.info is not None
     total = config.info.total
