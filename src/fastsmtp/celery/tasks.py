@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, TypeVar
 
-from ..connection import SendResult
-from ..errors import SMTPError, SMTPPoolClosed
 from ..message import Envelope, envelope_from_message
-from ..retry import Verdict, verdict
+from ..outcome import classify
 from .ratelimit import RedisRateLimiter
 from .store import MessageStore
 
@@ -106,39 +104,6 @@ def decode_payload(payload: Mapping[str, Any]) -> tuple[str, Envelope, bytes]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed message payload (id, mail_from, rcpt_to, data): {exc}"
                          ) from None
-
-
-def _one_line(text: str | None) -> str:
-    return " / ".join((text or "").splitlines())
-
-
-def classify(outcome: SendResult | BaseException) -> tuple[str, int | None, str]:
-    """A send outcome as a store status ``(status, code, reply)``.
-
-    The statuses and the rule are the campaign journal's (``fastsmtp send``): the one retry
-    policy (:func:`fastsmtp.retry.verdict`) decides between ``deferred`` (not delivered,
-    may be sent again), ``maybe-delivered`` and final ``rejected`` / ``failed``; a 250 is
-    ``accepted``; a closed pool means never attempted (``pending``).
-    """
-    if isinstance(outcome, SendResult):
-        if outcome.accepted:
-            reply = outcome.response
-            return "accepted", reply.code, _one_line(str(reply))
-        if not outcome.rejected_errors:
-            return "rejected", None, "recipient refused"
-        outcome = outcome.rejected_errors[0]
-    if isinstance(outcome, SMTPPoolClosed):
-        return "pending", None, ""
-    judged = verdict(outcome)
-    if judged is Verdict.MAYBE_DELIVERED:
-        return "maybe-delivered", None, _one_line(str(outcome))
-    if isinstance(outcome, SMTPError):
-        code = outcome.response_code
-        text = _one_line(outcome.response or str(outcome))
-        if judged is Verdict.RETRY:
-            return "deferred", code, text
-        return ("rejected" if code is not None and code >= 500 else "failed"), code, text
-    return "failed", None, _one_line(f"{type(outcome).__name__}: {outcome}")
 
 
 def redis_client(url: str, retry_seconds: float = STORE_RETRY_SECONDS) -> Any:

@@ -1,63 +1,8 @@
-"""What one send's outcome means for a recipient, and who is sent to in this run.
-
-:func:`classify` maps a pool result to a journal status; :func:`should_send` reads the
-status back on ``--resume``. The statuses are :data:`fastsmtp.cli.progress.STATUSES`.
-"""
+"""The campaign's outcome vocabulary: the library's (:mod:`fastsmtp.outcome`), shared with
+the Celery store, so a journal and a store judge the same outcome the same way."""
 
 from __future__ import annotations
 
-from ...connection import SendResult
-from ...errors import SMTPError, SMTPPoolClosed
-from ...retry import Verdict, verdict
+from ...outcome import classify, should_send
 
 __all__ = ["classify", "should_send"]
-
-
-def should_send(status: str | None, resend_uncertain: bool = False) -> bool:
-    """Whether a recipient with this journal status gets the message in this run.
-
-    Never attempted (None, ``pending``) and ``deferred`` (the server said "not now", or
-    no connection: not delivered) are sent. ``accepted``, ``rejected`` and ``failed`` are
-    final. Uncertain (``maybe-delivered``, or ``sending`` left by a crash) only with
-    ``resend_uncertain``.
-    """
-    if status in (None, "pending", "deferred"):
-        return True
-    if status in ("maybe-delivered", "sending"):
-        return resend_uncertain
-    return False
-
-
-def _one_line(text: str | None) -> str:
-    return " / ".join((text or "").splitlines())
-
-
-def classify(outcome: SendResult | BaseException) -> tuple[str, int | None, str]:
-    """Map a one-recipient send outcome to ``(status, reply code, reply text)``.
-
-    ``accepted`` (250 to the final dot), ``deferred`` (not delivered and retryable by
-    :func:`fastsmtp.retry.verdict`: a 4xx, a lost connection, a garbled reply),
-    ``maybe-delivered`` (connection lost after the final dot), ``rejected`` (a final 5xx),
-    ``pending`` (never attempted: the pool was closed), ``failed`` (anything else final,
-    e.g. a local error). The pool retries exactly what this calls ``deferred``.
-    """
-    if isinstance(outcome, SendResult):
-        if outcome.accepted:
-            reply = outcome.response
-            return "accepted", reply.code, _one_line(str(reply))
-        if not outcome.rejected_errors:
-            return "rejected", None, "recipient refused"
-        outcome = outcome.rejected_errors[0]  # judged like the error it is
-    if isinstance(outcome, SMTPPoolClosed):
-        return "pending", None, ""
-    # The one retry policy (fastsmtp.retry) decides, as it does for the pool.
-    judged = verdict(outcome)
-    if judged is Verdict.MAYBE_DELIVERED:
-        return "maybe-delivered", None, _one_line(str(outcome))
-    if isinstance(outcome, SMTPError):
-        code = outcome.response_code
-        text = _one_line(outcome.response or str(outcome))
-        if judged is Verdict.RETRY:
-            return "deferred", code, text
-        return ("rejected" if code is not None and code >= 500 else "failed"), code, text
-    return "failed", None, _one_line(f"{type(outcome).__name__}: {outcome}")
