@@ -194,3 +194,19 @@ def test_importing_fastsmtp_imports_no_optional_package() -> None:
                           env=child_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("module", "package", "extra"), [
+    ("fastsmtp.tracing", "opentelemetry", "aiofastsmtp[otel]"),
+    ("fastsmtp.metrics", "prometheus_client", "aiofastsmtp[metrics]"),
+])
+def test_without_the_package_the_integration_says_which_extra_to_install(
+        module: str, package: str, extra: str) -> None:
+    code = (f"import sys; sys.modules[{package!r}] = None\n"
+            "import fastsmtp, fastsmtp.pool\n"
+            f"try:\n    import {module}\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"pip install '{extra}'" in done.stdout
