@@ -33,7 +33,7 @@ This module imports ``prometheus_client``; ``import fastsmtp`` never imports it.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 try:
@@ -100,7 +100,9 @@ class PoolCollector(Collector):
             "fastsmtp_message_duration_seconds",
             "Seconds from send() to the message's outcome.",
             ["pool", "outcome"], registry=None, buckets=buckets)
-        self._pools: dict[str, tuple[weakref.ref[SMTPPool], Callable[[], None]]] = {}
+        # The pools are held weakly (a collector must not keep a pool alive), with the
+        # observer each was given, to take it off again.
+        self._pools: dict[str, tuple[weakref.ref[SMTPPool], _Recorder]] = {}
 
     def add(self, pool: SMTPPool, name: str | None = None) -> str:
         """Export ``pool`` under the label ``pool=name`` (default ``host:port``).
@@ -116,15 +118,17 @@ class PoolCollector(Collector):
         if known is not None and known[0]() is not None:
             raise ValueError(f"a pool named {name!r} is already registered: give "
                              "fastsmtp.metrics.register() a distinct name=")
-        self._pools[name] = (weakref.ref(pool), pool.add_observer(_Recorder(self._latency, name)))
+        recorder = _Recorder(self._latency, name)
+        pool.add_observer(recorder)
+        self._pools[name] = (weakref.ref(pool), recorder)
         return name
 
     def remove(self, name: str) -> None:
         """Stop exporting the pool named ``name`` (its samples disappear)."""
-        ref, stop = self._pools.pop(name)
+        ref, recorder = self._pools.pop(name)
         pool = ref()
         if pool is not None:
-            stop()
+            pool.remove_observer(recorder)
         for outcome in OUTCOMES:
             self._latency.remove(name, outcome)
 
@@ -150,7 +154,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The current samples of every live pool."""
         gauges, rate, messages, retries = self._families()
-        for name, (ref, _stop) in list(self._pools.items()):
+        for name, (ref, _recorder) in list(self._pools.items()):
             pool = ref()
             if pool is None:  # garbage-collected: forget it
                 self.remove(name)

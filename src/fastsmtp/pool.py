@@ -318,10 +318,18 @@ class SMTPPool:
         reported. A pool without observers does no per-message work for them.
 
         Returns:
-            A function that removes the observer.
+            A function that removes the observer (as :meth:`remove_observer` does).
         """
         self._observers.append(observer)
-        return lambda: self._observers.remove(observer)
+        return lambda: self.remove_observer(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling ``observer`` (added by :meth:`add_observer`).
+
+        Raises:
+            ValueError: ``observer`` is not one of the pool's observers.
+        """
+        self._observers.remove(observer)
 
     async def wait_idle(self) -> None:
         """Wait until :meth:`is_idle` is true."""
