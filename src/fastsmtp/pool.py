@@ -279,12 +279,12 @@ class SMTPPool:
     def stats(self) -> dict[str, int | float | None]:
         """The pool's state and running totals, as a plain dict (cheap: call it often).
 
-        Keys: ``connections`` (open), ``busy`` (slots holding a message), ``idle`` (slots
-        waiting for one), ``queued`` (messages waiting for a slot), ``retrying``
-        (messages waiting out a retry backoff), ``in_flight`` (messages in a
-        transaction on a connection); the totals ``sent``, ``refused``, ``failed``,
-        ``maybe_delivered`` (disjoint: each settled message counts once, see
-        :mod:`fastsmtp.observe`) and ``retried`` (failed attempts given another one);
+        Keys: the totals ``sent``, ``refused``, ``failed``, ``maybe_delivered``
+        (disjoint: each settled message counts once, see :mod:`fastsmtp.observe`) and
+        ``retried`` (failed attempts given another one); the state ``connections``
+        (open), ``busy`` (slots holding a message), ``idle`` (slots waiting for one),
+        ``queued`` (messages waiting for a slot), ``retrying`` (messages waiting out a
+        retry backoff), ``in_flight`` (messages in a transaction on a connection);
         ``rate_limit`` and ``rate_period`` (messages per period in seconds, None
         without a limit).
         """
@@ -293,6 +293,11 @@ class SMTPPool:
         idle = len(self._idle)
         limiter = self._limiter
         return {
+            "sent": counters.sent,
+            "refused": counters.refused,
+            "failed": counters.failed,
+            "maybe_delivered": counters.maybe_delivered,
+            "retried": counters.retried,
             "connections": sum(1 for slot in slots
                                if slot.conn is not None and slot.conn.is_connected),
             "busy": len(slots) - idle,
@@ -300,11 +305,6 @@ class SMTPPool:
             "queued": len(self._pending),
             "retrying": len(self._retry_timers),
             "in_flight": counters.in_flight,
-            "sent": counters.sent,
-            "refused": counters.refused,
-            "failed": counters.failed,
-            "maybe_delivered": counters.maybe_delivered,
-            "retried": counters.retried,
             "rate_limit": limiter.limit if limiter is not None else None,
             "rate_period": limiter.period if limiter is not None else None,
         }
