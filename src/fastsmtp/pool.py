@@ -38,8 +38,10 @@ discarded), so no connection is ever left half-way through a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -63,6 +65,7 @@ from .errors import (
     SMTPPoolClosed,
 )
 from .message import Envelope, MessageSource
+from .observe import SENT, MessageEvent, Observer, PoolCounters
 
 # Pool options, credentials and URLs live in options.py (each option declared once);
 # re-exported here, where they have always been importable from.
@@ -97,13 +100,18 @@ GetSocket = Callable[[ConnectionOptions], Awaitable[socket.socket | None]]
 class _Job:
     """One message on its way: resolved exactly once through ``SMTPPool._settle``."""
 
-    __slots__ = ("envelope", "message", "future", "attempts", "avoid", "position")
+    __slots__ = ("envelope", "message", "future", "attempts", "avoid", "position",
+                 "started", "context")
 
     def __init__(self, envelope: Envelope, message: MessageSource, future: asyncio.Future[Any]):
         self.envelope = envelope
         self.message = message
         self.future = future
         self.attempts = 0
+        # Set only while the pool has observers: when send() was called, and its context
+        # (the observers run in it, so a span gets the caller's span as its parent).
+        self.started = 0.0
+        self.context: contextvars.Context | None = None
         self.avoid: SMTPConnection | None = None  # retry a 4xx elsewhere than here
         # Where a seekable file message started, to rewind it for a retry.
         self.position = message.tell() if hasattr(message, "seek") else None  # type: ignore[union-attr]
@@ -215,6 +223,8 @@ class SMTPPool:
         self._spawn_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._counters = PoolCounters()
+        self._observers: list[Observer] = []
 
     def __repr__(self) -> str:
         o = self.options
@@ -265,6 +275,61 @@ class SMTPPool:
         """
         self._idle_callbacks.append(callback)
         return lambda: self._idle_callbacks.remove(callback)
+
+    def stats(self) -> dict[str, int | float | None]:
+        """The pool's state and running totals, as a plain dict (cheap: call it often).
+
+        Keys: the totals ``sent``, ``refused``, ``failed``, ``maybe_delivered``
+        (disjoint: each settled message counts once, see :mod:`fastsmtp.observe`) and
+        ``retried`` (failed attempts given another one); the state ``connections``
+        (open), ``busy`` (slots holding a message), ``idle`` (slots waiting for one),
+        ``queued`` (messages waiting for a slot), ``retrying`` (messages waiting out a
+        retry backoff), ``in_flight`` (messages in a transaction on a connection);
+        ``rate_limit`` and ``rate_period`` (messages per period in seconds, None
+        without a limit).
+        """
+        counters = self._counters
+        slots = self._slots
+        idle = len(self._idle)
+        limiter = self._limiter
+        return {
+            "sent": counters.sent,
+            "refused": counters.refused,
+            "failed": counters.failed,
+            "maybe_delivered": counters.maybe_delivered,
+            "retried": counters.retried,
+            "connections": sum(1 for slot in slots
+                               if slot.conn is not None and slot.conn.is_connected),
+            "busy": len(slots) - idle,
+            "idle": idle,
+            "queued": len(self._pending),
+            "retrying": len(self._retry_timers),
+            "in_flight": counters.in_flight,
+            "rate_limit": limiter.limit if limiter is not None else None,
+            "rate_period": limiter.period if limiter is not None else None,
+        }
+
+    def add_observer(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(event)`` with a :class:`~fastsmtp.observe.MessageEvent` per
+        settled message (tracing and metrics are built on this; see
+        :mod:`fastsmtp.observe`).
+
+        Messages whose ``send()`` was called before the first observer was added are not
+        reported. A pool without observers does no per-message work for them.
+
+        Returns:
+            A function that removes the observer (as :meth:`remove_observer` does).
+        """
+        self._observers.append(observer)
+        return lambda: self.remove_observer(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling ``observer`` (added by :meth:`add_observer`).
+
+        Raises:
+            ValueError: ``observer`` is not one of the pool's observers.
+        """
+        self._observers.remove(observer)
 
     async def wait_idle(self) -> None:
         """Wait until :meth:`is_idle` is true."""
@@ -398,6 +463,7 @@ class SMTPPool:
     async def _submit(self, message: MessageSource, envelope: Envelope | None) -> SendResult:
         if self._closing:
             raise SMTPPoolClosed("the pool is closed")
+        started = time.perf_counter() if self._observers else 0.0  # the wait counts
         envelope = resolve_envelope(message, envelope)
         loop = self._get_loop()
         while len(self._pending) >= self.pool_options.max_queue:
@@ -411,6 +477,8 @@ class SMTPPool:
             if self._closing:  # close() ran while we waited for space
                 raise SMTPPoolClosed("the pool is closed")
         job = _Job(envelope, message, loop.create_future())
+        if self._observers:
+            job.started, job.context = started, contextvars.copy_context()
         self._enqueue(job)
         return await job.future  # type: ignore[no-any-return]
 
@@ -432,6 +500,8 @@ class SMTPPool:
         ):
             return None
         job = _Job(envelope, message, self._get_loop().create_future())
+        if self._observers:
+            job.started, job.context = time.perf_counter(), contextvars.copy_context()
         self._enqueue(job)
         return job.future
 
@@ -657,6 +727,7 @@ class SMTPPool:
             queued.attempts += 1
             if isinstance(exc, Exception) and _retryable(exc) and not self._closing \
                     and queued.attempts < self.pool_options.max_attempts:
+                self._counters.retried += 1
                 self._pending.append(queued)
             else:
                 self._settle(queued, exc)
@@ -682,6 +753,8 @@ class SMTPPool:
         batch_size = opts.batch_size if opts.pipelining and conn.capabilities.pipelining \
             else 1
         limiter = self._limiter
+        counters = self._counters
+        counters.in_flight += 1  # one per job in ``batch`` not yet answered
 
         def items() -> Iterator[tuple[MessageSource, Envelope]]:
             yield first.message, first.envelope
@@ -697,6 +770,7 @@ class SMTPPool:
                     return
                 batch.append(job)
                 slot.count += 1
+                counters.in_flight += 1
                 yield job.message, job.envelope
 
         answered: set[int] = set()  # indexes in ``batch`` whose outcome was reported
@@ -710,6 +784,7 @@ class SMTPPool:
 
         def on_result(index: int, outcome: SendResult | Exception) -> None:
             answered.add(index)
+            counters.in_flight -= 1
             # With a backlog queued, outcomes are settled together at the end of the run:
             # waking each caller per message costs about as much CPU again as sending it,
             # and a backlog means nobody is starved for a result. With no backlog (a
@@ -726,12 +801,14 @@ class SMTPPool:
                 on_result(index, outcome)  # results come in order: the index is the job's
                 index += 1
         except BaseException as exc:
+            counters.in_flight -= len(batch) - len(answered)
             for job, result in deferred:
                 conclude(job, result)
             for index, job in enumerate(batch):
                 if index not in answered:
                     self._failed(conn, job, exc)
             raise
+        counters.in_flight -= len(batch) - len(answered)
         for job, result in deferred:
             conclude(job, result)
         for index, job in enumerate(batch):
@@ -771,6 +848,7 @@ class SMTPPool:
 
     def _retry_later(self, job: _Job, exc: Exception) -> None:
         delay = self._backoff(job.attempts)
+        self._counters.retried += 1
         self.logger.info("attempt %d failed (%s); retrying in %.1f s", job.attempts, exc, delay)
 
         def again() -> None:
@@ -788,6 +866,23 @@ class SMTPPool:
             return
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
+            kind = self._counters.count_failure(outcome)
         else:
             self._connect_failures = 0  # the server delivers: forget earlier failures
             future.set_result(outcome)
+            self._counters.sent += 1
+            kind = SENT
+        if job.context is not None:  # observed (set only while there are observers)
+            self._observe(job, kind, outcome)
+
+    def _observe(self, job: _Job, kind: str, outcome: SendResult | BaseException) -> None:
+        """Report a settled job to every observer, in the context of its send() call."""
+        assert job.context is not None
+        # ConnectionOptions always resolves the port (its None is the "not given" default).
+        event = MessageEvent.of(outcome, kind, self.options.host, self.options.port or 0,
+                                len(job.envelope.rcpt_to), time.perf_counter() - job.started)
+        for observer in tuple(self._observers):
+            try:
+                job.context.run(observer, event)
+            except Exception:  # a broken observer must not break the pool
+                self.logger.exception("pool observer %r failed", observer)

@@ -261,6 +261,9 @@ def test_rejected_and_deferred_recipients_exit_1(tmp_path: Path,
         assert "Ok: stored" in row["reply"]
     assert sorted(recorder.recipients()) == [f"user{i}@example.com" for i in (0, 2, 5)]
     assert "3 accepted, 2 rejected, 1 deferred" in proc.stderr
+    # The pool's final stats: the deferral (450, one attempt allowed) is a refusal too.
+    assert "\n  pool: sent=3 refused=3 failed=0 maybe_delivered=0 retried=0 connections=0 " \
+        in proc.stderr
     # --resume retries only the deferred one (the server now takes it), never the others.
     recorder.refuse = {}
     again = run_send(tmp_path, "r.csv", "--from", SENDER, "--subject", "Hi {first_name}", "--text", "x",

@@ -24,6 +24,12 @@ def test_demo_sends_verifies_and_summarizes():
     assert "msgs/s" in out and "us per message" in out
     assert "core=" in out and "loop=" in out
     assert "every message arrived exactly once" in out
+    # The pool's final stats, one line (no rate limit: none shown).
+    (pool_line,) = [line for line in out.splitlines() if line.startswith("pool ")]
+    assert pool_line.split(None, 1)[1].startswith(
+        "sent=500 refused=0 failed=0 maybe_delivered=0 retried=0 connections=0 busy=0 idle=0 "
+        "queued=0 retrying=0 in_flight=0")
+    assert "rate_limit" not in pool_line
     assert "500/500 sent" in done.stderr  # the progress line's final state
 
 

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TypedDict
 
 from .._loop import loop_name, new_event_loop
-from .progress import Progress
+from .progress import Progress, stats_line
 
 __all__ = ["add_demo_parser", "cmd_demo", "run_demo", "DemoReport", "body_checksum"]
 
@@ -97,6 +97,7 @@ class _Sent(TypedDict):
     client_checksum: int
     implementation: str
     loop: str
+    stats: dict[str, int | float | None]
 
 
 @dataclass(kw_only=True)
@@ -115,6 +116,7 @@ class DemoReport:
         cpu: Client process CPU seconds of the sending.
         implementation: The codec core the client used (``cython`` or ``python``).
         loop: The client's event loop (``uvloop`` or ``asyncio``).
+        stats: The pool's final :meth:`~fastsmtp.pool.SMTPPool.stats`.
     """
 
     messages: int
@@ -128,6 +130,7 @@ class DemoReport:
     cpu: float = 0.0
     implementation: str = ""
     loop: str = ""
+    stats: dict[str, int | float | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -188,7 +191,7 @@ async def _send_all(port: int, args: argparse.Namespace, progress: Progress | No
         progress.finish()
     return _Sent(accepted=accepted, failed=failed, errors=errors, elapsed=elapsed, cpu=cpu,
                  client_checksum=checksum, implementation=IMPLEMENTATION,
-                 loop=loop_name(loop))
+                 loop=loop_name(loop), stats=pool.stats())
 
 
 def run_demo(args: argparse.Namespace, progress: bool = True) -> DemoReport:
@@ -252,6 +255,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"client CPU {per_msg:.1f} us per message")
     print(f"runtime    core={report.implementation}, loop={report.loop}, "
           f"python={sys.version.split()[0]}")
+    print(f"pool       {stats_line(report.stats)}")
     for name, count in sorted(report.errors.items()):
         print(f"error      {count} x {name}")
     print("result     OK: every message arrived exactly once" if report.ok

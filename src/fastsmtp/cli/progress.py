@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-__all__ = ["Progress", "STATUSES", "TTY_INTERVAL", "LINE_INTERVAL", "POLL_INTERVAL"]
+__all__ = ["Progress", "STATUSES", "TTY_INTERVAL", "LINE_INTERVAL", "POLL_INTERVAL",
+           "stats_line"]
 
 #: Redraw period on a terminal.
 TTY_INTERVAL = 0.1
@@ -30,6 +31,13 @@ POLL_INTERVAL = 1.0
 #: ``failed``). ``pending`` is also what the results file says of a recipient that was
 #: never attempted.
 STATUSES = ("pending", "sending", "accepted", "rejected", "deferred", "maybe-delivered", "failed")
+
+
+def stats_line(stats: Mapping[str, object]) -> str:
+    """A pool's :meth:`~fastsmtp.pool.SMTPPool.stats` on one line: ``key=value`` pairs in
+    the pool's order, the unset ones (None, e.g. no rate limit) left out, so that keys the
+    pool gains later show up without a change here."""
+    return " ".join(f"{key}={value}" for key, value in stats.items() if value is not None)
 
 
 def _duration(seconds: float) -> str:

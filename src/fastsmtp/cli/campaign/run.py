@@ -24,7 +24,7 @@ from typing import Any, Protocol, TextIO
 
 from ...errors import SMTPError
 from ...message import Envelope
-from ..progress import Progress
+from ..progress import Progress, stats_line
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -244,7 +244,8 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
         take_committed()
         progress.finish()
     counts = write_results(config, journal)
-    _summary(config, journal, counts, progress, stream, server, interrupted=bool(stop.requested))
+    _summary(config, journal, counts, progress, stream, server, interrupted=bool(stop.requested),
+             stats=pool.stats())
     if stop.requested:
         return EXIT_INTERRUPTED
     return EXIT_OK if counts.get("accepted", 0) == config.info.total else EXIT_SOME_FAILED
@@ -273,7 +274,8 @@ def write_results(config: CampaignConfig, journal: ResultsSource) -> dict[str, i
 
 
 def _summary(config: CampaignConfig, journal: ResultsSource, counts: Mapping[str, int],
-             progress: Progress, stream: TextIO, server: Any, interrupted: bool) -> None:
+             progress: Progress, stream: TextIO, server: Any, interrupted: bool,
+             stats: Mapping[str, object] | None = None) -> None:
     assert config.info is not None
     total = config.info.total
     order = ("accepted", "rejected", "deferred", "maybe-delivered", "failed", "pending")
@@ -284,6 +286,8 @@ def _summary(config: CampaignConfig, journal: ResultsSource, counts: Mapping[str
         f"  this run: {progress.done_this_run} messages in {elapsed:.1f} s "
         f"({progress.done_this_run / max(elapsed, 1e-9):.1f} msg/s)",
     ]
+    if stats is not None:  # the pool's, when this process sent (not with --celery)
+        out.append(f"  pool: {stats_line(stats)}")
     if config.info.duplicates:
         out.append(f"  {config.info.duplicates} duplicate line(s) skipped "
                    "(one message per address)")
