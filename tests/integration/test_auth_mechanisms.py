@@ -214,7 +214,8 @@ async def test_pool_uses_a_registered_mechanism(server_ssl_context, client_ssl_c
 
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         logins.append((mechanism, data))
-        return AuthResult(success=isinstance(data, LoginPassword) and data.password == b"pw")
+        # aiosmtpd's own LoginPassword when aiosmtpd is imported (see server.auth): a tuple.
+        return AuthResult(success=tuple(data) == (b"bob", b"pw"))
 
     handler = Recorder()
     async with serve(handler, tls_context=server_ssl_context, require_auth=True,
