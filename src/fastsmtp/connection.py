@@ -64,7 +64,15 @@ from ._transaction import (
     reply_error,
     split_item,
 )
-from .auth import MAX_STEPS, MECHANISMS, SASLMechanism, XOAuth2, choose_mechanism, decode_challenge
+from .auth import (
+    MAX_STEPS,
+    PASSWORD_MECHANISMS,
+    TOKEN_MECHANISMS,
+    SASLCredentials,
+    SASLExchange,
+    choose_mechanism,
+    decode_challenge,
+)
 from .ehlo import Capabilities, parse_ehlo
 from .errors import (
     SMTPAuthError,
@@ -486,54 +494,87 @@ class SMTPConnection:
         password: str | None = None,
         *,
         xoauth2: str | TokenProvider | None = None,
+        mechanism: str | None = None,
+        domain: str | None = None,
     ) -> Reply:
         """Authenticate (SMTP AUTH, RFC 4954).
 
-        With ``password``, the mechanism is ``auth_method`` if set, else the strongest
-        offered of CRAM-MD5, PLAIN and LOGIN. With ``xoauth2``, XOAUTH2 is used; it takes
-        either a token string or a token provider: a (sync or async) callable
-        ``provider(user, *, refresh: bool)`` returning the token, or ``(user, token)``
-        when it knows the account itself (then ``user`` may be omitted, as with
-        nodemailer's xoauth2 generator). When the server rejects a token from a
+        The mechanism is ``mechanism`` if given, else ``auth_method`` if set, else (with
+        ``password``) the strongest offered of CRAM-MD5, PLAIN and LOGIN, or (with
+        ``xoauth2``) XOAUTH2. Every mechanism runs through the same exchange loop (see
+        :mod:`fastsmtp.auth`): the built-ins, NTLM (``mechanism="NTLM"``, needs
+        ``pip install "aiofastsmtp[ntlm]"``) and custom ones registered with
+        ``auth_mechanisms={"X-MECH": handler}``.
+
+        ``xoauth2`` takes either a token string or a token provider: a (sync or async)
+        callable ``provider(user, *, refresh: bool)`` returning the token, or
+        ``(user, token)`` when it knows the account itself (then ``user`` may be omitted,
+        as with nodemailer's xoauth2 generator). When the server rejects a token from a
         provider, the provider is called again with ``refresh=True`` and the login is
-        retried once. NTLM is not supported.
+        retried once.
 
         Credentials are never sent over a plaintext connection unless
         ``allow_plaintext_auth=True``.
+
+        Args:
+            user: The user name; for NTLM ``DOMAIN\\user``, ``user@domain`` or a bare
+                name completed by ``domain``.
+            password: The password (PLAIN, LOGIN, CRAM-MD5, NTLM).
+            xoauth2: An OAuth2 token or token provider (XOAUTH2).
+            mechanism: The mechanism for this login, overriding ``auth_method``. A custom
+                mechanism may take a password, a token, or neither.
+            domain: The NTLM domain (default: the ``domain`` option).
 
         Returns:
             The server's 235 reply.
 
         Raises:
             SMTPAuthError: Refused, impossible (no mechanism, no TLS) or failed.
+            ModuleNotFoundError: NTLM without pyspnego (the message names the extra).
         """
-        if user is None and not callable(xoauth2):
-            raise SMTPInvalidAuth("a user name is needed (only a token provider may supply it)")
-        if (password is None) == (xoauth2 is None):
-            raise SMTPInvalidAuth("give exactly one of password and xoauth2")
-        if not self.secure and not self.options.allow_plaintext_auth:
+        opts = self.options
+        registry = opts.sasl_mechanisms
+        preferred = opts.auth_method if mechanism is None else str(mechanism).upper()
+        if preferred is not None and preferred not in registry:
+            raise SMTPInvalidAuth(
+                f"unknown SASL mechanism {preferred}: register it with "
+                "auth_mechanisms={name: handler}"
+            )
+        builtin = preferred is None or preferred in PASSWORD_MECHANISMS | TOKEN_MECHANISMS
+        if builtin:
+            if user is None and not callable(xoauth2):
+                raise SMTPInvalidAuth("a user name is needed (only a token provider may supply it)")
+            if (password is None) == (xoauth2 is None):
+                raise SMTPInvalidAuth("give exactly one of password and xoauth2")
+        elif password is not None and xoauth2 is not None:
+            raise SMTPInvalidAuth("give at most one of password and xoauth2")
+        if not self.secure and not opts.allow_plaintext_auth:
             raise SMTPInvalidAuth(
                 "refusing to send credentials over a plaintext connection "
                 "(use TLS, or allow_plaintext_auth=True)"
             )
         name = choose_mechanism(
-            self.capabilities.auth, preferred=self.options.auth_method,
-            token=xoauth2 is not None,
+            self.capabilities.auth, preferred=preferred, token=xoauth2 is not None,
         )
-        if xoauth2 is None:
-            mech: SASLMechanism = MECHANISMS[name](user, password)  # type: ignore[call-arg]
-            reply = await self._sasl(mech)
-        elif isinstance(xoauth2, str):
-            reply = await self._sasl(XOAuth2(user, xoauth2))  # type: ignore[arg-type]
+        handler = registry[name]
+        if domain is None:
+            domain = opts.domain
+
+        def exchange(account: str, token: str | None) -> SASLExchange:
+            credentials = SASLCredentials(account, password, token, domain, opts.server_hostname)
+            return SASLExchange(name, handler, credentials)
+
+        if xoauth2 is None or isinstance(xoauth2, str):
+            reply = await self._sasl(exchange(user or "", xoauth2))
         else:
             account, token = await self._token(xoauth2, user, refresh=False)
             try:
-                reply = await self._sasl(XOAuth2(account, token))
+                reply = await self._sasl(exchange(account, token))
             except SMTPAuthError as exc:
                 if exc.reply is None or not self.is_connected:
                     raise
                 account, token = await self._token(xoauth2, user, refresh=True)
-                reply = await self._sasl(XOAuth2(account, token))
+                reply = await self._sasl(exchange(account, token))
             user = account
         self.authenticated = True
         if self.logger.isEnabledFor(logging.INFO):
@@ -562,11 +603,15 @@ class SMTPConnection:
             raise SMTPInvalidAuth("the xoauth2 token provider returned no token")
         return account, token
 
-    async def _sasl(self, mech: SASLMechanism) -> Reply:
+    async def _sasl(self, mech: SASLExchange) -> Reply:
+        """Drive one exchange: the one loop every mechanism runs through."""
+        # The handler runs to its first answer before the turn is taken and anything is
+        # written: its errors (a missing package, bad input) leave the connection intact.
+        first = mech.start()
         await self._acquire_turn()
         self._pending += 1
         try:
-            raw = await self._command_reply(mech.start(), secret=True)
+            raw = await self._command_reply(first, secret=True)
             for _ in range(MAX_STEPS):
                 if raw[0] != 334:
                     break
@@ -584,6 +629,7 @@ class SMTPConnection:
             self._abort(exc)
             raise
         finally:
+            mech.close()
             self._pending -= 1
             self._release_turn()
         if raw[0] == 235:

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._syntax import has_control
+from .auth import MECHANISMS, SASLHandler, check_mechanisms, load_spnego
+
 __all__ = [
     "ConnectionOptions",
     "PoolOptions",
@@ -69,8 +72,9 @@ PORT_SMTP = 25
 #: (Dovecot, Cyrus), so it is the default when ``lmtp=True``.
 PORT_LMTP = 24
 
-#: SASL mechanisms the client implements (NTLM is deliberately left out).
-AUTH_METHODS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"})
+#: SASL mechanisms the client implements (``auth_mechanisms=`` adds more). NTLM needs
+#: the optional extra ``aiofastsmtp[ntlm]``.
+AUTH_METHODS = frozenset(MECHANISMS)
 
 #: Keys accepted when ``tls`` is given as a mapping instead of an :class:`ssl.SSLContext`.
 TLS_OPTION_KEYS = frozenset(
@@ -224,7 +228,16 @@ class ConnectionOptions:
         socket_timeout: Seconds of server silence while a reply is awaited or a write is
             blocked; expiry closes the connection.
         auth_method: Preferred SASL mechanism (``"PLAIN"``, ``"LOGIN"``, ``"CRAM-MD5"``,
-            ``"XOAUTH2"``); None picks the strongest one offered.
+            ``"XOAUTH2"``, ``"NTLM"`` or a name registered in ``auth_mechanisms``); None
+            picks the strongest one offered of CRAM-MD5, PLAIN and LOGIN (XOAUTH2 with a
+            token). NTLM needs pyspnego (``pip install "aiofastsmtp[ntlm]"``): asking
+            for it without raises ModuleNotFoundError naming that extra.
+        auth_mechanisms: Custom SASL mechanisms ``{"X-MECH": handler}`` (see
+            :mod:`fastsmtp.auth`: a handler is a generator function
+            ``handler(credentials)`` yielding raw answers); a built-in name overrides
+            the built-in. Used when named by ``auth_method`` or ``login(mechanism=)``.
+        domain: The NTLM domain, for a user name without one (``DOMAIN\\user`` and
+            ``user@domain`` carry their own); other mechanisms ignore it.
         tls: :class:`ssl.SSLContext` or a mapping of :data:`TLS_OPTION_KEYS`; None means
             :func:`ssl.create_default_context` (certificates verified). ``repr`` hides
             the key file ``password``.
@@ -249,6 +262,10 @@ class ConnectionOptions:
     lmtp: bool = False
     allow_plaintext_auth: bool = False
     debug: bool = False
+    auth_mechanisms: Mapping[str, SASLHandler] | None = None
+    domain: str | None = None
+    #: Every mechanism usable by name: the built-ins plus ``auth_mechanisms``.
+    sasl_mechanisms: Mapping[str, SASLHandler] = field(init=False, repr=False, compare=False)
     #: The SSL context built from ``tls`` (once, shared by every connection).
     ssl_context: ssl.SSLContext = field(init=False, repr=False, compare=False)
     #: Name to verify in the certificate and send as SNI.
@@ -280,14 +297,24 @@ class ConnectionOptions:
             raise ValueError("local_address must be a host or a (host, port) tuple")
         for name in ("connection_timeout", "greeting_timeout", "socket_timeout"):
             set_(self, name, _timeout(name, getattr(self, name)))
+        registry: Mapping[str, SASLHandler] = MECHANISMS
+        if self.auth_mechanisms is not None:
+            registry = {**MECHANISMS, **check_mechanisms(self.auth_mechanisms)}
+        set_(self, "sasl_mechanisms", registry)
         if self.auth_method is not None:
             method = str(self.auth_method).upper()
-            if method not in AUTH_METHODS:
+            if method not in registry:
                 raise ValueError(
-                    f"auth_method must be one of {', '.join(sorted(AUTH_METHODS))}"
-                    " (NTLM is not supported)"
+                    f"auth_method must be one of {', '.join(sorted(registry))}, or a "
+                    "custom mechanism registered with auth_mechanisms={name: handler}"
                 )
+            if method == "NTLM" and registry["NTLM"] is MECHANISMS["NTLM"]:
+                load_spnego()  # fail now, naming the extra, not at the first login
             set_(self, "auth_method", method)
+        if self.domain is not None and (
+            not isinstance(self.domain, str) or not self.domain or has_control(self.domain)
+        ):
+            raise ValueError("domain must be a non-empty NTLM domain name")
         tls = self.tls
         set_(self, "ssl_context", make_ssl_context(tls))
         server_hostname = self.host
@@ -470,6 +497,7 @@ def _field_types() -> dict[str, str]:
             if f.init:
                 types[f.name] = str(f.type).split("|")[0].strip()
     types.pop("tls", None)  # tls is given as tls.<key>=value pairs
+    types.pop("auth_mechanisms", None)  # handlers are code, not URL text
     types["service"] = "str"
     return types
 

@@ -53,7 +53,7 @@ def test_timeouts_are_float_seconds() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"port": 0}, {"port": 70000}, {"host": ""}, {"auth_method": "NTLM"},
+        {"port": 0}, {"port": 70000}, {"host": ""}, {"auth_method": "X-UNKNOWN"},
         {"require_tls": True, "ignore_tls": True},
         {"require_tls": True, "opportunistic_tls": True},
         {"tls": {"verify_peer": False}}, {"local_address": ("x", "y")},
@@ -166,7 +166,8 @@ def test_connection_takes_every_connection_option_as_a_keyword() -> None:
     assert CONNECTION_OPTION_NAMES == {
         "host", "port", "secure", "ignore_tls", "require_tls", "opportunistic_tls", "name",
         "local_address", "connection_timeout", "greeting_timeout", "socket_timeout",
-        "auth_method", "tls", "lmtp", "allow_plaintext_auth", "debug",
+        "auth_method", "tls", "lmtp", "allow_plaintext_auth", "debug", "auth_mechanisms",
+        "domain",
     }
     with pytest.raises(TypeError, match=r"unknown connection option 'sekure'.*ConnectionOptions"):
         SMTPConnection("mx.test", sekure=True)

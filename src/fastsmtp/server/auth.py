@@ -1,4 +1,4 @@
-"""Server-side SASL decoding (sans-IO): PLAIN, LOGIN, CRAM-MD5 and XOAUTH2.
+"""Server-side SASL decoding (sans-IO): PLAIN, LOGIN, CRAM-MD5, XOAUTH2 and NTLM.
 
 Theory of operation
 -------------------
@@ -13,18 +13,40 @@ The credential objects match aiosmtpd's: PLAIN and LOGIN give a ``LoginPassword`
 (``login``, ``password`` as bytes). When the application has imported ``aiosmtpd.smtp``
 (it wrote its authenticator against aiosmtpd), aiosmtpd's own ``LoginPassword`` class is
 used, so an ``isinstance(auth_data, LoginPassword)`` check in such an authenticator holds.
+
+NTLM (optional, ``pip install "aiofastsmtp[ntlm]"``) is different: the password check is
+pyspnego's NTLM acceptor, against a user file of ``DOMAIN:USER:PASSWORD`` lines (or
+smbpasswd lines). The exchange runs ``AUTH NTLM [type 1]``, ``334 [type 2]``, ``type 3``
+and yields :class:`NTLMCredentials` only when the type-3 response proves the password;
+the authenticator then only decides authorisation (the server's default one accepts
+verified NTLM credentials).
+
+pyspnego reads the user file from the ``NTLM_USER_FILE`` environment variable, when the
+acceptor is made and again when it checks the type-3 message. That variable is
+process-global, so with ``ntlm_user_file=`` each NTLM step sets it, runs (synchronously,
+a few microseconds of CPU and a small file read) and restores the previous value, under
+a lock shared by every server in the process: servers with different user files in
+several threads do not see each other's file. Code elsewhere in the process that reads
+``NTLM_USER_FILE`` at that very moment would see ours; without ``ntlm_user_file`` the
+variable is only read, never changed.
 """
 
 from __future__ import annotations
 
 import binascii
 import hmac
+import logging
 import os
 import sys
+import threading
 import time
 from base64 import b64decode, b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+from ..auth import load_spnego
+from .replies import R_AUTH_FAIL
 
 __all__ = [
     "AUTH_MECHANISMS",
@@ -32,13 +54,22 @@ __all__ = [
     "LoginPassword",
     "CramMD5Credentials",
     "XOAuth2Credentials",
+    "NTLMCredentials",
+    "NTLM_USER_FILE",
+    "check_ntlm_user_file",
+    "ntlm_authenticator",
     "SaslExchange",
     "SaslChallenge",
     "SaslError",
 ]
 
 #: Mechanisms the server can decode, in the order they are advertised.
-AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "NTLM")
+
+#: The environment variable pyspnego's NTLM acceptor reads its user file from.
+NTLM_USER_FILE = "NTLM_USER_FILE"
+
+log = logging.getLogger("fastsmtp.server")
 
 #: Longest decoded SASL response accepted (RFC 4954 lines are bounded by the reader anyway).
 MAX_SASL_RESPONSE = 4096
@@ -110,6 +141,19 @@ class XOAuth2Credentials(NamedTuple):
         return repr(self)  # never the tuple's fields: the secret stays hidden
 
 
+class NTLMCredentials(NamedTuple):
+    """Credentials from NTLM, already verified against the user file by pyspnego.
+
+    Attributes:
+        login: The account as the acceptor matched it, ``DOMAIN\\user`` (or ``user``
+            when the client sent no domain), raw bytes.
+        verified: Always True: unverified NTLM never reaches the authenticator.
+    """
+
+    login: bytes
+    verified: bool = True
+
+
 @dataclass(frozen=True)
 class AuthResult:
     """What an authenticator returns (the same attributes as aiosmtpd's ``AuthResult``).
@@ -143,6 +187,8 @@ _ABORTED = SaslError(b"501 5.7.0 Authentication aborted\r\n")
 _BAD_BASE64 = SaslError(b"501 5.5.2 Cannot decode base64 response\r\n")
 _MALFORMED = SaslError(b"501 5.5.2 Malformed authentication response\r\n")
 _EMPTY_CHALLENGE = SaslChallenge(b"334 \r\n")
+_NTLM_FAILED = SaslError(R_AUTH_FAIL)
+_NTLM_UNAVAILABLE = SaslError(b"454 4.7.0 Temporary authentication failure\r\n")
 _USERNAME = SaslChallenge(b"334 " + b64encode(b"Username:") + b"\r\n")
 _PASSWORD = SaslChallenge(b"334 " + b64encode(b"Password:") + b"\r\n")
 
@@ -178,11 +224,14 @@ class SaslExchange:
     Args:
         mechanism: One of :data:`AUTH_MECHANISMS` (upper case).
         hostname: The server name, used in the CRAM-MD5 challenge.
+        ntlm_user_file: NTLM's user file (None: the ``NTLM_USER_FILE`` environment
+            variable as it is); see the module docstring.
     """
 
-    __slots__ = ("mechanism", "_hostname", "_step", "_login", "_challenge")
+    __slots__ = ("mechanism", "_hostname", "_step", "_login", "_challenge", "_ntlm_file",
+                 "_acceptor")
 
-    def __init__(self, mechanism: str, hostname: str) -> None:
+    def __init__(self, mechanism: str, hostname: str, ntlm_user_file: str | None = None) -> None:
         if mechanism not in AUTH_MECHANISMS:
             raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
         self.mechanism = mechanism
@@ -190,6 +239,8 @@ class SaslExchange:
         self._step = 0
         self._login = b""
         self._challenge = b""
+        self._ntlm_file = ntlm_user_file
+        self._acceptor: Any = None
 
     def start(self, initial: bytes | None) -> SaslChallenge | SaslError | Any:
         """Begin with the optional initial response from the ``AUTH`` line.
@@ -198,6 +249,14 @@ class SaslExchange:
             A :class:`SaslChallenge`, a :class:`SaslError`, or the decoded credentials.
         """
         mech = self.mechanism
+        if mech == "NTLM":
+            try:
+                self._acceptor = _with_user_file(self._ntlm_file, _new_acceptor)
+            except Exception as exc:  # no user file any more, pyspnego gone: not the client's fault
+                log.error("AUTH NTLM unavailable: %s", exc)
+                return _NTLM_UNAVAILABLE
+            self._step = 1
+            return _EMPTY_CHALLENGE if initial is None else self.step(initial)
         if mech == "CRAM-MD5":
             if initial is not None:
                 return _MALFORMED  # CRAM-MD5 has no initial response
@@ -218,6 +277,8 @@ class SaslExchange:
         if isinstance(data, SaslError):
             return data
         mech = self.mechanism
+        if mech == "NTLM":
+            return self._ntlm_step(data)
         if mech == "PLAIN":
             parts = data.split(b"\x00")
             if len(parts) != 3 or not parts[1]:
@@ -247,6 +308,92 @@ class SaslExchange:
         if not oauth_user or not token:
             return _MALFORMED
         return XOAuth2Credentials(oauth_user, token)
+
+    def _ntlm_step(self, data: bytes) -> SaslChallenge | SaslError | NTLMCredentials:
+        # Type 1 (negotiate) gets the type-2 challenge; type 3 (authenticate) is checked.
+        # Any pyspnego error is a bad message or bad credentials: 535, never details.
+        expected = b"\x01\x00\x00\x00" if self._step == 1 else b"\x03\x00\x00\x00"
+        if data[:8] != b"NTLMSSP\x00" or data[8:12] != expected:
+            return _MALFORMED
+        try:
+            out = _with_user_file(self._ntlm_file, self._acceptor.step, data)
+        except Exception:
+            return _NTLM_FAILED
+        if self._step == 1:
+            self._step = 2
+            return SaslChallenge(b"334 " + b64encode(out or b"") + b"\r\n")
+        principal = self._acceptor.client_principal
+        if not self._acceptor.complete or not principal:
+            return _NTLM_FAILED
+        return NTLMCredentials(str(principal).encode("utf-8"))
+
+
+_T = TypeVar("_T")
+#: Serialises every NTLM step that sets NTLM_USER_FILE (see the module docstring).
+_ENV_LOCK = threading.Lock()
+
+
+def _new_acceptor() -> Any:
+    spnego = load_spnego()
+    # The pure-Python NTLM acceptor (never a system GSSAPI one): it is the one that reads
+    # the user file.
+    return spnego.server(protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
+
+
+def _with_user_file(path: str | None, func: Callable[..., _T], *args: Any) -> _T:
+    """Run ``func(*args)`` with ``NTLM_USER_FILE`` set to ``path`` (unchanged if None)."""
+    if path is None:
+        return func(*args)
+    with _ENV_LOCK:
+        previous = os.environ.get(NTLM_USER_FILE)
+        os.environ[NTLM_USER_FILE] = path
+        try:
+            return func(*args)
+        finally:
+            if previous is None:
+                del os.environ[NTLM_USER_FILE]
+            else:
+                os.environ[NTLM_USER_FILE] = previous
+
+
+def check_ntlm_user_file(path: str | None) -> str | None:
+    """Validate the NTLM set-up of a server offering AUTH NTLM; return ``path``.
+
+    Args:
+        path: The ``ntlm_user_file`` option, or None to rely on ``NTLM_USER_FILE``.
+
+    Raises:
+        ModuleNotFoundError: pyspnego is missing (the message names the extra).
+        ValueError: No user file: neither ``ntlm_user_file`` nor the environment
+            variable names an existing file.
+    """
+    load_spnego()
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"ntlm_user_file {path!r} is not a file")
+        return path
+    if not os.path.isfile(os.environ.get(NTLM_USER_FILE, "")):
+        raise ValueError(
+            "AUTH NTLM needs a user file of DOMAIN:USER:PASSWORD lines: pass "
+            f"ntlm_user_file=, or set the {NTLM_USER_FILE} environment variable"
+        )
+    return None
+
+
+def ntlm_authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """The default authenticator of a server offering NTLM without one of its own.
+
+    Accepts :class:`NTLMCredentials` (pyspnego verified the password against the user
+    file) and refuses every other mechanism's credentials, which nothing could check.
+    """
+    if isinstance(auth_data, NTLMCredentials) and auth_data.verified:
+        return AuthResult(success=True)
+    log.warning("AUTH %s refused: no authenticator configured (only NTLM checks itself)",
+                mechanism)
+    return AuthResult(success=False)
 
 
 #: XOAUTH2 failure: a 334 carrying a JSON error, to which the client answers an empty line.

@@ -9,13 +9,14 @@ and per-command paths only read attributes.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 from .._syntax import has_control
-from .auth import AUTH_MECHANISMS
+from .auth import AUTH_MECHANISMS, check_ntlm_user_file, ntlm_authenticator
 from .tls import context_from_credentials
 
 __all__ = [
@@ -119,10 +120,17 @@ class ServerConfig:
         require_tls: Refuse MAIL/RCPT/DATA/AUTH before TLS (530).
         enable_auth: Offer AUTH.
         require_auth: Require AUTH before MAIL (530); implies ``enable_auth``.
-        auth_methods: Mechanisms to offer (PLAIN, LOGIN, CRAM-MD5, XOAUTH2).
+        auth_methods: Mechanisms to offer (PLAIN, LOGIN, CRAM-MD5, XOAUTH2, NTLM). NTLM
+            needs pyspnego (``pip install "aiofastsmtp[ntlm]"``; ModuleNotFoundError
+            naming it otherwise) and a user file (``ntlm_user_file``).
         auth_require_tls: Offer and accept AUTH only over TLS (default True).
         authenticator: ``authenticator(server, session, envelope, mechanism, auth_data)``
-            (else ``handler.authenticator``).
+            (else ``handler.authenticator``). With NTLM offered and no authenticator,
+            verified NTLM logins are accepted and every other mechanism refused.
+        ntlm_user_file: The file pyspnego's NTLM acceptor checks passwords against:
+            ``DOMAIN:USER:PASSWORD`` lines (or smbpasswd lines). None: the
+            ``NTLM_USER_FILE`` environment variable must name one. The variable is
+            process-global: see :mod:`fastsmtp.server.auth` for how it is handled.
         max_size: Largest message in bytes, advertised in SIZE and enforced (552)
             while it arrives (default 32 MiB). 0 means no limit, and then memory is
             bounded only for streaming handlers (``data_chunk``/``data_ready``) and
@@ -213,6 +221,7 @@ class ServerConfig:
         auth_methods: Iterable[str] = ("PLAIN", "LOGIN"),
         auth_require_tls: bool = True,
         authenticator: Callable[..., Any] | None = None,
+        ntlm_user_file: str | os.PathLike[str] | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
         max_clients: int = DEFAULT_MAX_CLIENTS,
         max_recipients: int = DEFAULT_MAX_RECIPIENTS,
@@ -277,6 +286,11 @@ class ServerConfig:
         unknown = [m for m in methods if m not in AUTH_MECHANISMS]
         if unknown:
             raise ValueError(f"unsupported auth_methods: {', '.join(unknown)}")
+        if "NTLM" in methods:
+            ntlm_user_file = check_ntlm_user_file(
+                None if ntlm_user_file is None else os.fspath(ntlm_user_file))
+        elif ntlm_user_file is not None:
+            raise ValueError("ntlm_user_file needs 'NTLM' in auth_methods")
         if require_tls and not (tls_available or secure):
             raise ValueError("require_tls needs a tls_context (STARTTLS) or secure=True")
         if hide_starttls:
@@ -295,7 +309,11 @@ class ServerConfig:
         self.require_tls = require_tls
         if authenticator is None:
             authenticator = getattr(handler, "authenticator", None)
+        if authenticator is None and "NTLM" in methods:
+            authenticator = ntlm_authenticator  # pyspnego checked the password itself
         self.authenticator = authenticator
+        #: NTLM's user file (None: the NTLM_USER_FILE environment variable).
+        self.ntlm_user_file: str | None = ntlm_user_file
         self.require_auth = require_auth
         self.auth_enabled = bool(enable_auth or require_auth)
         self.auth_methods = methods

@@ -1156,7 +1156,7 @@ class ServerSession:
         mechanism = parts[0].decode("ascii", "replace").upper()
         if mechanism not in config.auth_methods:
             return R_AUTH_MECH
-        exchange = SaslExchange(mechanism, config.name)
+        exchange = SaslExchange(mechanism, config.name, config.ntlm_user_file)
         return self._sasl_result(exchange, exchange.start(parts[1] if len(parts) == 2 else None))
 
     def _auth_step(self, line: bytes) -> Output:
