@@ -60,7 +60,7 @@ def run_pool(port: int, count: int, connections: int) -> float:
     from fastsmtp.pool import SMTPPool
 
     env = Envelope(SENDER, ["b@example.com"])
-    messages = [(env, make_message(i)) for i in range(count)]
+    messages = [(make_message(i), env) for i in range(count)]
 
     async def main() -> float:
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,

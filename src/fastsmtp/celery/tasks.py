@@ -210,7 +210,7 @@ class WorkerRuntime:
         results: dict[str, dict[str, Any]] = {}
         meta: dict[int, tuple[str, str | None]] = {}
 
-        async def source() -> AsyncIterator[tuple[Envelope, bytes]]:
+        async def source() -> AsyncIterator[tuple[bytes, Envelope]]:
             for start in range(0, len(decoded), claim_size):
                 chunk = decoded[start:start + claim_size]
                 permit = await limiter.acquire() if limiter is not None else None
@@ -223,7 +223,7 @@ class WorkerRuntime:
                         if permit is not None:
                             await limiter.release([permit])  # type: ignore[union-attr]
                         continue
-                    item = (envelope, data)
+                    item = (data, envelope)
                     meta[id(item)] = (msg_id, permit)
                     yield item
 
