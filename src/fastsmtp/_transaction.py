@@ -28,7 +28,7 @@ Every user value becomes protocol bytes in :func:`command` and every address in
 from __future__ import annotations
 
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # data_size straight from the codec: message.data_size is its documented public wrapper,
 # one call more per message on the hot path.
@@ -45,6 +45,7 @@ from .errors import (
     SMTPProtocolError,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
+    SMTPRequireTLSNotSupported,
     SMTPResponseError,
     SMTPSenderRefused,
     SMTPServerDisconnected,
@@ -60,6 +61,9 @@ from .message import (
     message_payload,
 )
 from .reply import Reply
+
+if TYPE_CHECKING:  # pragma: no cover - the signer's module imports dkimpy lazily anyway
+    from .dkim import DKIMSigner
 
 __all__ = [
     "BODY",
@@ -191,8 +195,18 @@ def check_size(caps: Capabilities, size: int, at_least: str = "") -> None:
         )
 
 
-def mail_commands(envelope: Envelope, caps: Capabilities, size: int | None) -> list[bytes]:
-    """``MAIL FROM`` and every ``RCPT TO`` line, with the parameters the server offers."""
+def mail_commands(
+    envelope: Envelope, caps: Capabilities, size: int | None, secure: bool = False
+) -> list[bytes]:
+    """``MAIL FROM`` and every ``RCPT TO`` line, with the parameters the server offers.
+
+    ``secure``: the connection is TLS-protected (REQUIRETLS is only ever sent over TLS).
+
+    Raises:
+        SMTPRequireTLSNotSupported: ``envelope.require_tls`` and the server did not
+            offer REQUIRETLS over TLS (RFC 8689 section 4.1: the message must not go
+            out without it).
+    """
     # Addresses first: an injection attempt is reported as such, whatever the server.
     sender = path(envelope.mail_from)
     recipients = [path(rcpt) for rcpt in envelope.rcpt_to]
@@ -214,6 +228,20 @@ def mail_commands(envelope: Envelope, caps: Capabilities, size: int | None) -> l
     if dsn is not None and caps.dsn:
         params += dsn.mail_params()
         rcpt_params = dsn.rcpt_params()
+    if envelope.require_tls:
+        # A plaintext EHLO offering REQUIRETLS is not trusted: an attacker on the path
+        # could add it as easily as strip STARTTLS.
+        if not secure:
+            raise SMTPRequireTLSNotSupported(
+                "the envelope has require_tls (RFC 8689) but the connection is not TLS: "
+                "connect with secure=True or STARTTLS (require_tls=True on the connection)"
+            )
+        if "REQUIRETLS" not in caps.extensions:
+            raise SMTPRequireTLSNotSupported(
+                "the envelope has require_tls (RFC 8689) but the server does not offer "
+                "REQUIRETLS: send without require_tls or through a server that offers it"
+            )
+        params += " REQUIRETLS"
     lines = [command("MAIL FROM:" + sender + params, utf8=utf8)]
     for rcpt in recipients:
         lines.append(command("RCPT TO:" + rcpt + rcpt_params, utf8=utf8))
@@ -307,6 +335,10 @@ class Transaction:
         envelope: Its envelope; None takes it from an EmailMessage's headers.
         caps: The server's capabilities (from the EHLO over TLS, if any).
         lmtp: LMTP: one reply to the dot per accepted recipient.
+        dkim: A :class:`~fastsmtp.dkim.DKIMSigner` (the ``dkim`` connection option):
+            the payload is signed before anything else looks at it, so ``SIZE`` counts
+            the signed bytes.
+        secure: The connection is TLS-protected (for ``Envelope.require_tls``).
 
     Raises:
         TypeError, SMTPEnvelopeError, SMTPMessageError: Bad input (nothing is written).
@@ -330,9 +362,13 @@ class Transaction:
         envelope: Envelope | None,
         caps: Capabilities,
         lmtp: bool = False,
+        dkim: DKIMSigner | None = None,
+        secure: bool = False,
     ) -> None:
         envelope = resolve_envelope(message, envelope)
         payload = message_payload(message)
+        if dkim is not None:
+            payload = dkim.sign_payload(message, payload)
         size = envelope.size
         if size is None:
             if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -341,7 +377,7 @@ class Transaction:
                 floor = file_size_floor(message)
                 if floor is not None:
                     check_size(caps, floor, at_least="at least ")
-        commands = mail_commands(envelope, caps, size)
+        commands = mail_commands(envelope, caps, size, secure)
         commands.append(DATA)
         self.envelope = envelope
         self.payload: Any = payload

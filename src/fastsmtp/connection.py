@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from ._codec import DataEncoder
+from ._proxy import connect_via
 from ._transaction import (
     BODY,
     DATA,
@@ -84,6 +85,7 @@ from .errors import (
     SMTPInvalidAuth,
     SMTPMaybeDelivered,
     SMTPProtocolError,
+    SMTPProxyError,
     SMTPResponseError,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -311,12 +313,13 @@ class SMTPConnection:
             if self._sock is not None:
                 coro = loop.create_connection(lambda: proto, sock=self._sock, **kwargs)
             else:
-                # ConnectionOptions.__post_init__ replaced a None port with the default.
-                port = cast(int, opts.port)
-                coro = loop.create_connection(
-                    lambda: proto, opts.host, port, local_addr=opts.local_addr, **kwargs
-                )
+                # Our own socket (every address, Happy Eyeballs, the options' DNS cache,
+                # or a proxy tunnel: fastsmtp._proxy), then the same transport set-up.
+                coro = connect_via(opts, lambda sock: loop.create_connection(
+                    lambda: proto, sock=sock, **kwargs))
             await asyncio.wait_for(coro, opts.connection_timeout)
+        except SMTPProxyError:
+            raise  # already names the proxy and its reply
         except (asyncio.TimeoutError, TimeoutError):
             raise SMTPTimeoutError(
                 f"connection to {opts.host}:{opts.port} timed out after "
@@ -725,7 +728,8 @@ class SMTPConnection:
             SMTPProtocolError: An unexpected reply, e.g. a 3xx to MAIL, RCPT or the
                 final dot (with its ``reply``); the connection is closed.
         """
-        tr = Transaction(message, envelope, self.capabilities, self.options.lmtp)
+        tr = Transaction(message, envelope, self.capabilities, self.options.lmtp,
+                         self.options.dkim_signer, self.secure)
         # Nothing has been written before this point. Every send goes through the one
         # pipeline: the first caller drives it, the others join its feed.
         if self._state != _READY:
@@ -1037,12 +1041,14 @@ class SMTPConnection:
         """
         it = iter(items)
         caps, lmtp = self.capabilities, self.options.lmtp
+        dkim, secure = self.options.dkim_signer, self.secure
 
         def pull() -> list[Any] | None:
             for item in it:
                 message, envelope = split_item(item)
                 try:
-                    return [item, _PENDING, Transaction(message, envelope, caps, lmtp)]
+                    return [item, _PENDING,
+                            Transaction(message, envelope, caps, lmtp, dkim, secure)]
                 except Exception as exc:  # noqa: BLE001 - reported per message
                     return [item, exc, None]
             return None

@@ -31,39 +31,41 @@ as a login that cannot be attempted (:class:`SMTPInvalidAuth`, local).
 Every class, its ``code``, its kind (*local*, *reply*, *remote* without a reply, or *any*:
 a category whose subclasses span the kinds) and its nearest smtplib and builtin parents:
 
-| class                    | code          | kind   | smtplib parent                                | builtin parent  |
-|--------------------------|---------------|--------|-----------------------------------------------|-----------------|
-| SMTPError                | ESMTP         | any    | SMTPException                                 | OSError         |
-| SMTPLocalError           | ESMTP         | local  | SMTPException                                 | OSError         |
-| SMTPResponseError        | EPROTOCOL     | reply  | SMTPResponseException                         | OSError         |
-| SMTPProtocolError        | EPROTOCOL     | remote | SMTPException                                 | OSError         |
-| SMTPUnexpectedReply      | EPROTOCOL     | reply  | SMTPResponseException                         | OSError         |
-| SMTPHeloRefused          | EPROTOCOL     | reply  | SMTPHeloError                                 | OSError         |
-| SMTPConnectionError      | ECONNECTION   | remote | SMTPException                                 | ConnectionError |
-| SMTPGreetingRefused      | ECONNECTION   | reply  | SMTPConnectError                              | ConnectionError |
-| SMTPServerDisconnected   | ECONNECTION   | remote | SMTPServerDisconnected                        | ConnectionError |
-| SMTPServiceClosing       | ECONNECTION   | reply  | SMTPServerDisconnected, SMTPResponseException | ConnectionError |
-| SMTPSocketError          | ESOCKET       | remote | SMTPServerDisconnected                        | ConnectionError |
-| SMTPMaybeDelivered       | EMAYBE        | remote | SMTPException                                 | ConnectionError |
-| SMTPTimeoutError         | ETIMEDOUT     | remote | SMTPException                                 | TimeoutError    |
-| SMTPTLSError             | ETLS          | any    | SMTPException                                 | ConnectionError |
-| SMTPStartTLSRefused      | ETLS          | reply  | SMTPResponseException                         | ConnectionError |
-| SMTPTLSNotSupported      | ETLS          | local  | SMTPNotSupportedError                         | ConnectionError |
-| SMTPAuthError            | EAUTH         | any    | SMTPException                                 | OSError         |
-| SMTPAuthRefused          | EAUTH         | reply  | SMTPAuthenticationError                       | OSError         |
-| SMTPInvalidAuth          | EAUTH         | local  | SMTPException                                 | OSError         |
-| SMTPAuthNotSupported     | EAUTH         | local  | SMTPNotSupportedError                         | OSError         |
-| SMTPEnvelopeError        | EENVELOPE     | any    | SMTPException                                 | ValueError      |
-| SMTPInvalidEnvelope      | EENVELOPE     | local  | SMTPException                                 | ValueError      |
-| SMTPEnvelopeNotSupported | EENVELOPE     | local  | SMTPNotSupportedError                         | ValueError      |
-| SMTPSenderRefused        | EENVELOPE     | reply  | SMTPSenderRefused                             | ValueError      |
-| SMTPRecipientRefused     | EENVELOPE     | reply  | SMTPResponseException                         | ValueError      |
-| SMTPRecipientsRefused    | EENVELOPE     | reply  | SMTPResponseException, SMTPRecipientsRefused  | ValueError      |
-| SMTPMessageError         | EMESSAGE      | any    | SMTPException                                 | OSError         |
-| SMTPInvalidMessage       | EMESSAGE      | local  | SMTPException                                 | OSError         |
-| SMTPDataRefused          | EMESSAGE      | reply  | SMTPDataError                                 | OSError         |
-| SMTPNotSupported         | ENOTSUPPORTED | local  | SMTPNotSupportedError                         | OSError         |
-| SMTPPoolClosed           | EPOOLCLOSED   | local  | SMTPException                                 | OSError         |
+| class                      | code          | kind   | smtplib parent                                | builtin parent  |
+|----------------------------|---------------|--------|-----------------------------------------------|-----------------|
+| SMTPError                  | ESMTP         | any    | SMTPException                                 | OSError         |
+| SMTPLocalError             | ESMTP         | local  | SMTPException                                 | OSError         |
+| SMTPResponseError          | EPROTOCOL     | reply  | SMTPResponseException                         | OSError         |
+| SMTPProtocolError          | EPROTOCOL     | remote | SMTPException                                 | OSError         |
+| SMTPUnexpectedReply        | EPROTOCOL     | reply  | SMTPResponseException                         | OSError         |
+| SMTPHeloRefused            | EPROTOCOL     | reply  | SMTPHeloError                                 | OSError         |
+| SMTPConnectionError        | ECONNECTION   | remote | SMTPException                                 | ConnectionError |
+| SMTPGreetingRefused        | ECONNECTION   | reply  | SMTPConnectError                              | ConnectionError |
+| SMTPServerDisconnected     | ECONNECTION   | remote | SMTPServerDisconnected                        | ConnectionError |
+| SMTPServiceClosing         | ECONNECTION   | reply  | SMTPServerDisconnected, SMTPResponseException | ConnectionError |
+| SMTPSocketError            | ESOCKET       | remote | SMTPServerDisconnected                        | ConnectionError |
+| SMTPMaybeDelivered         | EMAYBE        | remote | SMTPException                                 | ConnectionError |
+| SMTPProxyError             | EPROXY        | remote | SMTPException                                 | ConnectionError |
+| SMTPTimeoutError           | ETIMEDOUT     | remote | SMTPException                                 | TimeoutError    |
+| SMTPTLSError               | ETLS          | any    | SMTPException                                 | ConnectionError |
+| SMTPStartTLSRefused        | ETLS          | reply  | SMTPResponseException                         | ConnectionError |
+| SMTPTLSNotSupported        | ETLS          | local  | SMTPNotSupportedError                         | ConnectionError |
+| SMTPAuthError              | EAUTH         | any    | SMTPException                                 | OSError         |
+| SMTPAuthRefused            | EAUTH         | reply  | SMTPAuthenticationError                       | OSError         |
+| SMTPInvalidAuth            | EAUTH         | local  | SMTPException                                 | OSError         |
+| SMTPAuthNotSupported       | EAUTH         | local  | SMTPNotSupportedError                         | OSError         |
+| SMTPEnvelopeError          | EENVELOPE     | any    | SMTPException                                 | ValueError      |
+| SMTPInvalidEnvelope        | EENVELOPE     | local  | SMTPException                                 | ValueError      |
+| SMTPEnvelopeNotSupported   | EENVELOPE     | local  | SMTPNotSupportedError                         | ValueError      |
+| SMTPSenderRefused          | EENVELOPE     | reply  | SMTPSenderRefused                             | ValueError      |
+| SMTPRecipientRefused       | EENVELOPE     | reply  | SMTPResponseException                         | ValueError      |
+| SMTPRecipientsRefused      | EENVELOPE     | reply  | SMTPResponseException, SMTPRecipientsRefused  | ValueError      |
+| SMTPMessageError           | EMESSAGE      | any    | SMTPException                                 | OSError         |
+| SMTPInvalidMessage         | EMESSAGE      | local  | SMTPException                                 | OSError         |
+| SMTPDataRefused            | EMESSAGE      | reply  | SMTPDataError                                 | OSError         |
+| SMTPNotSupported           | ENOTSUPPORTED | local  | SMTPNotSupportedError                         | OSError         |
+| SMTPRequireTLSNotSupported | EREQUIRETLS   | local  | SMTPNotSupportedError                         | OSError         |
+| SMTPPoolClosed             | EPOOLCLOSED   | local  | SMTPException                                 | OSError         |
 
 What the codes mean (as in nodemailer, plus ``ENOTSUPPORTED``):
 
@@ -78,7 +80,10 @@ What the codes mean (as in nodemailer, plus ``ENOTSUPPORTED``):
 * ``EENVELOPE``: a bad or refused sender or recipient;
 * ``EMESSAGE``: a bad, oversized or refused message;
 * ``EMAYBE``: the connection was lost after the final dot (maybe delivered);
+* ``EPROXY``: the proxy (``proxy=``) could not be reached or refused the tunnel;
 * ``ENOTSUPPORTED``: the server lacks an extension the operation needs;
+* ``EREQUIRETLS``: the envelope has ``require_tls`` and the server does not offer
+  REQUIRETLS over TLS (RFC 8689; nodemailer's code);
 * ``EPOOLCLOSED``: the pool closed before the message could be sent.
 
 ``args`` is ``(message,)`` and ``str(e)`` the message, which names the addresses and
@@ -111,6 +116,7 @@ __all__ = [
     "SMTPServiceClosing",
     "SMTPSocketError",
     "SMTPMaybeDelivered",
+    "SMTPProxyError",
     "SMTPTimeoutError",
     "SMTPTLSError",
     "SMTPStartTLSRefused",
@@ -129,6 +135,7 @@ __all__ = [
     "SMTPInvalidMessage",
     "SMTPDataRefused",
     "SMTPNotSupported",
+    "SMTPRequireTLSNotSupported",
     "SMTPPoolClosed",
     "reply_error_class",
 ]
@@ -316,6 +323,16 @@ class SMTPMaybeDelivered(SMTPConnectionError):
     """
 
     code = "EMAYBE"
+
+
+class SMTPProxyError(SMTPConnectionError):
+    """The proxy given as ``proxy=`` could not be reached, or refused the tunnel.
+
+    The message names the proxy (host and port, never its credentials) and its reply
+    (an HTTP status line, a SOCKS reply), e.g. bad proxy credentials.
+    """
+
+    code = "EPROXY"
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -510,6 +527,18 @@ class SMTPDataRefused(SMTPMessageError, SMTPResponseError, smtplib.SMTPDataError
     """The server refused ``DATA`` or the message after the final dot."""
 
     code = "EMESSAGE"
+
+
+class SMTPRequireTLSNotSupported(SMTPNotSupported):
+    """``Envelope(require_tls=True)`` and the server does not offer REQUIRETLS over TLS.
+
+    RFC 8689: the message must only travel over verified TLS, so it is refused before
+    ``MAIL`` rather than sent without the guarantee (nodemailer's ``EREQUIRETLS``).
+    Connect with TLS (``secure=True`` or STARTTLS) to a server that offers REQUIRETLS,
+    or send without ``require_tls``.
+    """
+
+    code = "EREQUIRETLS"
 
 
 # -- pool -------------------------------------------------------------------------------------

@@ -176,6 +176,11 @@ class Envelope:
             for large streams.
         use_8bit_mime: Announce ``BODY=8BITMIME`` (when the server offers it).
         dsn: Delivery status notification parameters (used when the server offers DSN).
+        require_tls: RFC 8689 REQUIRETLS: ``MAIL FROM`` carries ``REQUIRETLS``, so every
+            hop must relay the message over verified TLS. Sent only over TLS to a server
+            that offers it; otherwise the send fails before ``MAIL`` with
+            :class:`~fastsmtp.errors.SMTPRequireTLSNotSupported` (nodemailer's
+            ``requireTLS`` envelope flag, ``EREQUIRETLS``).
         smtputf8: True when an address is not ASCII (computed).
 
     Raises:
@@ -188,6 +193,7 @@ class Envelope:
     size: int | None
     use_8bit_mime: bool
     dsn: DSN | None
+    require_tls: bool
     smtputf8: bool = field(init=False, repr=False, compare=False)
 
     # A hand-written __init__ (init=False above) so that the field is typed as what is
@@ -201,6 +207,7 @@ class Envelope:
         size: int | None = None,
         use_8bit_mime: bool = False,
         dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> None:
         set_ = object.__setattr__
         if type(rcpt_to) is tuple:
@@ -230,11 +237,14 @@ class Envelope:
             raise SMTPInvalidEnvelope("size must be a non-negative int")
         if dsn is not None and not isinstance(dsn, DSN):
             raise SMTPInvalidEnvelope("dsn must be a DSN")
+        if require_tls is not False and require_tls is not True:
+            raise SMTPInvalidEnvelope("require_tls must be a bool")
         set_(self, "mail_from", mail_from)
         set_(self, "rcpt_to", rcpt)
         set_(self, "size", size)
         set_(self, "use_8bit_mime", use_8bit_mime)
         set_(self, "dsn", dsn)
+        set_(self, "require_tls", require_tls)
         set_(self, "smtputf8", not ascii_)
 
 

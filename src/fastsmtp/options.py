@@ -23,11 +23,16 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._dns import DEFAULT_DNS_CACHE_TTL, DEFAULT_HAPPY_EYEBALLS_DELAY, DNSCache, Resolver
+from ._proxy import ProxyURL, parse_proxy
 from ._syntax import has_control
 from .auth import MECHANISMS, SASLHandler, check_mechanisms, load_spnego
+
+if TYPE_CHECKING:  # pragma: no cover - fastsmtp.dkim is imported only when dkim= is given
+    from .dkim import DKIMSigner
 
 __all__ = [
     "ConnectionOptions",
@@ -244,6 +249,24 @@ class ConnectionOptions:
         lmtp: Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the data.
         allow_plaintext_auth: Allow credentials over an unencrypted connection.
         debug: Log the SMTP traffic at DEBUG level (credentials masked).
+        dkim: Sign every message (RFC 6376): a :class:`fastsmtp.dkim.DKIMSigner`, or a
+            mapping it is made from (nodemailer's ``dkim`` object: ``domainName``,
+            ``keySelector``, ``privateKey``, ``keys``, ``headerFieldNames``). Needs the
+            ``fastsmtp[dkim]`` extra. Messages in memory and files are signed; chunk
+            streams are refused (see :mod:`fastsmtp.dkim`).
+        proxy: Connect through a proxy (nodemailer's ``proxy``):
+            ``"http://[user:pass@]host:port"`` (HTTP CONNECT, built in),
+            ``"socks5://..."`` or ``"socks4://..."`` (the ``fastsmtp[socks]`` extra;
+            the SMTP host name is resolved by the proxy). ``repr`` and errors never show
+            the proxy's password.
+        resolver: ``async resolver(host) -> [address, ...]`` used instead of the
+            system resolver (``loop.getaddrinfo``); every address it returns is tried.
+        dns_cache_ttl: Seconds a resolution is reused by every connection made from
+            these options (a pool's connections share one lookup); 0 resolves each time.
+        happy_eyeballs_delay: Seconds before the next address (IPv6 and IPv4
+            interleaved) is tried while one is still connecting (RFC 8305; asyncio's
+            option of that name). A refused address moves on at once; the whole race is
+            bounded by ``connection_timeout``.
     """
 
     host: str = "localhost"
@@ -266,6 +289,17 @@ class ConnectionOptions:
     domain: str | None = None
     #: Every mechanism usable by name: the built-ins plus ``auth_mechanisms``.
     sasl_mechanisms: Mapping[str, SASLHandler] = field(init=False, repr=False, compare=False)
+    dkim: DKIMSigner | Mapping[str, Any] | None = None
+    proxy: str | None = None
+    resolver: Resolver | None = field(default=None, compare=False)
+    dns_cache_ttl: float = DEFAULT_DNS_CACHE_TTL
+    happy_eyeballs_delay: float = DEFAULT_HAPPY_EYEBALLS_DELAY
+    #: The signer built from ``dkim`` (None: no signing).
+    dkim_signer: DKIMSigner | None = field(init=False, repr=False, compare=False)
+    #: The parsed ``proxy`` URL, or None.
+    proxy_url: ProxyURL | None = field(init=False, repr=False, compare=False)
+    #: Resolutions shared by every connection made from these options.
+    dns_cache: DNSCache = field(init=False, repr=False, compare=False)
     #: The SSL context built from ``tls`` (once, shared by every connection).
     ssl_context: ssl.SSLContext = field(init=False, repr=False, compare=False)
     #: Name to verify in the certificate and send as SNI.
@@ -321,6 +355,24 @@ class ConnectionOptions:
         if isinstance(tls, Mapping) and tls.get("server_hostname"):
             server_hostname = str(tls["server_hostname"])
         set_(self, "server_hostname", server_hostname)
+        signer = None
+        if self.dkim is not None:
+            from .dkim import DKIMSigner  # only now: it loads dkimpy
+
+            signer = DKIMSigner.coerce(self.dkim)
+        set_(self, "dkim_signer", signer)
+        set_(self, "proxy_url", None if self.proxy is None else parse_proxy(self.proxy))
+        if self.resolver is not None and not callable(self.resolver):
+            raise TypeError("resolver must be an async callable: await resolver(host) -> "
+                            "[address, ...]")
+        ttl = self.dns_cache_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) \
+                or not (ttl >= 0 and math.isfinite(ttl)):
+            raise ValueError("dns_cache_ttl must be a number of seconds (0: no cache)")
+        set_(self, "dns_cache_ttl", float(ttl))
+        set_(self, "happy_eyeballs_delay",
+             _timeout("happy_eyeballs_delay", self.happy_eyeballs_delay))
+        set_(self, "dns_cache", DNSCache(self.resolver, self.dns_cache_ttl))
 
     def __repr__(self) -> str:
         # The dataclass repr would print the tls mapping as is, key-file password
@@ -332,6 +384,10 @@ class ConnectionOptions:
             value = getattr(self, f.name)
             if f.name == "tls" and isinstance(value, Mapping):
                 value = {k: "***" if k in SECRET_TLS_KEYS else v for k, v in value.items()}
+            elif f.name == "proxy" and value is not None:
+                value = repr(self.proxy_url)  # the URL's password stays out of logs
+                parts.append(f"proxy={value}")
+                continue
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
@@ -497,7 +553,8 @@ def _field_types() -> dict[str, str]:
             if f.init:
                 types[f.name] = str(f.type).split("|")[0].strip()
     types.pop("tls", None)  # tls is given as tls.<key>=value pairs
-    types.pop("auth_mechanisms", None)  # handlers are code, not URL text
+    for name in ("auth_mechanisms", "dkim", "resolver"):  # code and objects, not URL text
+        types.pop(name, None)
     types["service"] = "str"
     return types
 

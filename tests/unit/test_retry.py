@@ -41,6 +41,7 @@ TABLE: list[tuple[str, BaseException, Verdict]] = [
     ("no AUTH offered", errors.SMTPAuthNotSupported("no AUTH in EHLO"), F),
     ("no SMTPUTF8", errors.SMTPEnvelopeNotSupported("no SMTPUTF8"), F),
     ("no STARTTLS", errors.SMTPTLSNotSupported("require_tls"), F),
+    ("no REQUIRETLS", errors.SMTPRequireTLSNotSupported("require_tls envelope"), F),
     ("pool closed", errors.SMTPPoolClosed("the pool is closed"), F),
     # A reply decides: 4xx retry, anything else final.
     ("451 to DATA", errors.SMTPDataRefused("x", reply=Reply(451, ("later",))), R),
@@ -64,6 +65,8 @@ TABLE: list[tuple[str, BaseException, Verdict]] = [
     ("all 5xx", _refused(550, 550), F),
     # No reply: the connection's fate decides.
     ("connection refused", errors.SMTPConnectionError("cannot connect"), R),
+    # A proxy that is down or refused the tunnel: a connection failure like any other.
+    ("proxy refused", errors.SMTPProxyError("the proxy refused CONNECT"), R),
     ("server closed", errors.SMTPServerDisconnected("closed"), R),
     ("socket reset", errors.SMTPSocketError("connection lost: reset"), R),
     ("timeout", errors.SMTPTimeoutError("no reply within 10s"), R),
