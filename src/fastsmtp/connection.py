@@ -43,6 +43,7 @@ import logging
 import socket
 import ssl
 from collections import deque
+from time import perf_counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -764,12 +765,21 @@ class SMTPConnection:
             raise
 
     async def _finish(
-        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int
+        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int,
+        started: float, envelope_time: float,
     ) -> SendResult:
-        """Await the reply to the final dot and build the result."""
+        """Await the reply to the final dot and build the result.
+
+        ``started`` is the clock (:func:`time.perf_counter`) when the data began,
+        ``envelope_time`` the seconds the envelope took: one clock read per phase.
+        """
         try:
             replies = await dot
         except SMTPError as exc:
+            if not self._proto.end_sent:  # type: ignore[union-attr]
+                # The dot never left the process: not delivered, retried as any
+                # failure before the dot.
+                raise
             raise SMTPMaybeDelivered(
                 f"the connection failed after the message was sent: {exc.message}",
                 reply=exc.reply,
@@ -781,6 +791,8 @@ class SMTPConnection:
             if breaks_session(exc):
                 self._abort(exc)
             raise
+        result.envelope_time = envelope_time
+        result.message_time = perf_counter() - started
         self.messages_sent += 1
         return result
 
@@ -831,7 +843,12 @@ class SMTPConnection:
         """Write the message data and the final dot (plus ``tail``) under backpressure.
 
         ``tail`` (the next message's pipelined commands) goes in the same write as the
-        dot, so a pipelined message costs one write.
+        dot, so a pipelined message costs one write. A large in-memory body goes out in
+        ``JOIN_LIMIT`` slices, each written once the transport has room (no copy of the
+        whole body in the transport's buffer, and a connection that dies under it fails
+        the message before its dot). The protocol is told where the dot ends
+        (:meth:`SMTPClientProtocol.mark_end`): only a dot that reached the kernel makes
+        a later loss "maybe delivered".
         """
         proto = self._proto
         assert proto is not None
@@ -839,18 +856,27 @@ class SMTPConnection:
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
             end = encoder.end()
-            if len(data) <= JOIN_LIMIT:
+            size = len(data)
+            if size <= JOIN_LIMIT:
                 proto.write(b"".join((data, end, tail)))
             else:
-                proto.writelines((data, end + tail))
-            return
-        if isinstance(payload, AsyncIterable):
-            async for chunk in payload:
-                await self._write_chunk(chunk)
+                view = memoryview(data)
+                pos = 0
+                while size - pos > JOIN_LIMIT:
+                    proto.write(view[pos:pos + JOIN_LIMIT])
+                    pos += JOIN_LIMIT
+                    if proto.paused:
+                        await proto.drain()
+                proto.write(b"".join((view[pos:], end, tail)))
         else:
-            for chunk in payload:
-                await self._write_chunk(chunk)
-        proto.write(encoder.end() + tail)
+            if isinstance(payload, AsyncIterable):
+                async for chunk in payload:
+                    await self._write_chunk(chunk)
+            else:
+                for chunk in payload:
+                    await self._write_chunk(chunk)
+            proto.write(encoder.end() + tail)
+        proto.mark_end(len(tail))
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -898,9 +924,11 @@ class SMTPConnection:
         try:
             cur = prepare()
             written = None
+            sent_at = 0.0  # when the current envelope's commands were written
             if cur is not None and pipelining:
                 proto.write(b"".join(cur[2].commands))
                 written = proto.expect(len(cur[2].commands))
+                sent_at = perf_counter()
             dot: Any = None
             while True:
                 if dot is not None:
@@ -922,21 +950,31 @@ class SMTPConnection:
                     if pipelining:
                         proto.write(b"".join(cur[2].commands))
                         written = proto.expect(len(cur[2].commands))
+                        sent_at = perf_counter()
                 entry, tr = cur, cur[2]
+                if written is None:
+                    sent_at = perf_counter()  # _envelope writes the commands
                 try:
                     await self._envelope(tr, written)
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
                     entry[1] = exc
                     cur = written = None
                     continue
+                started = perf_counter()
                 cur = prepare() if pipelining else None
                 await self._write_body(tr.payload,
                                        b"".join(cur[2].commands) if cur is not None else b"")
                 # The dot is written: from here on a lost connection means "maybe
-                # delivered" for this message (and only for this one).
+                # delivered" for this message (and only for this one), if the dot
+                # reached the kernel (see _finish).
                 dot_entry = entry
-                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
-                written = proto.expect(len(cur[2].commands)) if cur is not None else None
+                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out,
+                       started, started - sent_at)
+                if cur is not None:
+                    written = proto.expect(len(cur[2].commands))
+                    sent_at = perf_counter()
+                else:
+                    written = None
         except BaseException as exc:
             self._abort(exc)
             if not isinstance(exc, Exception):
