@@ -295,7 +295,7 @@ class SMTPConnection:
         self.closed = proto.closed
         if opts.debug and self.logger.isEnabledFor(logging.DEBUG):
             proto.trace = self.logger
-        ctx = opts.ssl_context if opts.secure else None
+        ctx = self._tls_context() if opts.secure else None
         kwargs: dict[str, Any] = {}
         if ctx is not None:
             kwargs = {"ssl": ctx, "server_hostname": opts.server_hostname,
@@ -369,11 +369,22 @@ class SMTPConnection:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
                 return
             raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
-        await proto.start_tls(opts.ssl_context, opts.server_hostname, opts.connection_timeout)
+        await proto.start_tls(self._tls_context(), opts.server_hostname, opts.connection_timeout)
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
         await self._ehlo()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The options' TLS context, built on first use (a plaintext connection never
+        pays for loading CA certificates)."""
+        try:
+            return self.options.ssl_context
+        except (OSError, ssl.SSLError) as exc:
+            raise SMTPTLSError(
+                f"cannot set up TLS with the tls options given: {exc} (check the files "
+                "named in tls={...} or the URL's ?tls.cafile=)"
+            ) from exc
 
     # -- low-level I/O -------------------------------------------------------------------
 
