@@ -40,8 +40,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import socket
 import ssl
+import weakref
 from collections import deque
 from time import perf_counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -120,6 +122,27 @@ def unsent_error(exc: _E) -> _E | SMTPError:
         return exc
     cause = exc.__cause__
     return cause if isinstance(cause, SMTPError) else SMTPConnectionError(exc.message)
+
+
+#: Connections that hold a socket (each one added once, when its socket is made): a
+#: forked child must release them (:func:`_release_inherited`).
+_with_socket: weakref.WeakSet[SMTPConnection] = weakref.WeakSet()
+
+
+def _release_inherited() -> None:
+    """After ``fork()``, in the child: every connection of the parent is discarded.
+
+    A TCP (or TLS) session cannot be shared by two processes: a byte written by the child
+    would interleave with the parent's, a QUIT would end the parent's session. So the
+    child sends nothing on them; it only lets go of its copies of the sockets.
+    """
+    for conn in list(_with_socket):
+        conn.discard()
+    _with_socket.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_inherited)
 
 
 _hostname: str | None = None
@@ -324,6 +347,7 @@ class SMTPConnection:
         self.secure = ctx is not None
         transport = proto.transport
         assert transport is not None
+        _with_socket.add(self)
         self._name = opts.name or _default_name(transport.get_extra_info("sockname"))
 
         greeting = (await proto.greeting)[0]
@@ -483,6 +507,38 @@ class SMTPConnection:
                        abort=False)
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info("closed connection to %s:%s", self.options.host, self.options.port)
+
+    def discard(self) -> None:
+        """Let go of the connection without a word and without its event loop.
+
+        For a connection whose loop is gone: closed (a pool used again from a new loop)
+        or left in the parent process (after ``fork()``, which calls this for every
+        connection in the child). Nothing is written, not even QUIT, and the loop is not
+        touched: the socket's descriptor is pointed at ``/dev/null``, which releases the
+        socket here (the parent's copy, if any, stays as it is) and leaves the
+        transport, whenever it is collected, a descriptor that closes nothing else.
+        """
+        proto = self._proto
+        self._state = _CLOSED
+        if proto is None:
+            return
+        if proto.error is None:
+            proto.error = SMTPConnectionError(
+                "the connection was discarded (its event loop or process is gone)"
+            )
+        transport = proto.transport
+        if transport is None or transport.is_closing() or proto.closed.done():
+            # Closed already (or being closed): its descriptor may be gone, and its
+            # number reused by another file.
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd, inheritable=False)
+            finally:
+                os.close(null)
 
     def close(self) -> None:
         """Close abruptly (no QUIT); every pending operation fails at once."""
