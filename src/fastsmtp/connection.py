@@ -45,8 +45,8 @@ import socket
 import ssl
 import weakref
 from collections import deque
-from time import perf_counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -98,6 +98,34 @@ _log = logging.getLogger("fastsmtp.connection")
 
 #: Bodies up to this size go out in a single write together with the final dot.
 JOIN_LIMIT = 256 * 1024
+
+#: Seconds of complete silence after connecting (no byte of a greeting) before the
+#: connection checks whether the port expects implicit TLS (a TLS server waits for the
+#: client's hello and says nothing: see SMTPConnection._probe_implicit_tls).
+SILENCE_PROBE = 1.0
+#: Seconds the implicit-TLS check may take.
+PROBE_TIMEOUT = 5.0
+
+#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST",
+                              "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+#: How to give the CA that verifies the server, in each form the library takes.
+CAFILE_HINT = ('give the CA that signed the server\'s certificate: tls={"cafile": '
+               '"ca.pem"} (URL: smtps://host/?tls.cafile=ca.pem; CLI: fastsmtp send '
+               '--cafile ca.pem)')
+
+
+def tls_hint(exc: BaseException) -> str:
+    """What to do about a failed TLS handshake, or ``""`` when there is nothing to say."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
+        return f": the server's certificate was not verified: {CAFILE_HINT}"
+    if reason in _NOT_TLS_REASONS:
+        return (": the server speaks plain SMTP on this port: use smtp:// (STARTTLS; "
+                "secure=False), or the implicit-TLS port (465)")
+    return ""
+
 
 _NOOP = b"NOOP\r\n"
 _QUIT = b"QUIT\r\n"
@@ -240,6 +268,7 @@ class SMTPConnection:
         self._name = ""
         self.authenticated = False
         self.closed: asyncio.Future[None] | None = None
+        self._probe: asyncio.Task[None] | None = None  # the implicit-TLS check, if any
 
     # -- state ---------------------------------------------------------------------------
 
@@ -339,7 +368,9 @@ class SMTPConnection:
                 f"{opts.connection_timeout:g}s"
             ) from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise SMTPTLSError(f"TLS with {opts.host}:{opts.port} failed: {exc}") from exc
+            raise SMTPTLSError(
+                f"TLS with {opts.host}:{opts.port} failed: {exc}{tls_hint(exc)}"
+            ) from exc
         except OSError as exc:
             raise SMTPConnectionError(
                 f"cannot connect to {opts.host}:{opts.port}: {exc}"
@@ -350,7 +381,17 @@ class SMTPConnection:
         _with_socket.add(self)
         self._name = opts.name or _default_name(transport.get_extra_info("sockname"))
 
-        greeting = (await proto.greeting)[0]
+        probe = None
+        if ctx is None and self._sock is None:
+            probe = loop.call_later(SILENCE_PROBE, self._on_silence, proto)
+        try:
+            greeting = (await proto.greeting)[0]
+        finally:
+            if probe is not None:
+                probe.cancel()
+                if self._probe is not None:
+                    self._probe.cancel()  # the greeting (or its failure) came first
+                    self._probe = None
         if greeting[0] != 220:
             raise self._reply_error(
                 greeting, "the server refused the session", SMTPConnectionError
@@ -364,6 +405,41 @@ class SMTPConnection:
                 raise SMTPTLSNotSupported("require_tls: the server does not offer STARTTLS")
             return
         await self._starttls()
+
+    def _on_silence(self, proto: SMTPClientProtocol) -> None:
+        """Not one byte since the connection was made: is it an implicit-TLS port?"""
+        if not proto.heard and proto.error is None and not proto.greeting.done():
+            self._probe = self._loop.create_task(  # type: ignore[union-attr]
+                self._probe_implicit_tls(proto))
+
+    async def _probe_implicit_tls(self, proto: SMTPClientProtocol) -> None:
+        """Try a TLS handshake on a second connection to the same port.
+
+        The evidence: an SMTP server greets at once (or, with a greeting delay, answers a
+        ClientHello with text or by closing), a TLS server answers it with its
+        certificate. If the handshake succeeds, the silent connection fails now with the
+        fix instead of after the whole greeting timeout. (Nothing is verified: the probe
+        only asks whether TLS is spoken; it sends no SMTP.)
+        """
+        opts = self.options
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        loop = self._loop
+        assert loop is not None
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(asyncio.Protocol, opts.host, cast(int, opts.port), ssl=ctx,
+                                       server_hostname=opts.server_hostname,
+                                       local_addr=opts.local_addr),
+                PROBE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, TimeoutError):
+            return  # no TLS there either: keep waiting for the greeting
+        transport.abort()
+        if not proto.heard and proto.error is None:
+            proto.fail(SMTPTLSError(
+                f"{opts.host}:{opts.port} sent no greeting but answers a TLS handshake: "
+                "this port may expect implicit TLS: use smtps:// (secure=True)"))
 
     async def _ehlo(self) -> None:
         hello = "LHLO" if self.options.lmtp else "EHLO"
@@ -393,7 +469,14 @@ class SMTPConnection:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
                 return
             raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
-        await proto.start_tls(self._tls_context(), opts.server_hostname, opts.connection_timeout)
+        try:
+            await proto.start_tls(self._tls_context(), opts.server_hostname,
+                                  opts.connection_timeout)
+        except SMTPTLSError as exc:
+            hint = tls_hint(exc.__cause__) if exc.__cause__ is not None else ""
+            if not hint:
+                raise
+            raise SMTPTLSError(f"{exc.message}{hint}") from exc.__cause__
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
@@ -581,8 +664,10 @@ class SMTPConnection:
             raise SMTPInvalidAuth("give exactly one of password and xoauth2")
         if not self.secure and not self.options.allow_plaintext_auth:
             raise SMTPInvalidAuth(
-                "refusing to send credentials over a plaintext connection "
-                "(use TLS, or allow_plaintext_auth=True)"
+                "refusing to send credentials over a plaintext connection: use TLS "
+                "(smtps://, or a server offering STARTTLS), or allow it on purpose with "
+                "allow_plaintext_auth=True (URL: smtp://user@host/?allow_plaintext_auth=true; "
+                "CLI: fastsmtp send --server 'smtp://user@host/?allow_plaintext_auth=true')"
             )
         name = choose_mechanism(
             self.capabilities.auth, preferred=self.options.auth_method,
