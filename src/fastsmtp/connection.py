@@ -116,12 +116,18 @@ CAFILE_HINT = ('give the CA that signed the server\'s certificate: tls={"cafile"
                '--cafile ca.pem)')
 
 
-def tls_hint(exc: BaseException) -> str:
-    """What to do about a failed TLS handshake, or ``""`` when there is nothing to say."""
+def tls_hint(exc: BaseException, implicit: bool) -> str:
+    """What to do about a failed TLS handshake, or ``""`` when there is nothing to say.
+
+    Args:
+        exc: The handshake's error.
+        implicit: The handshake was the connection's first bytes (``smtps://``), not
+            STARTTLS: an answer that is not TLS then means a plain SMTP port.
+    """
     reason = getattr(exc, "reason", None)
     if isinstance(exc, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
         return f": the server's certificate was not verified: {CAFILE_HINT}"
-    if reason in _NOT_TLS_REASONS:
+    if implicit and reason in _NOT_TLS_REASONS:
         return (": the server speaks plain SMTP on this port: use smtp:// (STARTTLS; "
                 "secure=False), or the implicit-TLS port (465)")
     return ""
@@ -369,7 +375,7 @@ class SMTPConnection:
             ) from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
             raise SMTPTLSError(
-                f"TLS with {opts.host}:{opts.port} failed: {exc}{tls_hint(exc)}"
+                f"TLS with {opts.host}:{opts.port} failed: {exc}{tls_hint(exc, True)}"
             ) from exc
         except OSError as exc:
             raise SMTPConnectionError(
@@ -473,7 +479,7 @@ class SMTPConnection:
             await proto.start_tls(self._tls_context(), opts.server_hostname,
                                   opts.connection_timeout)
         except SMTPTLSError as exc:
-            hint = tls_hint(exc.__cause__) if exc.__cause__ is not None else ""
+            hint = tls_hint(exc.__cause__, False) if exc.__cause__ is not None else ""
             if not hint:
                 raise
             raise SMTPTLSError(f"{exc.message}{hint}") from exc.__cause__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,23 @@ async def test_send_result_times_and_size() -> None:
             result = await conn.send(b"Subject: hi\r\n\r\nhello\r\n", ENV)
     assert result.size == len(b"Subject: hi\r\n\r\nhello\r\n.\r\n")
     assert result.envelope_time > 0 and result.message_time > 0
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["smtps", "starttls"])
+async def test_big_message_over_tls_is_delivered_whole(server_ssl_context: Any,
+                                                       client_ssl_context: Any,
+                                                       implicit: bool) -> None:
+    # The sliced writes and the dot tracking through the TLS transport's own buffer.
+    from support.server import Recorder, serve
+
+    body = (b"z" * 998 + b"\r\n") * 8000  # 8 MB
+    recorder = Recorder()
+    options = ({"secure": True, "ssl_context": server_ssl_context} if implicit
+               else {"tls_context": server_ssl_context})
+    async with serve(recorder, **options) as server:
+        async with SMTPConnection("127.0.0.1", server.port, secure=implicit,
+                                  tls=client_ssl_context, require_tls=not implicit) as conn:
+            for _ in range(2):
+                result = await conn.send(body, ENV)
+                assert result.response.code == 250 and result.size == len(body) + 3
+    assert [content for _, _, content in recorder.messages] == [body, body]
