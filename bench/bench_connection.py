@@ -11,9 +11,11 @@ Clients (in this process, so ``time.process_time`` is the client's CPU alone):
   * ``smtplib``: ``smtp.sendmail()`` (blocking).
 
 Script mode prints msgs/s, client CPU microseconds per message, and the ratio to
-aiosmtplib on the same server in the same run::
+aiosmtplib on the same server in the same run; then the rate of *sequential plain
+connection set-ups* (connect, greeting, EHLO, QUIT, close: no message) of fastsmtp and
+aiosmtplib against smtp-sink (issue 10's target: at least 0.9x aiosmtplib)::
 
-    PYTHONPATH=src python bench/bench_connection.py [--count 20000]
+    PYTHONPATH=src python bench/bench_connection.py [--count 20000] [--connects 2000]
 
 Under pytest the ``test_*`` functions send a few messages each (a smoke test of the
 whole set-up; run with ``--benchmark-disable``).
@@ -73,6 +75,41 @@ async def _aiosmtplib(port: int, count: int, message: bytes) -> None:
     await smtp.quit()
 
 
+async def _fastsmtp_connects(port: int, count: int) -> None:
+    from fastsmtp.connection import SMTPConnection
+
+    for _ in range(count):
+        async with SMTPConnection("127.0.0.1", port, name="bench.local", ignore_tls=True):
+            pass
+
+
+async def _aiosmtplib_connects(port: int, count: int) -> None:
+    import aiosmtplib
+
+    for _ in range(count):
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False,
+                               start_tls=False, local_hostname="bench.local")
+        await smtp.connect()
+        await smtp.ehlo()
+        await smtp.quit()
+
+
+CONNECT_CLIENTS: dict[str, Callable[[int, int], None]] = {
+    "fastsmtp": lambda p, n: _uvloop_run(_fastsmtp_connects(p, n)),
+    "aiosmtplib": lambda p, n: _uvloop_run(_aiosmtplib_connects(p, n)),
+}
+
+
+def measure_connects(client: str, port: int, count: int) -> tuple[float, float]:
+    """Sequential plain connect+EHLO+QUIT; return (set-ups per second, CPU s each)."""
+    fn = CONNECT_CLIENTS[client]
+    fn(port, min(50, count))  # warm-up
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    fn(port, count)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return count / wall, cpu / count
+
+
 def _smtplib(port: int, count: int, message: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=60) as smtp:
         for _ in range(count):
@@ -119,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     """Script mode: print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=20000, help="messages per client")
+    parser.add_argument("--connects", type=int, default=2000,
+                        help="sequential connection set-ups per client (0: skip)")
     args = parser.parse_args(argv)
     from fastsmtp._codec import IMPLEMENTATION
 
@@ -132,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         for client, (rate, cpu) in rows.items():
             print(f"{server:<10} {client:<19} {rate:>9.0f} {cpu * 1e6:>11.1f} "
                   f"{rate / base_rate:>13.2f}x {base_cpu / cpu:>17.2f}x")
+    if args.connects:
+        with smtp_sink() as port:
+            rows = {c: measure_connects(c, port, args.connects) for c in CONNECT_CLIENTS}
+        print(f"\n{args.connects} sequential plain connect+EHLO+QUIT to smtp-sink")
+        print(f"{'client':<12} {'set-ups/s':>10} {'CPU us each':>12} {'vs aiosmtplib':>14}")
+        base_rate = rows["aiosmtplib"][0]
+        for client, (rate, cpu) in rows.items():
+            print(f"{client:<12} {rate:>10.0f} {cpu * 1e6:>12.1f} {rate / base_rate:>13.2f}x")
     return 0
 
 
@@ -160,6 +207,14 @@ def test_fastsmtp_send_many_smtp_sink(benchmark) -> None:  # type: ignore[no-unt
 def test_fastsmtp_send_aiosmtpd(benchmark) -> None:  # type: ignore[no-untyped-def]
     """fastsmtp send() to aiosmtpd."""
     _smoke(benchmark, "aiosmtpd", "fastsmtp send")
+
+
+def test_fastsmtp_connects_smtp_sink(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Sequential plain connection set-ups to smtp-sink (smoke)."""
+    require("smtp-sink")
+    with smtp_sink() as port:
+        benchmark.pedantic(measure_connects, args=("fastsmtp", port, 20), rounds=1,
+                           iterations=1)
 
 
 def test_aiosmtplib_smtp_sink(benchmark) -> None:  # type: ignore[no-untyped-def]

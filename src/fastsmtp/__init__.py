@@ -13,7 +13,13 @@
 
 from __future__ import annotations
 
-from ._codec import IMPLEMENTATION
+import logging
+
+# A library's loggers stay silent unless the application configures logging: without
+# this, Python's last-resort handler prints the pool's retry warnings to stderr.
+logging.getLogger("fastsmtp").addHandler(logging.NullHandler())
+
+from ._codec import IMPLEMENTATION  # noqa: E402
 from ._send import send
 from .connection import SendResult, SMTPConnection
 from .errors import (

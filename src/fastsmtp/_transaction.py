@@ -291,12 +291,19 @@ class SendResult:
         rejected: Recipients refused at RCPT (and, LMTP, after the data).
         rejected_errors: One :class:`~fastsmtp.errors.SMTPEnvelopeError` per refused
             recipient, with the server's reply.
-        size: Bytes of message data written, dot-stuffing and terminator included.
+        size: Bytes of message data written (on the wire), dot-stuffing and terminator
+            included.
+        envelope_time: Seconds from writing MAIL to the reply to DATA (nodemailer's
+            ``envelopeTime``; pipelined behind the previous message, from the write that
+            carried it).
+        message_time: Seconds from the first byte of data written to the reply to the
+            final dot (nodemailer's ``messageTime``).
         response: The server's reply to the final dot (LMTP: the last one), as a
             :class:`~fastsmtp.reply.Reply` (built on first access).
     """
 
-    __slots__ = ("accepted", "rejected", "rejected_errors", "size", "_raw", "_reply")
+    __slots__ = ("accepted", "rejected", "rejected_errors", "size", "envelope_time",
+                 "message_time", "_raw", "_reply")
 
     def __init__(
         self,
@@ -305,11 +312,15 @@ class SendResult:
         rejected_errors: list[SMTPEnvelopeError],
         size: int,
         raw: RawReply,
+        envelope_time: float = 0.0,
+        message_time: float = 0.0,
     ) -> None:
         self.accepted = accepted
         self.rejected = rejected
         self.rejected_errors = rejected_errors
         self.size = size
+        self.envelope_time = envelope_time
+        self.message_time = message_time
         self._raw = raw
         self._reply: Reply | None = None
 

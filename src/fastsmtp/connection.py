@@ -40,10 +40,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import socket
 import ssl
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -106,6 +109,40 @@ _log = logging.getLogger("fastsmtp.connection")
 #: Bodies up to this size go out in a single write together with the final dot.
 JOIN_LIMIT = 256 * 1024
 
+#: Seconds of complete silence after connecting (no byte of a greeting) before the
+#: connection checks whether the port expects implicit TLS (a TLS server waits for the
+#: client's hello and says nothing: see SMTPConnection._probe_implicit_tls).
+SILENCE_PROBE = 1.0
+#: Seconds the implicit-TLS check may take.
+PROBE_TIMEOUT = 5.0
+
+#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS.
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST",
+                              "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+#: How to give the CA that verifies the server, in each form the library takes.
+CAFILE_HINT = ('give the CA that signed the server\'s certificate: tls={"cafile": '
+               '"ca.pem"} (URL: smtps://host/?tls.cafile=ca.pem; CLI: fastsmtp send '
+               '--cafile ca.pem)')
+
+
+def tls_hint(exc: BaseException, implicit: bool) -> str:
+    """What to do about a failed TLS handshake, or ``""`` when there is nothing to say.
+
+    Args:
+        exc: The handshake's error.
+        implicit: The handshake was the connection's first bytes (``smtps://``), not
+            STARTTLS: an answer that is not TLS then means a plain SMTP port.
+    """
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
+        return f": the server's certificate was not verified: {CAFILE_HINT}"
+    if implicit and reason in _NOT_TLS_REASONS:
+        return (": the server speaks plain SMTP on this port: use smtp:// (STARTTLS; "
+                "secure=False), or the implicit-TLS port (465)")
+    return ""
+
+
 _NOOP = b"NOOP\r\n"
 _QUIT = b"QUIT\r\n"
 _STARTTLS = b"STARTTLS\r\n"
@@ -129,6 +166,27 @@ def unsent_error(exc: _E) -> _E | SMTPError:
         return exc
     cause = exc.__cause__
     return cause if isinstance(cause, SMTPError) else SMTPConnectionError(exc.message)
+
+
+#: Connections that hold a socket (each one added once, when its socket is made): a
+#: forked child must release them (:func:`_release_inherited`).
+_with_socket: weakref.WeakSet[SMTPConnection] = weakref.WeakSet()
+
+
+def _release_inherited() -> None:
+    """After ``fork()``, in the child: every connection of the parent is discarded.
+
+    A TCP (or TLS) session cannot be shared by two processes: a byte written by the child
+    would interleave with the parent's, a QUIT would end the parent's session. So the
+    child sends nothing on them; it only lets go of its copies of the sockets.
+    """
+    for conn in list(_with_socket):
+        conn.discard()
+    _with_socket.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_inherited)
 
 
 _hostname: str | None = None
@@ -226,6 +284,7 @@ class SMTPConnection:
         self._name = ""
         self.authenticated = False
         self.closed: asyncio.Future[None] | None = None
+        self._probe: asyncio.Task[None] | None = None  # the implicit-TLS check, if any
 
     # -- state ---------------------------------------------------------------------------
 
@@ -304,7 +363,7 @@ class SMTPConnection:
         self.closed = proto.closed
         if opts.debug and self.logger.isEnabledFor(logging.DEBUG):
             proto.trace = self.logger
-        ctx = opts.ssl_context if opts.secure else None
+        ctx = self._tls_context() if opts.secure else None
         kwargs: dict[str, Any] = {}
         if ctx is not None:
             kwargs = {"ssl": ctx, "server_hostname": opts.server_hostname,
@@ -326,7 +385,9 @@ class SMTPConnection:
                 f"{opts.connection_timeout:g}s"
             ) from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise SMTPTLSError(f"TLS with {opts.host}:{opts.port} failed: {exc}") from exc
+            raise SMTPTLSError(
+                f"TLS with {opts.host}:{opts.port} failed: {exc}{tls_hint(exc, True)}"
+            ) from exc
         except OSError as exc:
             raise SMTPConnectionError(
                 f"cannot connect to {opts.host}:{opts.port}: {exc}"
@@ -334,9 +395,20 @@ class SMTPConnection:
         self.secure = ctx is not None
         transport = proto.transport
         assert transport is not None
+        _with_socket.add(self)
         self._name = opts.name or _default_name(transport.get_extra_info("sockname"))
 
-        greeting = (await proto.greeting)[0]
+        probe = None
+        if ctx is None and self._sock is None:
+            probe = loop.call_later(SILENCE_PROBE, self._on_silence, proto)
+        try:
+            greeting = (await proto.greeting)[0]
+        finally:
+            if probe is not None:
+                probe.cancel()
+                if self._probe is not None:
+                    self._probe.cancel()  # the greeting (or its failure) came first
+                    self._probe = None
         if greeting[0] != 220:
             raise self._reply_error(
                 greeting, "the server refused the session", SMTPConnectionError
@@ -350,6 +422,41 @@ class SMTPConnection:
                 raise SMTPTLSNotSupported("require_tls: the server does not offer STARTTLS")
             return
         await self._starttls()
+
+    def _on_silence(self, proto: SMTPClientProtocol) -> None:
+        """Not one byte since the connection was made: is it an implicit-TLS port?"""
+        if not proto.heard and proto.error is None and not proto.greeting.done():
+            self._probe = self._loop.create_task(  # type: ignore[union-attr]
+                self._probe_implicit_tls(proto))
+
+    async def _probe_implicit_tls(self, proto: SMTPClientProtocol) -> None:
+        """Try a TLS handshake on a second connection to the same port.
+
+        The evidence: an SMTP server greets at once (or, with a greeting delay, answers a
+        ClientHello with text or by closing), a TLS server answers it with its
+        certificate. If the handshake succeeds, the silent connection fails now with the
+        fix instead of after the whole greeting timeout. (Nothing is verified: the probe
+        only asks whether TLS is spoken; it sends no SMTP.)
+        """
+        opts = self.options
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        loop = self._loop
+        assert loop is not None
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(asyncio.Protocol, opts.host, cast(int, opts.port), ssl=ctx,
+                                       server_hostname=opts.server_hostname,
+                                       local_addr=opts.local_addr),
+                PROBE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, TimeoutError):
+            return  # no TLS there either: keep waiting for the greeting
+        transport.abort()
+        if not proto.heard and proto.error is None:
+            proto.fail(SMTPTLSError(
+                f"{opts.host}:{opts.port} sent no greeting but answers a TLS handshake: "
+                "this port may expect implicit TLS: use smtps:// (secure=True)"))
 
     async def _ehlo(self) -> None:
         hello = "LHLO" if self.options.lmtp else "EHLO"
@@ -379,11 +486,29 @@ class SMTPConnection:
                 self.logger.warning("STARTTLS refused (%d); going on in plaintext", raw[0])
                 return
             raise self._reply_error(raw, "STARTTLS refused", SMTPTLSError)
-        await proto.start_tls(opts.ssl_context, opts.server_hostname, opts.connection_timeout)
+        try:
+            await proto.start_tls(self._tls_context(), opts.server_hostname,
+                                  opts.connection_timeout)
+        except SMTPTLSError as exc:
+            hint = tls_hint(exc.__cause__, False) if exc.__cause__ is not None else ""
+            if not hint:
+                raise
+            raise SMTPTLSError(f"{exc.message}{hint}") from exc.__cause__
         self.secure = True
         # Everything learnt in plaintext is forgotten: capabilities only from this EHLO.
         self.capabilities = Capabilities()
         await self._ehlo()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The options' TLS context, built on first use (a plaintext connection never
+        pays for loading CA certificates)."""
+        try:
+            return self.options.ssl_context
+        except (OSError, ssl.SSLError) as exc:
+            raise SMTPTLSError(
+                f"cannot set up TLS with the tls options given: {exc} (check the files "
+                "named in tls={...} or the URL's ?tls.cafile=)"
+            ) from exc
 
     # -- low-level I/O -------------------------------------------------------------------
 
@@ -483,6 +608,38 @@ class SMTPConnection:
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info("closed connection to %s:%s", self.options.host, self.options.port)
 
+    def discard(self) -> None:
+        """Let go of the connection without a word and without its event loop.
+
+        For a connection whose loop is gone: closed (a pool used again from a new loop)
+        or left in the parent process (after ``fork()``, which calls this for every
+        connection in the child). Nothing is written, not even QUIT, and the loop is not
+        touched: the socket's descriptor is pointed at ``/dev/null``, which releases the
+        socket here (the parent's copy, if any, stays as it is) and leaves the
+        transport, whenever it is collected, a descriptor that closes nothing else.
+        """
+        proto = self._proto
+        self._state = _CLOSED
+        if proto is None:
+            return
+        if proto.error is None:
+            proto.error = SMTPConnectionError(
+                "the connection was discarded (its event loop or process is gone)"
+            )
+        transport = proto.transport
+        if transport is None or transport.is_closing() or proto.closed.done():
+            # Closed already (or being closed): its descriptor may be gone, and its
+            # number reused by another file.
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd, inheritable=False)
+            finally:
+                os.close(null)
+
     def close(self) -> None:
         """Close abruptly (no QUIT); every pending operation fails at once."""
         if self._state == _CLOSED and (self._proto is None or self._proto.error is not None):
@@ -553,8 +710,10 @@ class SMTPConnection:
             raise SMTPInvalidAuth("give at most one of password and xoauth2")
         if not self.secure and not opts.allow_plaintext_auth:
             raise SMTPInvalidAuth(
-                "refusing to send credentials over a plaintext connection "
-                "(use TLS, or allow_plaintext_auth=True)"
+                "refusing to send credentials over a plaintext connection: use TLS "
+                "(smtps://, or a server offering STARTTLS), or allow it on purpose with "
+                "allow_plaintext_auth=True (URL: smtp://user@host/?allow_plaintext_auth=true; "
+                "CLI: fastsmtp send --server 'smtp://user@host/?allow_plaintext_auth=true')"
             )
         name = choose_mechanism(
             self.capabilities.auth, preferred=preferred, token=xoauth2 is not None,
@@ -814,12 +973,21 @@ class SMTPConnection:
             raise
 
     async def _finish(
-        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int
+        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int,
+        started: float, envelope_time: float,
     ) -> SendResult:
-        """Await the reply to the final dot and build the result."""
+        """Await the reply to the final dot and build the result.
+
+        ``started`` is the clock (:func:`time.perf_counter`) when the data began,
+        ``envelope_time`` the seconds the envelope took: one clock read per phase.
+        """
         try:
             replies = await dot
         except SMTPError as exc:
+            if not self._proto.end_sent:  # type: ignore[union-attr]
+                # The dot never left the process: not delivered, retried as any
+                # failure before the dot.
+                raise
             raise SMTPMaybeDelivered(
                 f"the connection failed after the message was sent: {exc.message}",
                 reply=exc.reply,
@@ -831,6 +999,8 @@ class SMTPConnection:
             if breaks_session(exc):
                 self._abort(exc)
             raise
+        result.envelope_time = envelope_time
+        result.message_time = perf_counter() - started
         self.messages_sent += 1
         return result
 
@@ -881,7 +1051,12 @@ class SMTPConnection:
         """Write the message data and the final dot (plus ``tail``) under backpressure.
 
         ``tail`` (the next message's pipelined commands) goes in the same write as the
-        dot, so a pipelined message costs one write.
+        dot, so a pipelined message costs one write. A large in-memory body goes out in
+        ``JOIN_LIMIT`` slices, each written once the transport has room (no copy of the
+        whole body in the transport's buffer, and a connection that dies under it fails
+        the message before its dot). The protocol is told where the dot ends
+        (:meth:`SMTPClientProtocol.mark_end`): only a dot that reached the kernel makes
+        a later loss "maybe delivered".
         """
         proto = self._proto
         assert proto is not None
@@ -889,18 +1064,27 @@ class SMTPConnection:
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
             end = encoder.end()
-            if len(data) <= JOIN_LIMIT:
+            size = len(data)
+            if size <= JOIN_LIMIT:
                 proto.write(b"".join((data, end, tail)))
             else:
-                proto.writelines((data, end + tail))
-            return
-        if isinstance(payload, AsyncIterable):
-            async for chunk in payload:
-                await self._write_chunk(chunk)
+                view = memoryview(data)
+                pos = 0
+                while size - pos > JOIN_LIMIT:
+                    proto.write(view[pos:pos + JOIN_LIMIT])
+                    pos += JOIN_LIMIT
+                    if proto.paused:
+                        await proto.drain()
+                proto.write(b"".join((view[pos:], end, tail)))
         else:
-            for chunk in payload:
-                await self._write_chunk(chunk)
-        proto.write(encoder.end() + tail)
+            if isinstance(payload, AsyncIterable):
+                async for chunk in payload:
+                    await self._write_chunk(chunk)
+            else:
+                for chunk in payload:
+                    await self._write_chunk(chunk)
+            proto.write(encoder.end() + tail)
+        proto.mark_end(len(tail))
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
         if isinstance(chunk, str):
@@ -948,9 +1132,11 @@ class SMTPConnection:
         try:
             cur = prepare()
             written = None
+            sent_at = 0.0  # when the current envelope's commands were written
             if cur is not None and pipelining:
                 proto.write(b"".join(cur[2].commands))
                 written = proto.expect(len(cur[2].commands))
+                sent_at = perf_counter()
             dot: Any = None
             while True:
                 if dot is not None:
@@ -972,21 +1158,31 @@ class SMTPConnection:
                     if pipelining:
                         proto.write(b"".join(cur[2].commands))
                         written = proto.expect(len(cur[2].commands))
+                        sent_at = perf_counter()
                 entry, tr = cur, cur[2]
+                if written is None:
+                    sent_at = perf_counter()  # _envelope writes the commands
                 try:
                     await self._envelope(tr, written)
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
                     entry[1] = exc
                     cur = written = None
                     continue
+                started = perf_counter()
                 cur = prepare() if pipelining else None
                 await self._write_body(tr.payload,
                                        b"".join(cur[2].commands) if cur is not None else b"")
                 # The dot is written: from here on a lost connection means "maybe
-                # delivered" for this message (and only for this one).
+                # delivered" for this message (and only for this one), if the dot
+                # reached the kernel (see _finish).
                 dot_entry = entry
-                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out)
-                written = proto.expect(len(cur[2].commands)) if cur is not None else None
+                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out,
+                       started, started - sent_at)
+                if cur is not None:
+                    written = proto.expect(len(cur[2].commands))
+                    sent_at = perf_counter()
+                else:
+                    written = None
         except BaseException as exc:
             self._abort(exc)
             if not isinstance(exc, Exception):

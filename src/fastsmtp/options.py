@@ -9,11 +9,15 @@ values, config files) becomes a bool in one place, :func:`parse_bool`.
 
 :class:`ConnectionOptions` It is immutable and validated once, so a pool can build thousands of
 connections from one object without re-checking anything; the TLS context it needs is
-built once here too (loading the system CA store costs milliseconds, far too much to pay
-per connection).
+built at most once too (see below).
 
 Timeouts are floats in **seconds** (nodemailer's options are milliseconds; asyncio's
 clock is seconds, so converting once here keeps the hot path free of arithmetic).
+
+The TLS context is built only when TLS is about to be used (the first ``smtps://``
+connection or STARTTLS), once per options object; the default verified context once per
+process (:func:`default_ssl_context`): loading the system CA store costs tens of
+milliseconds, which a plaintext ``SMTPConnection()`` must not pay.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = [
     "SECRET_TLS_KEYS",
     "default_port",
     "make_ssl_context",
+    "default_ssl_context",
 ]
 
 #: Seconds to wait for the TCP (and, with ``secure``, TLS) connection (nodemailer: 2 min).
@@ -156,14 +161,47 @@ def parse_bool(name: str, value: Any) -> bool:
     )
 
 
+def _tls_settings(tls: Mapping[str, Any]) -> tuple[dict[str, Any], bool, bool]:
+    """Check a ``tls`` mapping; return ``(options, verify, check_hostname)``.
+
+    Raises:
+        ValueError: An unknown key or a bad value.
+    """
+    opts = dict(tls)
+    unknown = set(opts) - TLS_OPTION_KEYS
+    if unknown:
+        raise ValueError(f"unknown tls option(s): {', '.join(sorted(unknown))}")
+    given = {name: parse_bool(f"tls {name!r}", opts[name]) for name in ("verify", *VERIFY_ALIASES)
+             if name in opts}
+    if len(set(given.values())) > 1:
+        raise ValueError(f"contradictory tls options: {', '.join(sorted(given))}")
+    verify = next(iter(given.values()), True)
+    check_hostname = parse_bool("tls 'check_hostname'", opts.get("check_hostname", verify))
+    if check_hostname and not verify:
+        raise ValueError("tls 'check_hostname' needs 'verify'")
+    return opts, verify, check_hostname
+
+
+_default_context: ssl.SSLContext | None = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying default context (:func:`ssl.create_default_context`), built once
+    per process: loading the system CA store costs tens of milliseconds of CPU."""
+    global _default_context
+    if _default_context is None:
+        _default_context = ssl.create_default_context()
+    return _default_context
+
+
 def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLContext:
     """Return an SSL context from an existing one, a mapping of options, or None.
 
-    Certificates are verified by default (:func:`ssl.create_default_context`); turning it
-    off needs ``{"verify": False}`` on purpose (or nodemailer's
-    ``{"rejectUnauthorized": False}``, also spelt ``reject_unauthorized``; the text
-    ``"false"`` is accepted too, as an ``smtp://`` URL's ``tls.rejectUnauthorized=false``
-    carries it).
+    Certificates are verified by default (:func:`ssl.create_default_context`; for None,
+    the one :func:`default_ssl_context` of the process); turning it off needs
+    ``{"verify": False}`` on purpose (or nodemailer's ``{"rejectUnauthorized": False}``,
+    also spelt ``reject_unauthorized``; the text ``"false"`` is accepted too, as an
+    ``smtp://`` URL's ``tls.rejectUnauthorized=false`` carries it).
 
     Args:
         tls: An :class:`ssl.SSLContext` (used as is), a mapping whose keys are in
@@ -174,21 +212,12 @@ def make_ssl_context(tls: ssl.SSLContext | Mapping[str, Any] | None) -> ssl.SSLC
     """
     if isinstance(tls, ssl.SSLContext):
         return tls
-    opts = dict(tls or {})
-    unknown = set(opts) - TLS_OPTION_KEYS
-    if unknown:
-        raise ValueError(f"unknown tls option(s): {', '.join(sorted(unknown))}")
+    if not tls:
+        return default_ssl_context()
+    opts, verify, check_hostname = _tls_settings(tls)
     ctx = ssl.create_default_context(
         cafile=opts.get("cafile"), capath=opts.get("capath"), cadata=opts.get("cadata")
     )
-    given = {name: parse_bool(f"tls {name!r}", opts[name]) for name in ("verify", *VERIFY_ALIASES)
-             if name in opts}
-    if len(set(given.values())) > 1:
-        raise ValueError(f"contradictory tls options: {', '.join(sorted(given))}")
-    verify = next(iter(given.values()), True)
-    check_hostname = parse_bool("tls 'check_hostname'", opts.get("check_hostname", verify))
-    if check_hostname and not verify:
-        raise ValueError("tls 'check_hostname' needs 'verify'")
     ctx.check_hostname = bool(check_hostname)
     if not verify:
         ctx.verify_mode = ssl.CERT_NONE
@@ -300,8 +329,9 @@ class ConnectionOptions:
     proxy_url: ProxyURL | None = field(init=False, repr=False, compare=False)
     #: Resolutions shared by every connection made from these options.
     dns_cache: DNSCache = field(init=False, repr=False, compare=False)
-    #: The SSL context built from ``tls`` (once, shared by every connection).
-    ssl_context: ssl.SSLContext = field(init=False, repr=False, compare=False)
+    #: The SSL context built from ``tls`` (once, when TLS is first used; see ssl_context).
+    _ssl_context: ssl.SSLContext | None = field(init=False, repr=False, compare=False,
+                                                default=None)
     #: Name to verify in the certificate and send as SNI.
     server_hostname: str = field(init=False, repr=False, compare=False)
 
@@ -350,7 +380,12 @@ class ConnectionOptions:
         ):
             raise ValueError("domain must be a non-empty NTLM domain name")
         tls = self.tls
-        set_(self, "ssl_context", make_ssl_context(tls))
+        if isinstance(tls, ssl.SSLContext):
+            set_(self, "_ssl_context", tls)
+        elif tls is not None:
+            if not isinstance(tls, Mapping):
+                raise TypeError("tls must be an ssl.SSLContext or a mapping of tls options")
+            _tls_settings(tls)  # bad keys fail here; the context is built on first use
         server_hostname = self.host
         if isinstance(tls, Mapping) and tls.get("server_hostname"):
             server_hostname = str(tls["server_hostname"])
@@ -390,6 +425,17 @@ class ConnectionOptions:
                 continue
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The SSL context for ``tls``, built when TLS is first used (not for a plaintext
+        connection) and then shared by every connection made with these options; the
+        default verified context is built once per process."""
+        ctx = self._ssl_context
+        if ctx is None:
+            ctx = make_ssl_context(self.tls)
+            object.__setattr__(self, "_ssl_context", ctx)
+        return ctx
 
     @property
     def local_addr(self) -> tuple[str, int] | None:

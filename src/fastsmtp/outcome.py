@@ -14,7 +14,7 @@ from ._transaction import SendResult
 from .errors import SMTPError, SMTPPoolClosed
 from .retry import Verdict, verdict
 
-__all__ = ["classify", "should_send"]
+__all__ = ["classify", "deferred", "should_send"]
 
 
 def should_send(status: str | None, resend_uncertain: bool = False) -> bool:
@@ -65,3 +65,12 @@ def classify(outcome: SendResult | BaseException) -> tuple[str, int | None, str]
             return "deferred", code, text
         return ("rejected" if code is not None and code >= 500 else "failed"), code, text
     return "failed", None, _one_line(f"{type(outcome).__name__}: {outcome}")
+
+
+def deferred(outcome: BaseException) -> tuple[str, int | None, str]:
+    """``classify`` for a refusal that is the configuration's fault, not the message's
+    (:func:`fastsmtp.retry.is_configuration_error`): ``deferred``, so that a resumed run
+    with the right settings sends it."""
+    if isinstance(outcome, SMTPError):
+        return "deferred", outcome.response_code, _one_line(outcome.response or str(outcome))
+    return "deferred", None, _one_line(str(outcome))

@@ -333,6 +333,7 @@ class SMTPPool:
 
     async def wait_idle(self) -> None:
         """Wait until :meth:`is_idle` is true."""
+        self._bind_loop()
         while not self.is_idle():
             if self._closing:
                 raise SMTPPoolClosed("the pool is closed")
@@ -358,7 +359,7 @@ class SMTPPool:
         """
         opts = self.pool_options
         window = window or opts.max_queue + opts.max_connections * PIPELINE_DEPTH
-        loop = self._get_loop()
+        loop = self._bind_loop()
         outstanding: dict[asyncio.Future[Any], Any] = {}
         done: deque[asyncio.Future[Any]] = deque()
         wakeup: list[asyncio.Future[None]] = []  # at most one: the consumer waiting below
@@ -416,6 +417,7 @@ class SMTPPool:
         Raises:
             SMTPError: What went wrong (connection, TLS, authentication...).
         """
+        self._bind_loop()
         conn = await self._open()
         await conn.quit()
 
@@ -425,6 +427,7 @@ class SMTPPool:
         Messages already being sent finish; queued ones fail with
         :class:`~fastsmtp.errors.SMTPPoolClosed`; connections get QUIT.
         """
+        self._bind_loop()
         if not self._closing:
             self._closing = True
             closed = SMTPPoolClosed("the pool was closed before the message was sent")
@@ -460,12 +463,50 @@ class SMTPPool:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop of the caller, checked at every public entry (a pool serves one loop).
+
+        A pool created at module level may outlive its loop (a test runner's loop per
+        test, ``asyncio.run()`` twice): once its loop has stopped, the pool starts afresh
+        on the caller's loop. Its old connections are discarded without a word (their
+        loop cannot run them any more) and what was queued on the old loop is dropped
+        with it (its callers are gone). A pool whose loop still runs (in another thread)
+        cannot be shared: that is a clear error, not a hang.
+        """
+        running = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is running:
+            return running
+        if loop is not None:
+            if loop.is_running() and not loop.is_closed():
+                raise RuntimeError(
+                    "this SMTPPool is in use by another event loop (in another thread): "
+                    "a pool serves one loop. Create one pool per loop (e.g. inside the "
+                    "coroutine or fixture that uses it), or use fastsmtp.sync.SyncSMTPPool, "
+                    "which may be called from any thread or loop"
+                )
+            for slot in self._slots:
+                if slot.conn is not None:
+                    slot.conn.discard()
+            self._pending.clear()
+            self._slots.clear()
+            self._idle.clear()
+            self._space_waiters.clear()
+            self._idle_waiters.clear()
+            self._retry_timers.clear()
+            self._connect_failures = 0
+            self._connect_not_before = 0.0
+            self._last_broken = None
+            self._spawn_timer = None
+        self._loop = running
+        return running
+
     async def _submit(self, message: MessageSource, envelope: Envelope | None) -> SendResult:
         if self._closing:
             raise SMTPPoolClosed("the pool is closed")
         started = time.perf_counter() if self._observers else 0.0  # the wait counts
         envelope = resolve_envelope(message, envelope)
-        loop = self._get_loop()
+        loop = self._bind_loop()
         while len(self._pending) >= self.pool_options.max_queue:
             waiter = loop.create_future()
             self._space_waiters.append(waiter)

@@ -36,7 +36,6 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import Iterable
 from typing import Any
 
 from ._codec import ReplyParser
@@ -81,6 +80,9 @@ class SMTPClientProtocol(asyncio.Protocol):
         "_last",
         "trace",
         "greeting",
+        "heard",
+        "end_sent",
+        "_end_keep",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
@@ -101,6 +103,10 @@ class SMTPClientProtocol(asyncio.Protocol):
         # starts once TCP and, with implicit TLS, the handshake are done; until then the
         # connection timeout applies.
         self.greeting: asyncio.Future[list[RawReply]] = loop.create_future()
+        self.heard = False  # any byte received yet (a silent server: see SMTPConnection)
+        # Whether the last message's final dot has left user space (see mark_end).
+        self.end_sent = True
+        self._end_keep = -1
 
     # -- waiting for replies -----------------------------------------------------------
 
@@ -163,6 +169,7 @@ class SMTPClientProtocol(asyncio.Protocol):
             self.fail(exc)
             return
         self._last = self._loop.time()
+        self.heard = True
         if not replies:
             return
         if self.trace is not None:
@@ -247,7 +254,7 @@ class SMTPClientProtocol(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, data: bytes, secret: bool = False) -> None:
+    def write(self, data: bytes | memoryview, secret: bool = False) -> None:
         """Write ``data``, tracing it when traffic is logged.
 
         Args:
@@ -263,21 +270,13 @@ class SMTPClientProtocol(asyncio.Protocol):
             self._trace_write(data, secret)
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def writelines(self, parts: Iterable[bytes]) -> None:
-        """Write message data in parts, without joining them."""
-        if self.error is not None:
-            raise self.error
-        if self.trace is not None:
-            self.trace.debug("C: <message data>")
-        self.transport.writelines(parts)  # type: ignore[union-attr]
-
-    def _trace_write(self, data: bytes, secret: bool) -> None:
+    def _trace_write(self, data: bytes | memoryview, secret: bool) -> None:
         log = self.trace
         assert log is not None
         if secret:
             # Keep the verb and mechanism ("AUTH PLAIN"), never the credentials. The line
             # ending goes first: a CRLF must not end up inside the log record.
-            words = data.rstrip(b"\r\n").split(b" ")
+            words = bytes(data).rstrip(b"\r\n").split(b" ")
             if words[0] != b"AUTH":
                 shown = b"****"
             else:
@@ -287,7 +286,7 @@ class SMTPClientProtocol(asyncio.Protocol):
         if len(data) > 2048:
             log.debug("C: <%d bytes of data>", len(data))
             return
-        for line in data.decode("utf-8", "replace").split("\r\n")[:-1]:
+        for line in bytes(data).decode("utf-8", "replace").split("\r\n")[:-1]:
             log.debug("C: %s", line)
 
     def _trace_replies(self, replies: list[RawReply]) -> None:
@@ -331,12 +330,46 @@ class SMTPClientProtocol(asyncio.Protocol):
 
     # -- write backpressure --------------------------------------------------------------
 
+    def mark_end(self, keep: int) -> None:
+        """Note that the bytes written so far, but for the last ``keep``, end a message.
+
+        Those bytes end with the message's final dot (``keep`` counts what follows it in
+        the same write: the next message's pipelined commands). :attr:`end_sent` tells,
+        from now on, whether the dot has been handed to the kernel: a message whose dot
+        never left the process cannot have been delivered, whatever happens next, so
+        it is retried like any failure before the dot instead of being reported "maybe
+        delivered".
+
+        Costs one buffer-size read when the write went straight to the kernel (the
+        usual case). Otherwise the transport's write limits are lowered to ``keep``
+        until :meth:`resume_writing` reports the buffer drained past the dot. (Behind
+        TLS this sees the TLS layer's buffer: the few kilobytes of ciphertext the raw
+        socket transport may still hold count as sent, the safe side: "maybe".)
+        """
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size() <= keep:
+            self.end_sent = True
+            return
+        self.end_sent = False
+        self._end_keep = keep
+        transport.set_write_buffer_limits(high=keep, low=keep)
+
     def pause_writing(self) -> None:
         self.paused = True
 
     def resume_writing(self) -> None:
         self.paused = False
         self._last = self._loop.time()
+        keep = self._end_keep
+        if keep >= 0:
+            transport = self.transport
+            assert transport is not None
+            if transport.get_write_buffer_size() <= keep:
+                # The final dot has left user space: back to the default limits.
+                self._end_keep = -1
+                self.end_sent = True
+                transport.set_write_buffer_limits()
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None

@@ -24,6 +24,12 @@ The rule, first match wins:
 
 The *budget* (how many attempts, which backoff) belongs to the caller (the pool's
 ``max_attempts``); this module only says whether another attempt is sensible.
+
+Next to the policy, one more judgement: is a refusal about the *configuration* rather
+than the message (:func:`is_configuration_error`, :func:`same_sender_refusal`)? A server
+that wants authentication refuses every MAIL with 530 / 5.7.0; marking each recipient
+"rejected" would burn a whole list on a wrong URL. Whoever sends a list (the campaign)
+stops instead, and keeps the messages for a run with the right settings.
 """
 
 from __future__ import annotations
@@ -37,10 +43,26 @@ from .errors import (
     SMTPMaybeDelivered,
     SMTPProtocolError,
     SMTPRecipientsRefused,
+    SMTPSenderRefused,
     SMTPTimeoutError,
 )
 
-__all__ = ["Verdict", "verdict", "is_retryable"]
+__all__ = [
+    "Verdict",
+    "verdict",
+    "is_retryable",
+    "is_configuration_error",
+    "same_sender_refusal",
+    "CONFIG_CHECK_MESSAGES",
+]
+
+#: Refusals of MAIL that say the session lacks authentication: 530 (RFC 4954's
+#: "Authentication required"), or an enhanced 5.7.0 with that meaning.
+_AUTH_REQUIRED_CODES = frozenset({530})
+_AUTH_WORDS = ("auth", "login")
+#: The first messages of a list whose MAIL refusals are compared: the same 5xx to every
+#: one of them is a refusal of the sender or the session, not of the recipients.
+CONFIG_CHECK_MESSAGES = 5
 
 
 class Verdict(enum.Enum):
@@ -84,3 +106,36 @@ def verdict(exc: BaseException) -> Verdict:
 def is_retryable(exc: BaseException) -> bool:
     """``verdict(exc) is Verdict.RETRY``: may the message be sent again?"""
     return verdict(exc) is Verdict.RETRY
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """Does this refusal mean the client's configuration is wrong, whatever the message?
+
+    True for a ``MAIL`` refused with 530, or with a permanent 5.7.0 that speaks of
+    authentication: the server wants a login this client did not make (no user given,
+    or the wrong server URL). Every further message would get the same.
+    """
+    if not isinstance(exc, SMTPSenderRefused) or exc.reply is None:
+        return False
+    reply = exc.reply
+    if reply.code in _AUTH_REQUIRED_CODES:
+        return True
+    if reply.is_permanent and reply.enhanced_status == "5.7.0":
+        text = reply.message.lower()
+        return any(word in text for word in _AUTH_WORDS)
+    return False
+
+
+def same_sender_refusal(outcomes: list[BaseException]) -> bool:
+    """Is this the same permanent refusal of ``MAIL`` for every one of ``outcomes``?
+
+    Used on the first :data:`CONFIG_CHECK_MESSAGES` messages of a list (at least two):
+    when the server refuses the sender of each with the same 5xx code, the sender or the
+    session is refused (a sender the account may not use, a relay that refuses this
+    client), not the recipients.
+    """
+    if len(outcomes) < 2:
+        return False
+    codes = {e.reply.code if isinstance(e, SMTPSenderRefused) and e.reply is not None
+             and e.reply.is_permanent else None for e in outcomes}
+    return len(codes) == 1 and None not in codes

@@ -6,6 +6,12 @@ thread-safe: every call is handed to the loop thread), and even from inside a ru
 loop (the caller's loop is not the pool's, so nothing deadlocks; the calling coroutine does
 block while it waits, as any blocking call would).
 
+It survives ``fork()`` (Celery's prefork workers, gunicorn, ``multiprocessing`` with a
+pool created at import time): the child's pool starts a loop thread of its own and opens
+fresh connections on first use. The connections inherited from the parent are let go in
+the child without a byte written (no QUIT: they are the parent's sessions, which go on
+working); the old loop and pool are never touched again by the child.
+
 Example::
 
     from fastsmtp.sync import SyncSMTPPool
@@ -17,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import weakref
 from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -31,34 +39,82 @@ __all__ = ["SyncSMTPPool"]
 
 T = TypeVar("T")
 
+#: Live pools, for the fork handler.
+_pools: weakref.WeakSet[SyncSMTPPool] = weakref.WeakSet()
+#: What forked children inherited: the parent's loops, threads and pools. Kept referenced
+#: for the life of the child and never used: collecting them could run their finalizers,
+#: and a loop's (uvloop's) would deregister descriptors from an epoll instance the child
+#: shares with its parent.
+_inherited: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class SyncSMTPPool:
     """A thread-backed, blocking :class:`~fastsmtp.pool.SMTPPool`.
 
-    Takes exactly the arguments of :class:`~fastsmtp.pool.SMTPPool`. Call :meth:`close`
-    (or use ``with``) to stop the loop thread.
+    Takes exactly the arguments of :class:`~fastsmtp.pool.SMTPPool`, and ``use_uvloop``
+    (None: uvloop when installed; False: asyncio's loop). Call :meth:`close` (or use
+    ``with``) to stop the loop thread. After ``fork()`` the child's pool is a fresh one
+    (see the module docs).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = new_event_loop()
+    def __init__(self, *args: Any, use_uvloop: bool | None = None, **kwargs: Any) -> None:
+        self._args, self._kwargs, self._use_uvloop = args, kwargs, use_uvloop
+        self._closed = False
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._start()  # in the caller's process: bad options fail here
+        _pools.add(self)
+
+    def _start(self) -> SMTPPool:
+        """Start the loop thread and build the pool on it (once per process)."""
+        self._loop = new_event_loop(self._use_uvloop)
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastsmtp-pool",
                                         daemon=True)
         self._thread.start()
-        self._closed = False
+        args, kwargs = self._args, self._kwargs
 
         async def build() -> SMTPPool:
             return SMTPPool(*args, **kwargs)
 
         try:
-            self.pool = self._call(build())
+            self._pool: SMTPPool | None = self._call(build())
         except BaseException:
             self._stop()
             raise
+        return self._pool
+
+    @property
+    def pool(self) -> SMTPPool:
+        """The async pool behind this facade (a new one in a forked child)."""
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool if self._pool is not None else self._start()
+        return pool
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's loop, thread and pool (never touch
+        them) and start afresh on first use. The inherited connections were already let
+        go by :mod:`fastsmtp.connection`'s own fork handler, without a byte written."""
+        _inherited.append((self._loop, self._thread, self._pool))
+        self._loop = self._thread = self._pool = None
+        self._lock = threading.Lock()  # the parent's may have been held at the fork
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("SyncSMTPPool cannot be called from its own loop thread")
+        assert self._loop is not None
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -115,16 +171,21 @@ class SyncSMTPPool:
         """Close the pool (in-flight messages finish) and stop the loop thread."""
         if self._closed:
             return
+        if self._pool is None:  # a forked child that never used it: nothing to close
+            self._closed = True
+            return
         try:
-            self._call(self.pool.close())
+            self._call(self._pool.close())
         finally:
             self._stop()
 
     def _stop(self) -> None:
         self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -157,3 +157,24 @@ async def test_the_pool_retries_a_4xx_login_and_not_a_5xx(first_reply: str,
         await server.close()
     assert len(calls) == (2 if delivered else 1)
     assert handler.delivered == (1 if delivered else 0)
+
+
+def _mail_refused(code: int, text: str) -> errors.SMTPSenderRefused:
+    return errors.SMTPSenderRefused("MAIL refused", reply=Reply(code, (text,)),
+                                    sender="a@x.test")
+
+
+def test_configuration_errors() -> None:
+    from fastsmtp.retry import is_configuration_error, same_sender_refusal
+
+    assert is_configuration_error(_mail_refused(530, "5.7.0 Authentication required"))
+    assert is_configuration_error(_mail_refused(550, "5.7.0 Authentication needed first"))
+    assert not is_configuration_error(_mail_refused(550, "5.7.0 spam detected"))
+    assert not is_configuration_error(_mail_refused(553, "5.1.8 bad sender domain"))
+    # A 530 to something else than MAIL is judged by the retry policy alone.
+    assert not is_configuration_error(errors.SMTPResponseError("x", reply=Reply(530, ("no",))))
+    same = [_mail_refused(553, "5.7.1 not yours") for _ in range(3)]
+    assert same_sender_refusal(same)
+    assert not same_sender_refusal(same[:1])  # one message says nothing of the others
+    assert not same_sender_refusal([*same, _mail_refused(550, "5.1.0 other")])
+    assert not same_sender_refusal([_mail_refused(451, "4.3.0 later")] * 3)  # transient

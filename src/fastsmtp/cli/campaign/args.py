@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import email.utils
 import getpass
 import os
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..._syntax import mailbox_error
+from ..._syntax import HEADER_UNSAFE, mailbox_error
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -53,7 +54,10 @@ celery: --celery redis://HOST:6379/0 enqueues the messages to Celery workers sta
   journal (exactly once across workers); the results and --resume work the same.
 exit status: {EXIT_OK} all accepted; {EXIT_SOME_FAILED} some rejected, deferred, failed,
   uncertain or pending; {EXIT_USAGE} bad usage or input (nothing sent); {EXIT_SERVER} server
-  unreachable or login failed (nothing sent); {EXIT_INTERRUPTED} interrupted.
+  unreachable or login failed (nothing sent), or the server refused MAIL in a way that
+  means the settings are wrong (530 authentication required, or the same 5xx to each of
+  the first messages: those are recorded deferred for --resume); {EXIT_INTERRUPTED}
+  interrupted.
 """
 
 
@@ -69,7 +73,8 @@ def add_send_parser(subparsers: Any) -> None:
     )
     p.add_argument("recipients", help="CSV file with an 'email' column")
     p.add_argument("--from", dest="sender", required=True, metavar="ADDRESS",
-                   help="sender address (envelope and default From header)")
+                   help="sender: an address, or \"Display Name <address>\" (the address "
+                   "goes into the envelope, both into the default From header)")
     p.add_argument("--template", metavar="FILE.eml", help="message template (RFC 5322 file)")
     p.add_argument("--subject", help="subject (with --text and/or --html)")
     text = p.add_mutually_exclusive_group()
@@ -84,6 +89,9 @@ def add_send_parser(subparsers: Any) -> None:
     where.add_argument("--service", metavar="NAME",
                        help="a well-known service (gmail, outlook365, ...)")
     p.add_argument("--user", help="login name (with --service, or to override the URL's)")
+    p.add_argument("--cafile", metavar="FILE",
+                   help="CA certificate(s) (PEM) that verify the server, for a private CA "
+                   "(the same as ?tls.cafile=FILE in --server)")
     p.add_argument("--password-env", default=PASSWORD_ENV, metavar="VAR",
                    help="environment variable holding the password (default: %(default)s)")
     p.add_argument("--maildir", default="fastsmtp-outbox",
@@ -134,6 +142,8 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     if args.server is None and args.service is None:
         if args.user:
             raise CampaignInputError("--user needs --server or --service")
+        if args.cafile:
+            raise CampaignInputError("--cafile needs --server or --service")
         return None, f"maildir:{os.path.abspath(args.maildir)}"
     kwargs: dict[str, Any] = {}
     user = args.user
@@ -164,6 +174,10 @@ def _pool_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
             raise CampaignInputError(f"--service: unknown service {args.service!r}") from None
         kwargs["service"] = args.service
         destination = f"service:{service.name}"
+    if args.cafile:
+        if not os.path.isfile(args.cafile):
+            raise CampaignInputError(f"--cafile: no such file: {args.cafile}")
+        kwargs["tls"] = {**kwargs.get("tls", {}), "cafile": args.cafile}
     if user:
         if password is None:
             password = os.environ.get(args.password_env)
@@ -211,15 +225,36 @@ def _resolve_paths(args: argparse.Namespace, embedded: bool) -> tuple[str, str]:
     return str(results), str(journal)
 
 
+def _parse_from(value: str) -> tuple[str, str]:
+    """``--from``: an address, or ``"Display Name <address>"``; return ``(From header,
+    envelope sender)``.
+
+    Raises:
+        CampaignInputError: An invalid address, or a line break in the name.
+    """
+    name, address = "", value
+    if value.rstrip().endswith(">") and "<" in value:
+        head, _, rest = value.rpartition("<")
+        name, address = head.strip(), rest.rstrip()[:-1].strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"')
+        if HEADER_UNSAFE.search(name):
+            raise CampaignInputError(f"--from {value!r}: a control character in the name")
+    reason = mailbox_error(address)
+    if reason is not None:
+        raise CampaignInputError(f"--from {value!r}: {reason}")
+    if not name:
+        return address, address
+    return email.utils.formataddr((name, address)), address
+
+
 def prepare(args: argparse.Namespace) -> CampaignConfig:
     """Check the arguments, the template and the whole recipient list (nothing is sent).
 
     Raises:
         CampaignInputError: Anything wrong, with every problem listed.
     """
-    reason = mailbox_error(args.sender)
-    if reason is not None:
-        raise CampaignInputError(f"--from {args.sender!r}: {reason}")
+    from_header, sender = _parse_from(args.sender)
     if args.resend_uncertain and not args.resume:
         raise CampaignInputError("--resend-uncertain only makes sense with --resume")
     text = _read_text(args.text, args.text_file, "text")
@@ -227,12 +262,12 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
     if args.template:
         if args.subject is not None or text is not None or html is not None:
             raise CampaignInputError("--template excludes --subject, --text and --html")
-        template = MessageTemplate.from_eml(args.template, args.sender)
+        template = MessageTemplate.from_eml(args.template, from_header)
     else:
         if args.subject is None:
             raise CampaignInputError(
                 "give --template FILE.eml, or --subject with --text and/or --html")
-        template = MessageTemplate.from_parts(args.sender, args.subject, text, html)
+        template = MessageTemplate.from_parts(from_header, args.subject, text, html)
     if args.connections < 1 or args.max_messages < 1 or not args.rate_delta > 0 \
             or (args.rate_limit is not None and args.rate_limit < 1):
         raise CampaignInputError(
@@ -264,7 +299,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
         pool_kwargs.update(max_connections=args.connections, max_messages=args.max_messages,
                            rate_limit=args.rate_limit, rate_delta=args.rate_delta)
     return CampaignConfig(
-        recipients=args.recipients, template=template, sender=args.sender,
+        recipients=args.recipients, template=template, sender=sender,
         pool_kwargs=pool_kwargs, destination=destination, maildir=args.maildir,
         results=results, journal=journal, resume=args.resume,
         resend_uncertain=args.resend_uncertain, restart=args.restart, window=0, info=info,

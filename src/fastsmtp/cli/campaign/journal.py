@@ -216,16 +216,30 @@ def remove_journal(path: str) -> None:
             pass
 
 
+#: Journal meta key set when a run stopped because the server's replies showed the
+#: settings were wrong (see run.py): the next run may use other settings.
+SETTINGS_REFUSED = "settings_refused"
+
+
 def check_destination(path: str, destination: str) -> None:
-    """Refuse to resume a campaign against another server than the one it started with."""
+    """Refuse to resume a campaign against another server than the one it started with.
+
+    The login (``... as user``) may change: the user is a setting, not the destination.
+    After a run stopped on a configuration error (:data:`SETTINGS_REFUSED`), the server
+    may change too: fixing the URL is what that stop asked for.
+    """
     try:
         db = sqlite3.connect(f"file:{Path(path).absolute().as_posix()}?mode=ro", uri=True)
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'destination'").fetchone()
+            refused = db.execute("SELECT value FROM meta WHERE key = ?",
+                                 (SETTINGS_REFUSED,)).fetchone()
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise CampaignInputError(f"cannot read the journal {path}: {exc}") from None
-    if row is not None and row[0] != destination:
+    if refused is not None and refused[0] == "1":
+        return
+    if row is not None and row[0].split(" as ")[0] != destination.split(" as ")[0]:
         raise CampaignInputError(
             f"the journal {path} belongs to a campaign sent to {row[0]}, not {destination}")

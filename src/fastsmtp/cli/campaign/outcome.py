@@ -3,6 +3,6 @@ the Celery store, so a journal and a store judge the same outcome the same way."
 
 from __future__ import annotations
 
-from ...outcome import classify, should_send
+from ...outcome import classify, deferred, should_send
 
-__all__ = ["classify", "should_send"]
+__all__ = ["classify", "deferred", "should_send"]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol, TextIO
 
-from ...errors import SMTPError
+from ...errors import SMTPError, SMTPSenderRefused
 from ...message import Envelope
+from ...retry import CONFIG_CHECK_MESSAGES, is_configuration_error, same_sender_refusal
 from ..progress import Progress, stats_line
 from .errors import (
     EXIT_INTERRUPTED,
@@ -32,8 +33,8 @@ from .errors import (
     EXIT_SOME_FAILED,
     CampaignInputError,
 )
-from .journal import Journal, remove_journal
-from .outcome import classify, should_send
+from .journal import SETTINGS_REFUSED, Journal, remove_journal
+from .outcome import classify, deferred, should_send
 from .recipients import Recipients, address_key, unique_rows
 from .template import MessageTemplate
 
@@ -103,6 +104,13 @@ class _Stop:
     def __init__(self) -> None:
         self.requested = 0
         self.pool: Any = None
+        #: The refusal that showed the configuration is wrong (the campaign stops).
+        self.halt: BaseException | None = None
+
+    @property
+    def feeding(self) -> bool:
+        """May more messages be handed to the pool?"""
+        return not self.requested and self.halt is None
 
     def __call__(self) -> None:
         self.requested += 1
@@ -151,6 +159,8 @@ async def run_campaign(config: CampaignConfig, stream: TextIO = sys.stderr) -> i
                 journal.set_meta({"destination": config.destination, "sender": config.sender,
                                   "recipients": os.path.abspath(config.recipients),
                                   "created": email.utils.formatdate(localtime=True)})
+            if config.resume:
+                journal.set_meta({SETTINGS_REFUSED: "0", "destination": config.destination})
             return await _send(config, pool, journal, window, stream, server)
         finally:
             journal.close()
@@ -192,7 +202,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
 
     def source() -> Iterator[tuple[bytes, Envelope]]:
         candidates = due()
-        while not stop.requested:
+        while stop.feeding:
             batch = list(islice(candidates, batch_size))
             if not batch:
                 return
@@ -203,7 +213,7 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             handed = 0  # rows of the batch given to the pool (or settled here)
             try:
                 for key, _, address, _line, row in batch:
-                    if stop.requested:
+                    if not stop.feeding:
                         return
                     handed += 1
                     try:
@@ -223,16 +233,62 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
             journal.flush()
             take_committed()
 
+    # The first messages' MAIL refusals are held until they show whether the server
+    # refuses the sender or session itself (the same 5xx to each: a configuration
+    # error, see fastsmtp.retry), rather than recorded "rejected" one by one.
+    need = max(2, min(CONFIG_CHECK_MESSAGES, config.info.total))
+    held: list[tuple[str, BaseException]] = []
+    checking = True
+
+    def halt(outcome: BaseException) -> None:
+        stop.halt = outcome
+        for key, earlier in held:
+            journal.record(key, *deferred(earlier))
+        held.clear()
+
+    def release_held() -> None:
+        for key, earlier in held:
+            journal.record(key, *classify(earlier))
+        held.clear()
+
+    def record(key: str, outcome: Any) -> None:
+        nonlocal checking
+        if stop.halt is not None:
+            first = stop.halt
+            if is_configuration_error(outcome) or same_sender_refusal([first, outcome]):
+                journal.record(key, *deferred(outcome))  # involved: kept for --resume
+                return
+        elif is_configuration_error(outcome):
+            halt(outcome)
+            journal.record(key, *deferred(outcome))
+            return
+        elif checking:
+            # (The outcome twice: a first refusal alone is a run of one.)
+            if isinstance(outcome, SMTPSenderRefused) \
+                    and same_sender_refusal([*(o for _, o in held), outcome, outcome]):
+                held.append((key, outcome))
+                if len(held) >= need:
+                    halt(outcome)
+                return
+            checking = False
+            release_held()
+        journal.record(key, *classify(outcome))
+
     progress.draw(force=True)
     tick = asyncio.ensure_future(progress.run(flush_due))
     try:
         async for (_, envelope), outcome in pool.send_many(source(), window=window):
-            status, code, text = classify(outcome)
-            journal.record(address_key(envelope.rcpt_to[0]), status, code, text)
+            record(address_key(envelope.rcpt_to[0]), outcome)
             if journal.buffered >= batch_size \
                     or time.monotonic() - journal.last_flush >= FLUSH_INTERVAL:
                 journal.flush()
                 take_committed()
+        if held:
+            # The list ended while every outcome so far was the same refusal of MAIL.
+            if same_sender_refusal([o for _, o in held]):
+                halt(held[-1][1])
+            else:
+                release_held()
         journal.flush()
         take_committed()
     finally:
@@ -246,6 +302,15 @@ async def _send(config: CampaignConfig, pool: Any, journal: Journal, window: int
     counts = write_results(config, journal)
     _summary(config, journal, counts, progress, stream, server, interrupted=bool(stop.requested),
              stats=pool.stats())
+    if stop.halt is not None:
+        journal.set_meta({SETTINGS_REFUSED: "1", "destination": config.destination})
+        reply = getattr(stop.halt, "reply", None)
+        print(f"fastsmtp send: stopped: the server refused MAIL ({reply or stop.halt}) in a "
+              "way that means the settings are wrong, not the recipients: check --user / "
+              "the server URL (--server). The messages involved are recorded deferred: "
+              "fix the settings and run again with --resume to send them", file=stream,
+              flush=True)
+        return EXIT_SERVER
     if stop.requested:
         return EXIT_INTERRUPTED
     return EXIT_OK if counts.get("accepted", 0) == config.info.total else EXIT_SOME_FAILED

@@ -148,7 +148,9 @@ class MessageTemplate:
 
     def __init__(self, message: EmailMessage, sender: str) -> None:
         self.sender = sender
-        self._domain = sender.rpartition("@")[2] or "localhost"
+        # sender may be a whole From value ("News <news@example.com>"): the domain is
+        # its address's.
+        self._domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "localhost"
         self._msgid_base = secrets.token_hex(8)
         self._count = 0
         self._date_second = -1
