@@ -167,6 +167,15 @@ class SyncSMTPPool:
         """True when a new message would start at once (a snapshot: no lock is taken)."""
         return self.pool.is_idle()
 
+    def stats(self) -> dict[str, Any]:
+        """The pool's counters and gauges (see :meth:`SMTPPool.stats`), read on its loop."""
+        pool = self.pool
+
+        async def read() -> dict[str, Any]:
+            return pool.stats()
+
+        return self._call(read())
+
     def close(self) -> None:
         """Close the pool (in-flight messages finish) and stop the loop thread."""
         if self._closed:

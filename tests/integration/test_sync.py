@@ -77,3 +77,19 @@ def test_works_from_inside_a_running_loop(server):
 
     assert asyncio.run(inside()) == 250
     assert server.handler.contents == [b"from a coroutine\r\n"]
+
+
+def test_sync_pool_stats_count_what_was_sent() -> None:
+    from fastsmtp import Envelope, SMTPServerThread, SyncSMTPPool
+    from fastsmtp.handlers import Sink
+
+    server = SMTPServerThread(Sink(), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        with SyncSMTPPool(host="127.0.0.1", port=server.port, ignore_tls=True) as pool:
+            for _ in range(3):
+                pool.send(b"Subject: x\r\n\r\nx\r\n", Envelope("a@example.com", "b@example.com"))
+            stats = pool.stats()
+    finally:
+        server.stop()
+    assert stats["sent"] == 3 and stats["failed"] == 0 and stats["queued"] == 0
