@@ -115,6 +115,14 @@ def test_other_server_options(smtp_server):
 '''
 
 
+def _load_plugin() -> tuple[str, ...]:
+    """``-p fastsmtp.testing`` unless the installed entry point loads it already (pytest
+    refuses the same plugin twice): installed, the fixture must work without it."""
+    installed = any(e.value == "fastsmtp.testing"
+                    for e in importlib.metadata.entry_points(group="pytest11"))
+    return () if installed else ("-p", "fastsmtp.testing")
+
+
 @pytest.fixture
 def child_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
     # The child pytest runs in a temporary directory: give it this source tree.
@@ -129,13 +137,13 @@ def test_smtp_server_fixture_in_a_real_pytest(pytester: pytest.Pytester,
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess(
-        "-p", "fastsmtp.testing", "-p", "no:cacheprovider", "--strict-markers",
+        *_load_plugin(), "-p", "no:cacheprovider", "--strict-markers",
         "-W", "error::pytest.PytestUnraisableExceptionWarning")
     result.assert_outcomes(passed=7)
 
 
 def test_marker_is_registered(pytester: pytest.Pytester, child_pythonpath: None) -> None:
-    result = pytester.runpytest_subprocess("-p", "fastsmtp.testing", "--markers")
+    result = pytester.runpytest_subprocess(*_load_plugin(), "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.smtp_server(*fastsmtp.testing*"])
 
 
@@ -152,7 +160,7 @@ def test_positional(smtp_server):
 def test_unknown(smtp_server):
     pass
 ''')
-    result = pytester.runpytest_subprocess("-p", "fastsmtp.testing", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*_load_plugin(), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*keyword options only*", "*no_such_option*"])
 
@@ -168,7 +176,7 @@ import pytest
 def test_tls(smtp_server):
     pass
 ''')
-    result = pytester.runpytest_subprocess("-p", "fastsmtp.testing", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*_load_plugin(), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*needs the trustme package*pip install trustme*"])
 
