@@ -129,8 +129,9 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _shared_pool(options: Mapping[str, Any]) -> SyncSMTPPool:
-    key = (os.getpid(), _freeze(options))
+def _shared_pool(config: Any, options: Mapping[str, Any]) -> SyncSMTPPool:
+    """The pool of this process for ``options`` (``config`` is their frozen form)."""
+    key = (os.getpid(), config)
     pool = _pools.get(key)  # the common case without the lock
     if pool is not None:
         return pool
@@ -259,13 +260,18 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             self.options = self._pool_options(
                 host, port, username, password, bool(use_tls), bool(use_ssl), timeout,
                 ssl_keyfile, ssl_certfile, ours)
+            self._config = _freeze(self.options)
+            # The pool validates every option (one rule, one place): building it now makes
+            # a bad option a configuration error here, not at the first send. Only the
+            # first instance of a configuration pays; the others find the pool.
+            _shared_pool(self._config, self.options)
         except (TypeError, ValueError) as exc:
             if alias is not None:
                 from django.core.mail import InvalidMailer  # type: ignore[import-untyped]
 
                 raise InvalidMailer(str(exc), alias=alias) from exc
             raise
-        self.pool: SyncSMTPPool | None = None
+        self._open = False
 
     @staticmethod
     def _pool_options(
@@ -300,10 +306,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                                  "inside the 'tls' option, not both")
             ours["tls"] = {"certfile": ssl_certfile, "keyfile": ssl_keyfile}
         options.update(ours)
-        # Validate now, not at the first send: a bad option is a configuration error.
-        pool_names = {f.name for f in fields(PoolOptions)}
-        PoolOptions(**{k: v for k, v in options.items() if k in pool_names})
         return options
+
+    @property
+    def pool(self) -> SyncSMTPPool | None:
+        """The shared pool while the instance is open (this process's own), else None."""
+        return _shared_pool(self._config, self.options) if self._open else None
 
     def open(self) -> bool:
         """Attach to the shared pool; True when this instance was not attached yet.
@@ -311,14 +319,15 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         The pool connects lazily, on the first message, and keeps its connections open
         across instances: a refused connection surfaces in :meth:`send_messages`.
         """
-        if self.pool is not None:
+        if self._open:
             return False
-        self.pool = _shared_pool(self.options)
+        _shared_pool(self._config, self.options)
+        self._open = True
         return True
 
     def close(self) -> None:
         """Detach from the pool; it stays open and warm for other instances."""
-        self.pool = None
+        self._open = False
 
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         """Send the messages concurrently; return how many the server accepted."""
@@ -327,7 +336,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         items = [item for item in map(self._item, email_messages) if item is not None]
         if not items:
             return 0
-        pool = self.pool or _shared_pool(self.options)
+        # Looked up per call, never kept: after a fork the child must get its own pool.
+        pool = _shared_pool(self._config, self.options)
         sent = 0
         errors: dict[int, Exception] = {}
         if len(items) == 1:

@@ -248,13 +248,15 @@ def test_invalid_address_is_a_value_error(server: Server) -> None:
     assert server.messages == []
 
 
+# TLS tests connect to 127.0.0.1 (the certificate names it too), never "localhost": that
+# may resolve to ::1 first, where another process's server could be listening.
 def test_starttls_and_login_with_classic_settings(tls_ca, server_ssl_context, tmp_path) -> None:
     cafile = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(cafile))
     for running in _start(tls_context=server_ssl_context, require_auth=True,
                           users={"mailer": "s3cret"}):
         with override_settings(EMAIL_PORT=running.port, EMAIL_USE_TLS=True,
-                               EMAIL_HOST="localhost", EMAIL_HOST_USER="mailer",
+                               EMAIL_HOST="127.0.0.1", EMAIL_HOST_USER="mailer",
                                EMAIL_HOST_PASSWORD="s3cret", EMAIL_TIMEOUT=30):
             connection = mail.get_connection(tls={"cafile": str(cafile)}, max_connections=2)
             assert mail.send_mail("tls", "b", "a@example.com", ["b@example.org"],
@@ -268,7 +270,7 @@ def test_implicit_tls(tls_ca, server_ssl_context, tmp_path) -> None:
     cafile = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(cafile))
     for running in _start(secure=True, ssl_context=server_ssl_context):
-        backend = EmailBackend(host="localhost", port=running.port, use_ssl=True,
+        backend = EmailBackend(host="127.0.0.1", port=running.port, use_ssl=True,
                                tls={"cafile": str(cafile)})
         assert backend.send_messages([mail.EmailMessage("s", "b", "a@example.com",
                                                         ["b@example.org"])]) == 1
@@ -280,6 +282,8 @@ def test_bad_options_are_errors() -> None:
         EmailBackend(use_tls=True, use_ssl=True)
     with pytest.raises(ValueError, match="max_connections"):
         EmailBackend(max_connections=0)
+    with pytest.raises(ValueError, match="unknown tls option"):
+        EmailBackend(tls={"verfy": False})
     if not HAS_MAILERS:  # Django >= 6.1 warns about unknown options outside MAILERS
         with pytest.raises(TypeError, match="'bogus'"):
             EmailBackend(bogus=1)
@@ -359,6 +363,7 @@ def test_mailers_options_are_validated(server: Server) -> None:
         "no host": ({"port": server.port}, "host"),
         "both tls": ({"host": "127.0.0.1", "use_tls": True, "use_ssl": True}, "exclusive"),
         "bad pool": ({"host": "127.0.0.1", "max_connections": 0}, "max_connections"),
+        "bad tls": ({"host": "127.0.0.1", "tls": {"verfy": False}}, "unknown tls option"),
     }
     mailers = {name: {"BACKEND": "fastsmtp.django.EmailBackend", "OPTIONS": options}
                for name, (options, _) in cases.items()}

@@ -87,7 +87,7 @@ def test_auth_required(smtp_server):
 @pytest.mark.smtp_server(tls=True, users={"u": "p"}, require_auth=True, auth_require_tls=True)
 def test_starttls(smtp_server):
     assert isinstance(smtp_server.tls_context, ssl.SSLContext)
-    with smtplib.SMTP("localhost", smtp_server.port) as client:
+    with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
         client.ehlo()
         assert not client.has_extn("auth")  # AUTH only once TLS is up, as asked
         client.starttls(context=ssl.create_default_context(cafile=smtp_server.cafile))
@@ -100,7 +100,7 @@ def test_starttls(smtp_server):
 @pytest.mark.smtp_server(secure=True)
 @pytest.mark.asyncio
 async def test_implicit_tls_async(smtp_server):
-    async with SMTPPool(host="localhost", port=smtp_server.port, secure=True,
+    async with SMTPPool(host=smtp_server.host, port=smtp_server.port, secure=True,
                         tls=smtp_server.tls_context) as pool:
         await pool.send(_message("implicit"))
     assert smtp_server.messages[0].tls
