@@ -266,6 +266,21 @@ def test_starttls_and_login_with_classic_settings(tls_ca, server_ssl_context, tm
         assert received.login == "mailer"
 
 
+def test_login_when_aiosmtpd_is_imported(server_ssl_context) -> None:
+    # Importing aiosmtpd makes the server hand out aiosmtpd's LoginPassword: the
+    # Collector must still recognise its users.
+    pytest.importorskip("aiosmtpd.smtp")
+    for running in _start(require_auth=True, auth_require_tls=False, users={"u": "pw"}):
+        backend = EmailBackend(host="127.0.0.1", port=running.port, username="u", password="pw")
+        assert backend.send_messages([mail.EmailMessage("s", "b", "a@example.com",
+                                                        ["b@example.org"])]) == 1
+        assert running.messages[0].login == "u"
+        bad = EmailBackend(host="127.0.0.1", port=running.port, username="u", password="no",
+                           max_attempts=1)
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            bad.send_messages([mail.EmailMessage("s", "b", "a@example.com", ["b@example.org"])])
+
+
 def test_implicit_tls(tls_ca, server_ssl_context, tmp_path) -> None:
     cafile = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(cafile))

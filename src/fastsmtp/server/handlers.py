@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import hmac
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, BinaryIO, TextIO
 
-from .auth import AuthResult, CramMD5Credentials, LoginPassword
+from .auth import AuthResult, CramMD5Credentials
 
 __all__ = ["Sink", "StreamingHandler", "Maildir", "Printing", "Collector", "ReceivedMessage"]
 
@@ -239,14 +240,19 @@ class Collector:
     def authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str,
                       auth_data: Any) -> AuthResult:
         """Accept the users of :attr:`users` (the server calls this for AUTH)."""
-        if isinstance(auth_data, (LoginPassword, CramMD5Credentials)):
-            user = auth_data.login.decode("utf-8", "replace")
+        # Duck-typed: once the application imported aiosmtpd, PLAIN and LOGIN hand out
+        # aiosmtpd's own LoginPassword (see fastsmtp.server.auth), not fastsmtp's.
+        login = getattr(auth_data, "login", None)
+        if isinstance(login, bytes):
+            user = login.decode("utf-8", "replace")
             password = self.users.get(user)
             if password is not None:
-                if isinstance(auth_data, LoginPassword):
-                    ok = auth_data.password == password.encode("utf-8")
-                else:
+                if isinstance(auth_data, CramMD5Credentials):
                     ok = auth_data.verify(password)
+                else:
+                    given = getattr(auth_data, "password", None)
+                    ok = isinstance(given, bytes) and hmac.compare_digest(
+                        given, password.encode("utf-8"))
                 if ok:
                     return AuthResult(success=True, auth_data=user)
         return AuthResult(success=False)
