@@ -3,6 +3,13 @@
 They live in :mod:`fastsmtp.server.handlers`, beside the server that calls them.
 """
 
-from .server.handlers import Maildir, Printing, Sink, StreamingHandler
+from .server.handlers import (
+    Collector,
+    Maildir,
+    Printing,
+    ReceivedMessage,
+    Sink,
+    StreamingHandler,
+)
 
-__all__ = ["Sink", "StreamingHandler", "Maildir", "Printing"]
+__all__ = ["Sink", "StreamingHandler", "Maildir", "Printing", "Collector", "ReceivedMessage"]

@@ -1,5 +1,5 @@
 """Built-in server handlers: :class:`Sink`, :class:`StreamingHandler`, :class:`Maildir`,
-:class:`Printing`.
+:class:`Printing`, :class:`Collector` (with :class:`ReceivedMessage`).
 
 Any aiosmtpd handler works with :class:`fastsmtp.server.SMTPServer` too; these are the
 ones fastsmtp ships. See ``fastsmtp.server`` for the hook protocol.
@@ -8,15 +8,23 @@ ones fastsmtp ships. See ``fastsmtp.server`` for the hook protocol.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
+import hmac
 import itertools
 import logging
 import os
 import socket
 import sys
+import threading
 import time
+from collections.abc import Mapping
+from email.message import EmailMessage
 from typing import Any, BinaryIO, TextIO
 
-__all__ = ["Sink", "StreamingHandler", "Maildir", "Printing"]
+from .auth import AuthResult, CramMD5Credentials
+
+__all__ = ["Sink", "StreamingHandler", "Maildir", "Printing", "Collector", "ReceivedMessage"]
 
 log = logging.getLogger("fastsmtp.handlers")
 
@@ -148,3 +156,108 @@ class Printing:
         print(content, end="" if content.endswith("\n") else "\n", file=out)
         print("------------ END MESSAGE ------------", file=out, flush=True)
         return "250 2.0.0 OK"
+
+
+class ReceivedMessage:
+    """One message a :class:`Collector` received, with its envelope.
+
+    Attributes:
+        mail_from: The reverse path (``""`` for the null sender).
+        rcpt_tos: The accepted recipients, in order.
+        content: The message as received (bytes, CRLF line endings, dots unstuffed).
+        mail_options: The MAIL parameters (``["SIZE=1024", "BODY=8BITMIME"]``).
+        rcpt_options: The RCPT parameters of all recipients.
+        peer: The client's address.
+        login: The user the client authenticated as, or None.
+        tls: True when the message came over TLS (implicit or STARTTLS).
+    """
+
+    __slots__ = ("mail_from", "rcpt_tos", "content", "mail_options", "rcpt_options", "peer",
+                 "login", "tls", "_message")
+
+    def __init__(self, mail_from: str, rcpt_tos: list[str], content: bytes, *,
+                 mail_options: list[str] | None = None, rcpt_options: list[str] | None = None,
+                 peer: Any = None, login: str | None = None, tls: bool = False) -> None:
+        self.mail_from = mail_from
+        self.rcpt_tos = rcpt_tos
+        self.content = content
+        self.mail_options = mail_options or []
+        self.rcpt_options = rcpt_options or []
+        self.peer = peer
+        self.login = login
+        self.tls = tls
+        self._message: EmailMessage | None = None
+
+    @property
+    def message(self) -> EmailMessage:
+        """The content parsed with :data:`email.policy.default` (parsed once, on first use)."""
+        if self._message is None:
+            parsed = email.message_from_bytes(self.content, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)  # what policy.default builds
+            self._message = parsed
+        return self._message
+
+    def __repr__(self) -> str:
+        return (f"<ReceivedMessage from={self.mail_from!r} to={self.rcpt_tos!r} "
+                f"size={len(self.content)}>")
+
+
+class Collector:
+    """Keep every message in :attr:`messages` (a test server's handler, or a dev inbox).
+
+    It is what the pytest fixture ``smtp_server`` (:mod:`fastsmtp.testing`) runs, and works
+    with any :class:`~fastsmtp.server.SMTPServer` or
+    :class:`~fastsmtp.server.SMTPServerThread`. The 250 to the final dot is sent only
+    after the message was appended, so once a client's send returned the message is in
+    :attr:`messages`, whichever thread looks.
+
+    Args:
+        users: ``{user: password}`` accepted by its :meth:`authenticator` (PLAIN, LOGIN and
+            CRAM-MD5); None refuses every login. The server offers AUTH only when told to
+            (``enable_auth`` / ``require_auth``).
+    """
+
+    def __init__(self, users: Mapping[str, str] | None = None) -> None:
+        self.users: dict[str, str] = dict(users or {})
+        #: The received messages, oldest first.
+        self.messages: list[ReceivedMessage] = []
+        # The server's loop thread appends while a test thread reads or clears.
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Keep the message; accept it."""
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        received = ReceivedMessage(
+            envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content),
+            mail_options=list(envelope.mail_options), rcpt_options=list(envelope.rcpt_options),
+            peer=session.peer, login=login if session.authenticated else None,
+            tls=session.ssl is not None,
+        )
+        with self._lock:
+            self.messages.append(received)
+        return "250 2.0.0 OK: message accepted"
+
+    def authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        """Accept the users of :attr:`users` (the server calls this for AUTH)."""
+        # Duck-typed: once the application imported aiosmtpd, PLAIN and LOGIN hand out
+        # aiosmtpd's own LoginPassword (see fastsmtp.server.auth), not fastsmtp's.
+        login = getattr(auth_data, "login", None)
+        if isinstance(login, bytes):
+            user = login.decode("utf-8", "replace")
+            password = self.users.get(user)
+            if password is not None:
+                if isinstance(auth_data, CramMD5Credentials):
+                    ok = auth_data.verify(password)
+                else:
+                    given = getattr(auth_data, "password", None)
+                    ok = isinstance(given, bytes) and hmac.compare_digest(
+                        given, password.encode("utf-8"))
+                if ok:
+                    return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False)
+
+    def clear(self) -> None:
+        """Forget every message received so far."""
+        with self._lock:
+            self.messages.clear()
