@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import atexit
 import email.policy
-import importlib.util
 import os
 import smtplib
 import threading
@@ -85,11 +84,6 @@ FASTSMTP_OPTION_NAMES = frozenset({f.name for f in fields(PoolOptions)} | {"tls"
 _POLICY_ARGUMENT = django.VERSION >= (6, 0)
 # Django 6.1 has MAILERS: OPTIONS validated by BaseEmailBackend, which takes an alias.
 _HAS_MAILERS = django.VERSION >= (6, 1)
-
-# A bridge for the client rewrite in progress: send_many's pairs are (message, envelope)
-# in the public API; the client before its sans-IO transaction module took (envelope,
-# message). Delete this and _pair's branch once that module is in every tree.
-_MESSAGE_FIRST = importlib.util.find_spec("fastsmtp._transaction") is not None
 
 _pools: dict[tuple[Any, ...], SyncSMTPPool] = {}
 _pools_lock = threading.Lock()
@@ -176,7 +170,7 @@ def _wire(email_message: Any, utf8: bool) -> bytes:
 
 def _pair(message: bytes, envelope: Envelope) -> tuple[Any, Any]:
     """One ``send_many`` item: ``(message, envelope)``."""
-    return (message, envelope) if _MESSAGE_FIRST else (envelope, message)
+    return (message, envelope)
 
 
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
