@@ -24,11 +24,21 @@ The rule, first match wins:
 
 The *budget* (how many attempts, which backoff) belongs to the caller (the pool's
 ``max_attempts``); this module only says whether another attempt is sensible.
+
+Two refinements of a transient reply live here too, so the pool asks one module:
+
+* :func:`is_slow_down`: the server asks the client to send more slowly (421/450/451/452/
+  454 with rate or throttling text, or an RFC 3463 ``4.7.x`` code such as Gmail's
+  ``421 4.7.28`` or SES's ``454 Throttling failure``). The pool lowers its own rate.
+* :func:`is_session_cut`: a 421 that ends a session which had already delivered
+  (``too many messages``, ``session too long``): the server renews sessions, the message
+  is not at fault, so the pool retries it on a fresh connection without charging it.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 from .errors import (
     SMTPConnectionError,
@@ -40,7 +50,8 @@ from .errors import (
     SMTPTimeoutError,
 )
 
-__all__ = ["Verdict", "verdict", "is_retryable"]
+__all__ = ["Verdict", "verdict", "is_retryable", "is_slow_down", "is_session_cut",
+           "SLOW_DOWN_CODES"]
 
 
 class Verdict(enum.Enum):
@@ -84,3 +95,46 @@ def verdict(exc: BaseException) -> Verdict:
 def is_retryable(exc: BaseException) -> bool:
     """``verdict(exc) is Verdict.RETRY``: may the message be sent again?"""
     return verdict(exc) is Verdict.RETRY
+
+
+#: Reply codes a "slow down" may come with (RFC 5321 4xx used by large providers).
+SLOW_DOWN_CODES = frozenset({421, 450, 451, 452, 454})
+# Provider wording for rate limits: Gmail "rate limited", SES "Throttling failure",
+# Outlook "exceeded the message rate limit", Yahoo "too many ... slow down". Greylisting
+# also uses 4.7.x (451 4.7.1) but asks for a later retry, not a lower rate.
+_SLOW_TEXT = re.compile(
+    r"rate.?limit|\brate\b|throttl|slow(ing)? down|too fast|too frequent|"
+    r"too many (messages|mails|emails|requests|connections) (per|in|from)", re.IGNORECASE)
+_NOT_SLOW_TEXT = re.compile(r"grey.?list|gray.?list", re.IGNORECASE)
+
+
+def is_slow_down(exc: BaseException) -> bool:
+    """Does the error carry a reply asking the client to send more slowly?
+
+    A transient reply in :data:`SLOW_DOWN_CODES` whose enhanced status is ``4.7.x`` or
+    whose text speaks of a rate or throttling, except greylisting. Only failures are
+    asked (never a success), so this costs nothing on the hot path.
+    """
+    reply = getattr(exc, "reply", None)
+    if reply is None or reply.code not in SLOW_DOWN_CODES:
+        return False
+    text = reply.message
+    if _NOT_SLOW_TEXT.search(text):
+        return False
+    status = reply.enhanced_status
+    if status is not None and status.startswith("4.7."):
+        return True
+    return _SLOW_TEXT.search(text) is not None
+
+
+def is_session_cut(exc: BaseException, delivered_before: int) -> bool:
+    """Is this a 421 ending a session that had done work (and not a "slow down")?
+
+    Args:
+        exc: The error of the failed attempt.
+        delivered_before: Messages the connection had delivered; 0 means the server
+            refused the session itself, which is no session cut but a failure.
+    """
+    reply = getattr(exc, "reply", None)
+    return (delivered_before > 0 and reply is not None and reply.code == 421
+            and verdict(exc) is Verdict.RETRY and not is_slow_down(exc))
