@@ -133,6 +133,8 @@ class _Slot:
 
 
 _NEVER = float("inf")
+#: Delivery samples kept for the adaptive rate's estimate (one per 1/8 window: two windows).
+_SAMPLES = 16
 
 #: One entry of ``SMTPPool(hosts=[...])``: an ``smtp://`` URL, a mapping of connection
 #: options (it may hold ``weight`` and ``auth``), a ConnectionOptions, or a pair
@@ -283,11 +285,14 @@ class SMTPPool:
         self._limiter = (
             RateLimiter(popts.rate_limit, popts.rate_delta) if popts.rate_limit else None
         )
+        self._sample_gap = popts.rate_delta / 8
         self._adaptive = (AdaptiveRate(popts.rate_floor, popts.rate_limit, popts.rate_delta)
                           if popts.adaptive_rate else None)
         self._rate_timer: asyncio.TimerHandle | None = None
-        self._started = 0  # messages handed to connections (per run, for the rate estimate)
-        self._started_at: float | None = None
+        # For the adaptive rate's estimate of what the server accepts per window:
+        # deliveries so far, and (time, deliveries) samples taken at the end of runs.
+        self._delivered = 0
+        self._samples: deque[tuple[float, int]] = deque(maxlen=_SAMPLES)
         self._pending: deque[_Job] = deque()
         self._slots: list[_Slot] = []
         self._idle: list[_Slot] = []  # LIFO stack of slots waiting for a job
@@ -647,8 +652,6 @@ class SMTPPool:
             slot = _Slot()
             self._slots.append(slot)
             slot.task = loop.create_task(self._run(slot, job))
-            if self._started_at is None:
-                self._started_at = loop.time()  # for the adaptive rate's first estimate
 
     def _notify_idle(self) -> None:
         if not self.is_idle():
@@ -860,9 +863,8 @@ class SMTPPool:
             return
         breaker = host.breaker
         delay = breaker.retry_at - self._get_loop().time()
-        self.logger.warning("connection to %s failed (%s), %d in a row; circuit open, "
-                            "new connections in %.1f s", host.label, exc,
-                            breaker.threshold if breaker.trips == 1 else 1, delay)
+        self.logger.warning("connection to %s failed (%s); circuit open (trip %d), "
+                            "new connections in %.2f s", host.label, exc, breaker.trips, delay)
         if any(h.breaker.closed for h in self._hosts):
             return  # another server takes the traffic
         waiting = list(self._pending)
@@ -951,7 +953,12 @@ class SMTPPool:
                 if index not in answered:
                     self._failed(conn, job, exc)
             raise
-        self._started += len(batch)
+        if self._adaptive is not None:
+            # One sample per run at most, and only when the last is 1/8 window old.
+            now = clock()
+            samples = self._samples
+            if not samples or now - samples[-1][0] >= self._sample_gap:
+                samples.append((now, self._delivered))
         for job, result in deferred:
             conclude(job, result)
         for index, job in enumerate(batch):
@@ -1005,11 +1012,16 @@ class SMTPPool:
         assert adaptive is not None
         loop = self._get_loop()
         now = loop.time()
-        if self._started_at is None:
-            self._started_at = now
-        elapsed = max(now - self._started_at, 1e-3)
-        observed = self._started * self.pool_options.rate_delta / elapsed
-        if adaptive.slow_down(now, observed):
+        since = now - adaptive.period
+        base = 0
+        for when, count in self._samples:
+            if when >= since:
+                base = count
+                break
+        else:
+            if self._samples:
+                base = self._samples[-1][1]
+        if adaptive.slow_down(now, self._delivered - base):
             self._apply_rate()
             self.logger.warning("the server asks to slow down: rate lowered to %s per %.3g s",
                                 adaptive.limit, adaptive.period)
@@ -1061,3 +1073,4 @@ class SMTPPool:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+            self._delivered += 1

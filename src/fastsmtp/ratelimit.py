@@ -89,11 +89,13 @@ class AdaptiveRate:
     """The pool's own rate under "slow down" replies: AIMD, never below a floor.
 
     Sans-IO (the caller passes ``now``). Unthrottled, :attr:`limit` is None (or the
-    configured ``ceiling``). A slow-down reply halves the limit (multiplicative decrease),
-    at most once per window: the replies to messages started before the cut arrive after
-    it and must not cut again. Each window without a slow-down reply raises it by an
-    eighth (at least 1, additive-like increase) until it reaches the ceiling, or, with no
-    configured rate, the rate observed before the first cut, where throttling ends.
+    configured ``ceiling``). The first slow-down reply sets the limit to what the server
+    accepted in the last window (``delivered``: the best estimate of its limit, far better
+    than halving an unthrottled burst); a later one, while throttled, halves it
+    (multiplicative decrease). At most one cut per window: the replies to messages started
+    before a cut arrive after it and must not cut again. Each window without a slow-down
+    reply raises the limit by an eighth (at least 1) until it reaches the ceiling, or,
+    with no configured rate, twice the first cut's limit, where throttling ends.
 
     Args:
         floor: The limit never goes below this (permits per window).
@@ -121,8 +123,8 @@ class AdaptiveRate:
         """True while the limit is below where it would be without slow-down replies."""
         return self.limit is not None and self.limit != self._release
 
-    def slow_down(self, now: float, observed: float) -> bool:
-        """A slow-down reply arrived; ``observed`` is the recent rate (per window).
+    def slow_down(self, now: float, delivered: int) -> bool:
+        """A slow-down reply arrived; ``delivered``: messages accepted in the last window.
 
         Returns:
             True when the limit changed.
@@ -130,12 +132,15 @@ class AdaptiveRate:
         self._last_slow = now
         if now - self._last_cut < self.period:
             return False
-        if self.limit is None:
-            self._release = max(self.floor, int(observed) + 1)
-            current = self._release
+        if self.throttled:
+            assert self.limit is not None
+            new = max(self.floor, min(self.limit // 2, delivered))
         else:
-            current = self.limit if self.throttled else min(self.limit, int(observed) + 1)
-        new = max(self.floor, current // 2)
+            new = max(self.floor, delivered)
+            if self.ceiling is not None:
+                new = min(new, self.ceiling - 1) if self.ceiling > self.floor else self.floor
+            else:
+                self._release = max(self.floor + 1, 2 * new)
         self._last_cut = now
         self.cuts += 1
         if new == self.limit:

@@ -104,7 +104,8 @@ SLOW_DOWN_CODES = frozenset({421, 450, 451, 452, 454})
 # also uses 4.7.x (451 4.7.1) but asks for a later retry, not a lower rate.
 _SLOW_TEXT = re.compile(
     r"rate.?limit|\brate\b|throttl|slow(ing)? down|too fast|too frequent|"
-    r"too many (messages|mails|emails|requests|connections) (per|in|from)", re.IGNORECASE)
+    r"too many (messages|mails|emails|requests|connections) (per|in the last)",
+    re.IGNORECASE)
 _NOT_SLOW_TEXT = re.compile(r"grey.?list|gray.?list", re.IGNORECASE)
 
 
