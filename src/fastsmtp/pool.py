@@ -26,9 +26,25 @@ lost, timeout, protocol error, any 4xx) goes back to the front of the queue afte
 backoff, up to ``max_attempts`` attempts; a 4xx from a healthy connection is retried on
 another connection. A 5xx fails at once. A 250 is never resent. A connection lost after
 the final dot and before its reply fails the job with
-:class:`~fastsmtp.errors.SMTPMaybeDelivered`, never a silent resend. A connect failure
-backs off the whole pool (no hot reconnect loop against a dead server) and costs every
-waiting job an attempt, so a dead server fails the queue in bounded time.
+:class:`~fastsmtp.errors.SMTPMaybeDelivered`, never a silent resend.
+
+Failures stay where they happen: an attempt is charged only to the jobs that were on
+the failing connection. A connection that cannot be opened, or breaks before doing any
+work, charges nobody (its job goes back to the front of the queue); it counts against
+its server's :class:`~fastsmtp.breaker.CircuitBreaker`, which opens after
+``breaker_threshold`` such failures in a row (no new connection until a doubling
+cool-down ends, then one trial). Each trip, when no other server can take the queue,
+charges every waiting job an attempt, so a dead server fails the queue in bounded time
+without a hot reconnect loop. With ``hosts=[...]`` each server has its own breaker;
+connections go to the least loaded server by weight among those whose circuit is closed.
+
+Connection lifetime: ``max_connection_age`` renews a connection between messages,
+``probe_idle`` RSETs a connection idle that long before reuse (a failed probe costs no
+attempt), and a 421 ending a session that had delivered is retried on a fresh
+connection for free (:func:`~fastsmtp.retry.is_session_cut`; at most ``max_attempts``
+times per job, each after a delivery, so no hot loop). A "slow down" reply
+(:func:`~fastsmtp.retry.is_slow_down`) lowers the pool's own rate
+(:class:`~fastsmtp.ratelimit.AdaptiveRate`, AIMD; :attr:`SMTPPool.throttle`).
 
 A caller that cancels ``send()`` never cancels the transaction itself: a job still
 queued is dropped, one in flight runs to its end on the connection (whose result is then
@@ -237,6 +253,11 @@ class SMTPPool:
             every new connection; a socket it returns is used instead of connecting.
         logger: Logger for pool events (default ``fastsmtp.pool``); also given to the
             connections.
+        hosts: Several servers instead of one: each entry an ``smtp://`` URL, a mapping
+            of connection options (with optional ``weight`` and ``auth``), a
+            :class:`~fastsmtp.options.ConnectionOptions`, or ``(entry, weight)``. The
+            other arguments are every entry's defaults. A server whose connections keep
+            failing is taken out for a cool-down (see :attr:`circuits`).
         **options: Every :class:`~fastsmtp.options.ConnectionOptions` field (host, port,
             secure, require_tls, timeouts, tls, ...) and every :class:`PoolOptions` field
             (max_connections, max_messages, rate_limit, rate_delta, max_queue, ...).
