@@ -721,7 +721,7 @@ class SMTPPool:
                         # Every server's circuit is open: the job waits in the queue,
                         # uncharged; _spawn (in finally) wakes a slot when one turns
                         # half-open.
-                        self._pending.appendleft(job)
+                        self._put_back(job, None)
                         return
                     slot.host = host
                     host.active += 1
@@ -849,8 +849,7 @@ class SMTPPool:
                 self._settle(self._pending.popleft(), exc)
             self._release_space(all_=True)
             return
-        if not job.future.done():
-            self._pending.appendleft(job)
+        self._put_back(job, exc)
         if self._closing or not isinstance(exc, Exception):
             return
         now = self._get_loop().time()
@@ -859,6 +858,17 @@ class SMTPPool:
         else:
             self._host_failed(host, exc, host.breaker.trip(now))
         self._dispatch()
+
+    def _put_back(self, job: _Job, exc: BaseException | None) -> None:
+        """Return a job that was never sent to the front of the queue, uncharged (or, if
+        the pool is closing, fail it: close() already emptied the queue)."""
+        if job.future.done():
+            return
+        if self._closing:
+            self._settle(job, exc if exc is not None else
+                         SMTPPoolClosed("the pool was closed before the message was sent"))
+        else:
+            self._pending.appendleft(job)
 
     def _judge(self, slot: _Slot, conn: SMTPConnection) -> None:
         """Tell the breaker how a new connection did, once, after its first run."""
