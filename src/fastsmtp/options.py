@@ -548,6 +548,23 @@ class PoolOptions:
             Each caller still gets its result the moment its own reply arrives. 1: one
             task per message, up to ``PIPELINE_DEPTH`` in flight per connection (the
             path a rate-limited pool always takes).
+        breaker_threshold: Failed connections *in a row* (refused, reset, or broken
+            before doing any work) after which a server counts as down: its circuit
+            opens, new connections wait ``retry_delay`` (doubling up to
+            ``retry_delay_max``) and, when no other host can take them, every waiting
+            message is charged one attempt. A single failed connection costs only the
+            messages that were on it.
+        max_connection_age: Seconds after which a connection is renewed (QUIT, then a
+            fresh one) before its next message, to stay ahead of a server's session
+            lifetime cut; None: no limit.
+        probe_idle: A connection idle longer than this many seconds gets an RSET before
+            it is reused (Postfix's ``smtp_rset_timeout``); one that fails the probe is
+            replaced without costing the message an attempt. None: no probe.
+        adaptive_rate: Lower the pool's own rate when the server says "slow down"
+            (a 4.7.x code or rate/throttling text; see :func:`fastsmtp.retry.is_slow_down`)
+            and raise it again while replies are clean (AIMD). See ``SMTPPool.throttle``.
+        rate_floor: The adaptive rate never goes below this many messages per
+            ``rate_delta``.
     """
 
     max_connections: int = 5
@@ -561,10 +578,15 @@ class PoolOptions:
     idle_timeout: float = 30.0
     pipelining: bool = True
     batch_size: int = FAST_BATCH_SIZE
+    breaker_threshold: int = 3
+    max_connection_age: float | None = None
+    probe_idle: float | None = None
+    adaptive_rate: bool = True
+    rate_floor: int = 1
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_messages", "max_queue", "max_attempts",
-                     "batch_size"):
+                     "batch_size", "breaker_threshold", "rate_floor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int of at least 1")
@@ -579,6 +601,16 @@ class PoolOptions:
                     or not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number of seconds")
             object.__setattr__(self, name, float(value))
+        for name in ("max_connection_age", "probe_idle"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be None or a positive number of seconds")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.adaptive_rate, bool):
+            raise ValueError("adaptive_rate must be True or False")
 
 
 # -- URLs ----------------------------------------------------------------------------------

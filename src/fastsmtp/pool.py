@@ -26,9 +26,25 @@ lost, timeout, protocol error, any 4xx) goes back to the front of the queue afte
 backoff, up to ``max_attempts`` attempts; a 4xx from a healthy connection is retried on
 another connection. A 5xx fails at once. A 250 is never resent. A connection lost after
 the final dot and before its reply fails the job with
-:class:`~fastsmtp.errors.SMTPMaybeDelivered`, never a silent resend. A connect failure
-backs off the whole pool (no hot reconnect loop against a dead server) and costs every
-waiting job an attempt, so a dead server fails the queue in bounded time.
+:class:`~fastsmtp.errors.SMTPMaybeDelivered`, never a silent resend.
+
+Failures stay where they happen: an attempt is charged only to the jobs that were on
+the failing connection. A connection that cannot be opened, or breaks before doing any
+work, charges nobody (its job goes back to the front of the queue); it counts against
+its server's :class:`~fastsmtp.breaker.CircuitBreaker`, which opens after
+``breaker_threshold`` such failures in a row (no new connection until a doubling
+cool-down ends, then one trial). Each trip, when no other server can take the queue,
+charges every waiting job an attempt, so a dead server fails the queue in bounded time
+without a hot reconnect loop. With ``hosts=[...]`` each server has its own breaker;
+connections go to the least loaded server by weight among those whose circuit is closed.
+
+Connection lifetime: ``max_connection_age`` renews a connection between messages,
+``probe_idle`` RSETs a connection idle that long before reuse (a failed probe costs no
+attempt), and a 421 ending a session that had delivered is retried on a fresh
+connection for free (:func:`~fastsmtp.retry.is_session_cut`; at most ``max_attempts``
+times per job, each after a delivery, so no hot loop). A "slow down" reply
+(:func:`~fastsmtp.retry.is_slow_down`) lowers the pool's own rate
+(:class:`~fastsmtp.ratelimit.AdaptiveRate`, AIMD; :attr:`SMTPPool.throttle`).
 
 A caller that cancels ``send()`` never cancels the transaction itself: a job still
 queued is dropped, one in flight runs to its end on the connection (whose result is then
@@ -57,11 +73,11 @@ from email.message import Message
 from typing import Any
 
 from ._transaction import resolve_envelope, split_item
-from .connection import SendResult, SMTPConnection, unsent_error
+from .breaker import CircuitBreaker
+from .connection import SendResult, SMTPConnection
 from .errors import (
     SMTPConnectionError,
     SMTPError,
-    SMTPMaybeDelivered,
     SMTPPoolClosed,
 )
 from .message import Envelope, MessageSource
@@ -77,8 +93,8 @@ from .options import (
     _option_name,
     parse_url,
 )
-from .ratelimit import RateLimiter
-from .retry import is_retryable
+from .ratelimit import AdaptiveRate, RateLimiter
+from .retry import is_retryable, is_session_cut, is_slow_down
 from .services import lookup_service
 
 __all__ = ["SMTPPool", "PoolOptions", "Auth", "parse_url", "PIPELINE_DEPTH", "FAST_BATCH_SIZE"]
@@ -100,7 +116,7 @@ GetSocket = Callable[[ConnectionOptions], Awaitable[socket.socket | None]]
 class _Job:
     """One message on its way: resolved exactly once through ``SMTPPool._settle``."""
 
-    __slots__ = ("envelope", "message", "future", "attempts", "avoid", "position",
+    __slots__ = ("envelope", "message", "future", "attempts", "renewals", "avoid", "position",
                  "started", "context")
 
     def __init__(self, envelope: Envelope, message: MessageSource, future: asyncio.Future[Any]):
@@ -112,6 +128,7 @@ class _Job:
         # (the observers run in it, so a span gets the caller's span as its parent).
         self.started = 0.0
         self.context: contextvars.Context | None = None
+        self.renewals = 0  # free retries after a session cut (bounded by max_attempts)
         self.avoid: SMTPConnection | None = None  # retry a 4xx elsewhere than here
         # Where a seekable file message started, to rewind it for a retry.
         self.position = message.tell() if hasattr(message, "seek") else None  # type: ignore[union-attr]
@@ -120,10 +137,16 @@ class _Job:
 class _Slot:
     """One worker task and the connection it owns."""
 
-    __slots__ = ("conn", "count", "task", "waiter", "timer", "blocker")
+    __slots__ = ("conn", "host", "expires", "judged", "count", "task", "waiter", "timer",
+                 "blocker")
 
     def __init__(self) -> None:
         self.conn: SMTPConnection | None = None
+        self.host: _Host | None = None  # the server ``conn`` is (being) opened to
+        self.expires = _NEVER  # loop time after which ``conn`` is renewed (max_connection_age)
+        # Whether the breaker has heard how ``conn`` did (once per connection, after its
+        # first run: it proved healthy, or it broke before doing any work).
+        self.judged = True
         self.count = 0  # transactions started on ``conn``
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[_Job | None] | None = None  # set while idle
@@ -131,6 +154,79 @@ class _Slot:
         # Set while the worker, holding a job, waits for a rate-limit permit or for the
         # reconnect backoff: close() cancels it, so the job fails as "pool closed".
         self.blocker: asyncio.Task[Any] | None = None
+
+
+_NEVER = float("inf")
+#: Delivery samples kept for the adaptive rate's estimate (one per 1/8 window: two windows).
+_SAMPLES = 16
+
+#: One entry of ``SMTPPool(hosts=[...])``: an ``smtp://`` URL, a mapping of connection
+#: options (it may hold ``weight`` and ``auth``), a ConnectionOptions, or a pair
+#: ``(any of those, weight)``.
+HostEntry = Any
+
+
+class _Host:
+    """One server of the pool: its options, credentials, weight and circuit breaker."""
+
+    __slots__ = ("options", "auth", "weight", "breaker", "active", "label")
+
+    def __init__(self, options: ConnectionOptions, auth: Auth | None, weight: float,
+                 breaker: CircuitBreaker) -> None:
+        self.options = options
+        self.auth = auth
+        self.weight = weight
+        self.breaker = breaker
+        self.active = 0  # slots with a connection to it (open or opening)
+        self.label = f"{options.host}:{options.port}"
+
+
+def _build_hosts(base: dict[str, Any], auth: Auth | None, entries: Iterable[HostEntry] | None,
+                 popts: PoolOptions) -> list[_Host]:
+    """The pool's servers: ``base`` alone, or each entry of ``hosts`` over ``base``."""
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(popts.breaker_threshold, popts.retry_delay, popts.retry_delay_max)
+
+    if entries is None:
+        return [_Host(ConnectionOptions(**base), auth, 1.0, breaker())]
+    if isinstance(entries, (str, bytes, Mapping)):
+        raise TypeError("hosts must be a list of URLs, option mappings or ConnectionOptions "
+                        "(hosts=['smtp://a.example', ('smtp://b.example', 2)])")
+    pool_names = {f.name for f in fields(PoolOptions)}
+    hosts: list[_Host] = []
+    for entry in entries:
+        weight: Any = 1.0
+        if isinstance(entry, tuple) and len(entry) == 2:
+            entry, weight = entry
+        host_auth = auth
+        if isinstance(entry, ConnectionOptions):
+            options = entry
+        else:
+            if isinstance(entry, str):
+                given = parse_url(entry)
+                if "user" in given:
+                    raise ValueError(f"the host URL names the user {given['user']!r} but no "
+                                     "password: put user:password in the URL or give auth=")
+            elif isinstance(entry, Mapping):
+                given = {_option_name(k): v for k, v in entry.items()}
+                weight = given.pop("weight", weight)
+            else:
+                raise TypeError(f"a hosts entry must be a URL, a mapping of options or "
+                                f"ConnectionOptions, not {type(entry).__name__}")
+            misplaced = sorted(k for k in given if k in pool_names)
+            if misplaced:
+                raise ValueError(f"pool options {misplaced} belong to SMTPPool(...), not to "
+                                 "one entry of hosts")
+            if "auth" in given:
+                host_auth = Auth.coerce(given.pop("auth"))
+            options = ConnectionOptions(**{**base, **given})
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not weight > 0 or weight == _NEVER:
+            raise ValueError(f"a host weight must be a positive number, not {weight!r}")
+        hosts.append(_Host(options, host_auth, float(weight), breaker()))
+    if not hosts:
+        raise ValueError("hosts is empty: give at least one server")
+    return hosts
 
 
 def _replayable(message: MessageSource) -> bool:
@@ -165,6 +261,11 @@ class SMTPPool:
             every new connection; a socket it returns is used instead of connecting.
         logger: Logger for pool events (default ``fastsmtp.pool``); also given to the
             connections.
+        hosts: Several servers instead of one: each entry an ``smtp://`` URL, a mapping
+            of connection options (with optional ``weight`` and ``auth``), a
+            :class:`~fastsmtp.options.ConnectionOptions`, or ``(entry, weight)``. The
+            other arguments are every entry's defaults. A server whose connections keep
+            failing is taken out for a cool-down (see :attr:`circuits`).
         **options: Every :class:`~fastsmtp.options.ConnectionOptions` field (host, port,
             secure, require_tls, timeouts, tls, ...) and every :class:`PoolOptions` field
             (max_connections, max_messages, rate_limit, rate_delta, max_queue, ...).
@@ -178,6 +279,7 @@ class SMTPPool:
         auth: Auth | Mapping[str, Any] | tuple[str, str] | None = None,
         get_socket: GetSocket | None = None,
         logger: logging.Logger | None = None,
+        hosts: Iterable[HostEntry] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(url, Mapping):  # nodemailer-style options object (camelCase welcome)
@@ -203,13 +305,23 @@ class SMTPPool:
         pool_names = {f.name for f in fields(PoolOptions)}
         self.pool_options = PoolOptions(**{k: merged.pop(k) for k in list(merged)
                                            if k in pool_names})
-        self.options = ConnectionOptions(**merged)
+        self._hosts = _build_hosts(merged, self.auth, hosts, self.pool_options)
+        #: The (first) server's connection options.
+        self.options = self._hosts[0].options
         self.logger = logger or _log
         self._get_socket = get_socket
+        popts = self.pool_options
         self._limiter = (
-            RateLimiter(self.pool_options.rate_limit, self.pool_options.rate_delta)
-            if self.pool_options.rate_limit else None
+            RateLimiter(popts.rate_limit, popts.rate_delta) if popts.rate_limit else None
         )
+        self._sample_gap = popts.rate_delta / 8
+        self._adaptive = (AdaptiveRate(popts.rate_floor, popts.rate_limit, popts.rate_delta)
+                          if popts.adaptive_rate else None)
+        self._rate_timer: asyncio.TimerHandle | None = None
+        # For the adaptive rate's estimate of what the server accepts per window:
+        # deliveries so far, and (time, deliveries) samples taken at the end of runs.
+        self._delivered = 0
+        self._samples: deque[tuple[float, int]] = deque(maxlen=_SAMPLES)
         self._pending: deque[_Job] = deque()
         self._slots: list[_Slot] = []
         self._idle: list[_Slot] = []  # LIFO stack of slots waiting for a job
@@ -217,9 +329,6 @@ class SMTPPool:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._idle_callbacks: list[Callable[[], Any]] = []
         self._retry_timers: dict[_Job, asyncio.TimerHandle] = {}
-        self._connect_failures = 0  # in a row, reset by a delivered message
-        self._connect_not_before = 0.0
-        self._last_broken: SMTPConnection | None = None
         self._spawn_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -261,6 +370,27 @@ class SMTPPool:
         """
         return await self._submit(message, envelope)
 
+    @property
+    def throttle(self) -> int | None:
+        """The rate the pool allows itself because a server asked it to slow down.
+
+        Messages per ``rate_delta`` seconds while throttled (adaptive rate, see
+        ``adaptive_rate``), never below ``rate_floor``; None when not throttled (the pool
+        then runs at its configured ``rate_limit``, or unlimited).
+        """
+        adaptive = self._adaptive
+        return adaptive.limit if adaptive is not None and adaptive.throttled else None
+
+    @property
+    def circuits(self) -> dict[str, str]:
+        """Each server's circuit: ``{"host:port": "closed" | "open" | "half-open"}``.
+
+        "open": its connections kept failing; it gets no new connection until its
+        cool-down ends ("half-open": one trial connection decides).
+        """
+        now = self._loop.time() if self._loop is not None else 0.0
+        return {h.label: h.breaker.state(now) for h in self._hosts}
+
     def is_idle(self) -> bool:
         """True when a new message would start at once (nodemailer's ``isIdle()``)."""
         if self._closing or self._pending:
@@ -286,7 +416,9 @@ class SMTPPool:
         ``queued`` (messages waiting for a slot), ``retrying`` (messages waiting out a
         retry backoff), ``in_flight`` (messages in a transaction on a connection);
         ``rate_limit`` and ``rate_period`` (messages per period in seconds, None
-        without a limit).
+        without a limit); ``throttle`` (the rate the pool allows itself while a server
+        asks it to slow down, see :attr:`throttle`; None when not throttled) and
+        ``open_circuits`` (servers taken out for a cool-down, see :attr:`circuits`).
         """
         counters = self._counters
         slots = self._slots
@@ -307,6 +439,8 @@ class SMTPPool:
             "in_flight": counters.in_flight,
             "rate_limit": limiter.limit if limiter is not None else None,
             "rate_period": limiter.period if limiter is not None else None,
+            "throttle": self.throttle,
+            "open_circuits": sum(1 for state in self.circuits.values() if state != "closed"),
         }
 
     def add_observer(self, observer: Observer) -> Callable[[], None]:
@@ -412,14 +546,16 @@ class SMTPPool:
                 task.cancel()
 
     async def verify(self) -> None:
-        """Check the configuration: connect, log in and QUIT on a fresh connection.
+        """Check the configuration: connect, log in and QUIT on a fresh connection
+        (to every server of ``hosts``).
 
         Raises:
             SMTPError: What went wrong (connection, TLS, authentication...).
         """
         self._bind_loop()
-        conn = await self._open()
-        await conn.quit()
+        for host in self._hosts:
+            conn = await self._open(host)
+            await conn.quit()
 
     async def close(self) -> None:
         """Close the pool.
@@ -447,6 +583,9 @@ class SMTPPool:
             self._idle_waiters.clear()
             if self._spawn_timer is not None:
                 self._spawn_timer.cancel()
+            if self._rate_timer is not None:
+                self._rate_timer.cancel()
+                self._rate_timer = None
             while self._idle:
                 self._wake(self._idle.pop(), None)
             for slot in self._slots:
@@ -494,10 +633,14 @@ class SMTPPool:
             self._space_waiters.clear()
             self._idle_waiters.clear()
             self._retry_timers.clear()
-            self._connect_failures = 0
-            self._connect_not_before = 0.0
-            self._last_broken = None
             self._spawn_timer = None
+            self._rate_timer = None
+            self._samples.clear()
+            popts = self.pool_options
+            for host in self._hosts:  # their breakers hold the old loop's times
+                host.active = 0
+                host.breaker = CircuitBreaker(popts.breaker_threshold, popts.retry_delay,
+                                              popts.retry_delay_max)
         self._loop = running
         return running
 
@@ -619,21 +762,30 @@ class SMTPPool:
                 self._idle.remove(slot)
 
     def _spawn(self) -> None:
-        """Start slots for pending jobs, within max_connections and the connect backoff."""
+        """Start slots for pending jobs, within max_connections and the circuit breakers."""
         if self._closing or not self._pending:
             return
+        limit = self.pool_options.max_connections
+        if not all(h.breaker.closed for h in self._hosts):
+            loop = self._get_loop()
+            now = loop.time()
+            if not any(h.breaker.allows(now) for h in self._hosts):
+                # Every server is down (or a trial connection is under way, which reports
+                # back): wake up when the first circuit turns half-open, not before.
+                waits = [h.breaker.retry_at for h in self._hosts
+                         if not h.breaker.closed and h.breaker.retry_at > now]
+                if waits and self._spawn_timer is None:
+                    def fire() -> None:
+                        self._spawn_timer = None
+                        self._spawn()
+                    self._spawn_timer = loop.call_at(min(waits), fire)
+                return
+            if not any(h.breaker.closed for h in self._hosts):
+                limit = min(limit, len(self._slots) + 1)  # half-open: one trial at a time
         loop = self._get_loop()
-        now = loop.time()
-        if now < self._connect_not_before:
-            if self._spawn_timer is None:
-                def fire() -> None:
-                    self._spawn_timer = None
-                    self._spawn()
-                self._spawn_timer = loop.call_at(self._connect_not_before, fire)
-            return
         # Each new slot starts with a job of its own, so a burst of sends never opens
         # more connections than there are jobs waiting.
-        while len(self._slots) < self.pool_options.max_connections:
+        while len(self._slots) < limit:
             job = self._next_pending()
             if job is None:
                 return
@@ -674,26 +826,44 @@ class SMTPPool:
                         slot, job, self._limiter.acquire()):
                     return
                 conn = slot.conn
-                if conn is not None and (not conn.is_connected or job.avoid is conn):
-                    await self._retire(slot)
-                    conn = None
+                if conn is not None:
+                    if not conn.is_connected or job.avoid is conn \
+                            or loop.time() >= slot.expires:
+                        await self._retire(slot)
+                        conn = None
+                    elif opts.probe_idle is not None \
+                            and loop.time() - conn.last_used > opts.probe_idle:
+                        conn = await self._probe(slot, conn)
                 if conn is None:
-                    backoff = self._connect_not_before - loop.time()
-                    if backoff > 0 and not await self._block(slot, job, asyncio.sleep(backoff)):
+                    host = self._choose_host(loop.time())
+                    if host is None:
+                        # Every server's circuit is open: the job waits in the queue,
+                        # uncharged; _spawn (in finally) wakes a slot when one turns
+                        # half-open.
+                        self._put_back(job, None)
                         return
+                    slot.host = host
+                    host.active += 1
                     try:
-                        conn = slot.conn = await self._open()
+                        conn = slot.conn = await self._open(host)
                     except BaseException as exc:
-                        self._connect_failed(job, exc)
+                        host.active -= 1
+                        slot.host = None
+                        self._connect_failed(host, job, exc)
                         if not isinstance(exc, Exception):
                             raise
                         return
                     slot.count = 0
+                    slot.judged = False
+                    age = opts.max_connection_age
+                    slot.expires = loop.time() + age if age is not None else _NEVER
                 slot.count += 1
                 # Awaited here, not in a task: the run pipelines its messages itself, and
                 # the slot is back on the idle stack before the callers woken by the
                 # run's results run.
                 await self._deliver(slot, conn, job)
+                if not slot.judged:
+                    self._judge(slot, conn)
                 if slot.count >= opts.max_messages:
                     await self._retire(slot)
                 job = None
@@ -723,16 +893,54 @@ class SMTPPool:
     async def _retire(self, slot: _Slot) -> None:
         """QUIT the slot's connection (errors ignored); its run, if any, has ended."""
         conn, slot.conn = slot.conn, None
+        host, slot.host = slot.host, None
+        if host is not None:
+            host.active -= 1
         if conn is None:
             return
         await conn.quit()
 
-    async def _open(self) -> SMTPConnection:
-        sock = await self._get_socket(self.options) if self._get_socket else None
-        conn = SMTPConnection(options=self.options, sock=sock, logger=self.logger)
+    async def _probe(self, slot: _Slot, conn: SMTPConnection) -> SMTPConnection | None:
+        """RSET a connection that sat idle past ``probe_idle``: it, or None if it failed.
+
+        A server or middlebox may have dropped an idle session without telling us
+        (Exchange, NAT timeouts); finding out with a cheap RSET costs no message an
+        attempt, finding out with the message's MAIL would.
+        """
+        try:
+            await conn.reset()
+        except SMTPError as exc:
+            self.logger.info("idle connection to %s failed its probe (%s); opening a new one",
+                             slot.host.label if slot.host else "?", exc)
+            await self._retire(slot)
+            return None
+        return conn
+
+    def _choose_host(self, now: float) -> _Host | None:
+        """The server for a new connection: the least loaded by weight among those whose
+        circuit lets a connection through (weighted least-connections); None if none."""
+        hosts = self._hosts
+        if len(hosts) == 1:
+            host = hosts[0]
+            return host if host.breaker.admit(now) else None
+        best: _Host | None = None
+        best_load = _NEVER
+        for host in hosts:
+            if host.breaker.allows(now):
+                load = (host.active + 1) / host.weight
+                if load < best_load:
+                    best, best_load = host, load
+        if best is not None:
+            best.breaker.admit(now)
+        return best
+
+    async def _open(self, host: _Host | None = None) -> SMTPConnection:
+        host = host or self._hosts[0]
+        sock = await self._get_socket(host.options) if self._get_socket else None
+        conn = SMTPConnection(options=host.options, sock=sock, logger=self.logger)
         try:
             await conn.connect()
-            auth = self.auth
+            auth = host.auth
             if auth is not None:
                 await conn.login(auth.user or None, auth.password, xoauth2=auth.xoauth2)
         except BaseException:
@@ -744,23 +952,72 @@ class SMTPPool:
         opts = self.pool_options
         return min(opts.retry_delay_max, opts.retry_delay * (1 << max(0, attempt - 1)))
 
-    def _back_off(self, exc: BaseException) -> None:
-        """Delay every new connection: the server is down or refuses whole sessions.
+    def _connect_failed(self, host: _Host, job: _Job, exc: BaseException) -> None:
+        """A connection could not be opened: the job it was for goes back, uncharged.
 
-        The count of such failures is reset only by a delivered message, not by a
-        successful connect: a server that greets and then answers 421 to every
-        transaction would otherwise get a hot reconnect loop.
+        The failure is the breaker's business: one failed connect says nothing about
+        the next one, consecutive ones open the circuit (see :meth:`_host_failed`). An
+        error that no retry fixes (a 554 greeting, refused credentials, a TLS failure)
+        is the same for every message: with one server they all fail with it, with
+        several this server is taken out for a cool-down.
         """
-        self._connect_failures += 1
-        delay = self._backoff(self._connect_failures)
-        self._connect_not_before = self._get_loop().time() + delay
-        self.logger.warning("connection to %s:%s failed (%s); new connections in %.1f s",
-                            self.options.host, self.options.port, exc, delay)
+        if isinstance(exc, Exception) and not self._closing and not _retryable(exc) \
+                and len(self._hosts) == 1:
+            self._settle(job, exc)
+            while self._pending:
+                self._settle(self._pending.popleft(), exc)
+            self._release_space(all_=True)
+            return
+        self._put_back(job, exc)
+        if self._closing or not isinstance(exc, Exception):
+            return
+        now = self._get_loop().time()
+        if _retryable(exc):
+            self._host_failed(host, exc, host.breaker.failure(now))
+        else:
+            self._host_failed(host, exc, host.breaker.trip(now))
+        self._dispatch()
 
-    def _connect_failed(self, job: _Job | None, exc: BaseException) -> None:
-        """A connection could not be opened: back off the pool, charge the waiting jobs."""
-        self._back_off(exc)
-        waiting = [job, *self._pending] if job is not None else list(self._pending)
+    def _put_back(self, job: _Job, exc: BaseException | None) -> None:
+        """Return a job that was never sent to the front of the queue, uncharged (or, if
+        the pool is closing, fail it: close() already emptied the queue)."""
+        if job.future.done():
+            return
+        if self._closing:
+            self._settle(job, exc if exc is not None else
+                         SMTPPoolClosed("the pool was closed before the message was sent"))
+        else:
+            self._pending.appendleft(job)
+
+    def _judge(self, slot: _Slot, conn: SMTPConnection) -> None:
+        """Tell the breaker how a new connection did, once, after its first run."""
+        slot.judged = True
+        host = slot.host
+        if host is None:
+            return
+        if conn.messages_sent or conn.is_connected:
+            host.breaker.success()  # it delivers, or at least keeps talking
+        elif not self._closing:
+            # Broken before doing any work (e.g. a 421 to every session's first MAIL): as
+            # bad as a failed connect. Its messages were charged already, as on any
+            # broken connection; the breaker decides whether the server is down.
+            exc = conn.error or SMTPConnectionError("the connection broke before any work")
+            self._host_failed(host, exc, host.breaker.failure(self._get_loop().time()))
+            self._dispatch()
+
+    def _host_failed(self, host: _Host, exc: BaseException, tripped: bool) -> None:
+        """After a failed connection: if the circuit opened and no other server can take
+        the queue, charge every waiting job one attempt (so a dead server fails the queue
+        after ``max_attempts`` trips, in bounded time)."""
+        if not tripped:
+            return
+        breaker = host.breaker
+        delay = breaker.retry_at - self._get_loop().time()
+        self.logger.warning("connection to %s failed (%s); circuit open (trip %d), "
+                            "new connections in %.2f s", host.label, exc, breaker.trips, delay)
+        if any(h.breaker.closed for h in self._hosts):
+            return  # another server takes the traffic
+        waiting = list(self._pending)
         self._pending.clear()
         for queued in waiting:
             if queued.future.done():
@@ -773,7 +1030,6 @@ class SMTPPool:
             else:
                 self._settle(queued, exc)
         self._release_space(all_=True)
-        self._dispatch()
 
     async def _deliver(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
         """The one delivery path: send ``first`` and, while more jobs are queued, up to
@@ -796,6 +1052,8 @@ class SMTPPool:
         limiter = self._limiter
         counters = self._counters
         counters.in_flight += 1  # one per job in ``batch`` not yet answered
+        expires = slot.expires
+        clock = self._get_loop().time
 
         def items() -> Iterator[tuple[MessageSource, Envelope]]:
             yield first.message, first.envelope
@@ -803,6 +1061,8 @@ class SMTPPool:
             # stop pulling then, so queued jobs keep their attempts for a new connection.
             while (len(batch) < batch_size and slot.count < max_messages
                    and conn.is_connected and not self._closing):
+                if expires is not _NEVER and clock() >= expires:
+                    return  # max_connection_age: the slot renews the connection
                 job = self._next_pending()
                 if job is None:
                     return
@@ -850,6 +1110,12 @@ class SMTPPool:
                     self._failed(conn, job, exc)
             raise
         counters.in_flight -= len(batch) - len(answered)
+        if self._adaptive is not None:
+            # One sample per run at most, and only when the last is 1/8 window old.
+            now = clock()
+            samples = self._samples
+            if not samples or now - samples[-1][0] >= self._sample_gap:
+                samples.append((now, self._delivered))
         for job, result in deferred:
             conclude(job, result)
         for index, job in enumerate(batch):
@@ -857,21 +1123,29 @@ class SMTPPool:
                 self._failed(conn, job, SMTPConnectionError("no result for the message"))
 
     def _failed(self, conn: SMTPConnection, job: _Job, exc: BaseException) -> None:
-        """An attempt failed: retry the job later (see the module docs) or fail it."""
-        closing = not conn.is_connected or (
-            isinstance(exc, SMTPError) and exc.reply is not None and exc.reply.code == 421)
-        if conn.messages_sent == 0 and closing and conn is not self._last_broken:
-            # A fresh connection broke before delivering anything: as bad as a failed
-            # connect (once per connection, however many jobs it was carrying), so the
-            # pool backs off and every waiting job is charged an attempt.
-            self._last_broken = conn
-            if _replayable(job.message) and not isinstance(exc, SMTPMaybeDelivered):
-                self._connect_failed(job, exc)
-                return
-            # This job fails below (its stream is spent, or its dot was written); the
-            # queued jobs were never sent, so they are charged the connection's error,
-            # never this job's "maybe delivered".
-            self._connect_failed(None, unsent_error(exc))
+        """An attempt failed: retry the job later (see the module docs) or fail it.
+
+        Only this job is charged: the jobs still queued were never on this connection
+        and keep their attempts (the breaker judges the server, see :meth:`_judge`).
+        """
+        if self._adaptive is not None and is_slow_down(exc):
+            self._slow_down()
+        if (
+            is_session_cut(exc, conn.messages_sent)
+            and job.renewals < self.pool_options.max_attempts
+            and not self._closing
+            and not job.future.done()
+            and _replayable(job.message)
+        ):
+            # The server ended a session that had delivered ("too many messages",
+            # "session too long"): not the message's fault, so it goes to a fresh
+            # connection at once without using an attempt. Bounded: each such retry
+            # follows a delivery, and at most max_attempts per job.
+            job.renewals += 1
+            if job.position is not None:
+                job.message.seek(job.position)  # type: ignore[union-attr]
+            self._enqueue(job, front=True)
+            return
         job.attempts += 1
         if (
             isinstance(exc, Exception)
@@ -886,6 +1160,54 @@ class SMTPPool:
             self._retry_later(job, exc)
         else:
             self._settle(job, exc)
+
+    # -- adaptive rate -------------------------------------------------------------------
+
+    def _slow_down(self) -> None:
+        """A "slow down" reply: lower the pool's own rate (AIMD; see AdaptiveRate)."""
+        adaptive = self._adaptive
+        assert adaptive is not None
+        loop = self._get_loop()
+        now = loop.time()
+        since = now - adaptive.period
+        base = 0
+        for when, count in self._samples:
+            if when >= since:
+                base = count
+                break
+        else:
+            if self._samples:
+                base = self._samples[-1][1]
+        if adaptive.slow_down(now, self._delivered - base):
+            self._apply_rate()
+            self.logger.warning("the server asks to slow down: rate lowered to %s per %.3g s",
+                                adaptive.limit, adaptive.period)
+        if self._rate_timer is None and adaptive.throttled:
+            self._rate_timer = loop.call_later(adaptive.period, self._rate_tick)
+
+    def _rate_tick(self) -> None:
+        """Once per window while throttled: raise the rate if replies were clean."""
+        self._rate_timer = None
+        adaptive = self._adaptive
+        if adaptive is None or self._closing:
+            return
+        if adaptive.tick(self._get_loop().time()):
+            self._apply_rate()
+        if adaptive.throttled:
+            self._rate_timer = self._get_loop().call_later(adaptive.period, self._rate_tick)
+        else:
+            self.logger.info("replies are clean again: throttling over")
+
+    def _apply_rate(self) -> None:
+        adaptive = self._adaptive
+        assert adaptive is not None
+        limit = adaptive.limit
+        if limit is None:
+            self._limiter = None  # back to unlimited (no rate_limit was configured)
+        elif self._limiter is None:
+            self._limiter = RateLimiter(limit, self.pool_options.rate_delta)
+        else:
+            self._limiter.set_limit(limit)
 
     def _retry_later(self, job: _Job, exc: Exception) -> None:
         delay = self._backoff(job.attempts)
@@ -909,9 +1231,9 @@ class SMTPPool:
             future.set_exception(outcome)
             kind = self._counters.count_failure(outcome)
         else:
-            self._connect_failures = 0  # the server delivers: forget earlier failures
             future.set_result(outcome)
             self._counters.sent += 1
+            self._delivered += 1
             kind = SENT
         if job.context is not None:  # observed (set only while there are observers)
             self._observe(job, kind, outcome)

@@ -30,11 +30,21 @@ than the message (:func:`is_configuration_error`, :func:`same_sender_refusal`)? 
 that wants authentication refuses every MAIL with 530 / 5.7.0; marking each recipient
 "rejected" would burn a whole list on a wrong URL. Whoever sends a list (the campaign)
 stops instead, and keeps the messages for a run with the right settings.
+
+Two refinements of a transient reply live here too, so the pool asks one module:
+
+* :func:`is_slow_down`: the server asks the client to send more slowly (421/450/451/452/
+  454 with rate or throttling text, or an RFC 3463 ``4.7.x`` code such as Gmail's
+  ``421 4.7.28`` or SES's ``454 Throttling failure``). The pool lowers its own rate.
+* :func:`is_session_cut`: a 421 that ends a session which had already delivered
+  (``too many messages``, ``session too long``): the server renews sessions, the message
+  is not at fault, so the pool retries it on a fresh connection without charging it.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 from .errors import (
     SMTPConnectionError,
@@ -54,6 +64,9 @@ __all__ = [
     "is_configuration_error",
     "same_sender_refusal",
     "CONFIG_CHECK_MESSAGES",
+    "is_slow_down",
+    "is_session_cut",
+    "SLOW_DOWN_CODES",
 ]
 
 #: Refusals of MAIL that say the session lacks authentication: 530 (RFC 4954's
@@ -139,3 +152,47 @@ def same_sender_refusal(outcomes: list[BaseException]) -> bool:
     codes = {e.reply.code if isinstance(e, SMTPSenderRefused) and e.reply is not None
              and e.reply.is_permanent else None for e in outcomes}
     return len(codes) == 1 and None not in codes
+
+
+#: Reply codes a "slow down" may come with (RFC 5321 4xx used by large providers).
+SLOW_DOWN_CODES = frozenset({421, 450, 451, 452, 454})
+# Provider wording for rate limits: Gmail "rate limited", SES "Throttling failure",
+# Outlook "exceeded the message rate limit", Yahoo "too many ... slow down". Greylisting
+# also uses 4.7.x (451 4.7.1) but asks for a later retry, not a lower rate.
+_SLOW_TEXT = re.compile(
+    r"rate.?limit|\brate\b|throttl|slow(ing)? down|too fast|too frequent|"
+    r"too many (messages|mails|emails|requests|connections) (per|in the last)",
+    re.IGNORECASE)
+_NOT_SLOW_TEXT = re.compile(r"grey.?list|gray.?list", re.IGNORECASE)
+
+
+def is_slow_down(exc: BaseException) -> bool:
+    """Does the error carry a reply asking the client to send more slowly?
+
+    A transient reply in :data:`SLOW_DOWN_CODES` whose enhanced status is ``4.7.x`` or
+    whose text speaks of a rate or throttling, except greylisting. Only failures are
+    asked (never a success), so this costs nothing on the hot path.
+    """
+    reply = getattr(exc, "reply", None)
+    if reply is None or reply.code not in SLOW_DOWN_CODES:
+        return False
+    text = reply.message
+    if _NOT_SLOW_TEXT.search(text):
+        return False
+    status = reply.enhanced_status
+    if status is not None and status.startswith("4.7."):
+        return True
+    return _SLOW_TEXT.search(text) is not None
+
+
+def is_session_cut(exc: BaseException, delivered_before: int) -> bool:
+    """Is this a 421 ending a session that had done work (and not a "slow down")?
+
+    Args:
+        exc: The error of the failed attempt.
+        delivered_before: Messages the connection had delivered; 0 means the server
+            refused the session itself, which is no session cut but a failure.
+    """
+    reply = getattr(exc, "reply", None)
+    return (delivered_before > 0 and reply is not None and reply.code == 421
+            and verdict(exc) is Verdict.RETRY and not is_slow_down(exc))

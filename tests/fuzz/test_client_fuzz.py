@@ -18,7 +18,10 @@ Properties checked against that record:
    with a 250 is a message the server accepted, and a message whose connection broke
    after its dot is ``SMTPMaybeDelivered`` and never resent;
 4. after a connection error the connection is not usable and a further send fails at
-   once with a typed error.
+   once with a typed error;
+5. a message never tried is never failed by another connection's fault: against a
+   server whose only faults are isolated broken connections (fewer in all than the
+   breaker's threshold), a pool with one attempt per message fails nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 GREETINGS = ["220", "220multi", "220split", "220extra", "421", "554", "garbage", "close",
-             "silence"]
+             "reset", "silence"]
 REACTIONS = ["ok", "temp", "perm", "421", "garbage", "mismatch", "split", "extra",
              "then421", "wrong3xx", "reset", "close", "silence"]
 #: Reactions that include the correct reply, written in full before anything else.
@@ -250,6 +253,9 @@ class _Session:
             await self.write(b"hello, this is not SMTP\r\n")
         elif kind == "close":
             await asyncio.sleep(0.01)
+            return False
+        elif kind == "reset":
+            reset(self.writer)
             return False
         elif kind == "silence":
             await self.discard()
@@ -635,6 +641,44 @@ async def test_pool_against_erratic_servers(scripts: list[ConnScript], msgs: lis
     assert len(outcomes) == len(msgs)
     check_wire(server, msgs)
     check_outcomes(server, msgs, outcomes, resend_allowed=True, lmtp=lmtp)
+
+
+#: Ways a fresh connection breaks before doing any work (greeting or EHLO).
+BROKEN_SESSIONS = [ConnScript(greeting="reset"), ConnScript(greeting="close"),
+                   ConnScript(greeting="421"), ConnScript(ehlo=("reset", 0)),
+                   ConnScript(ehlo=("close", 0)), ConnScript(ehlo=("421", 0))]
+
+
+@FUZZ
+@given(faults=st.dictionaries(st.integers(0, 12), st.sampled_from(range(len(BROKEN_SESSIONS))),
+                              max_size=2),
+       msgs=messages(12), connections=st.integers(1, 4), batch=st.sampled_from([1, 32]),
+       max_messages=st.sampled_from([1, 3, 100]), rate_limit=st.sampled_from([None, 1000]))
+async def test_pool_isolated_connection_faults_fail_no_message(
+        faults: dict[int, int], msgs: list[Msg], connections: int, batch: int,
+        max_messages: int, rate_limit: int | None) -> None:
+    """Property 5. At most 2 broken sessions (the breaker opens at 3 in a row), anywhere
+    among the first 13: with max_attempts=1 the failure count must be 0 (a connection
+    that breaks before any work charges no message; before issue 10 every queued
+    message was charged)."""
+    scripts = [BROKEN_SESSIONS[faults[i]] if i in faults else GOOD for i in range(13)]
+    replayable = msgs  # streams too: no message is ever on a broken connection here
+    async with FuzzServer(scripts) as server:
+        pool = SMTPPool(host="127.0.0.1", port=server.port, max_connections=connections,
+                        max_attempts=1, breaker_threshold=3, retry_delay=0.01,
+                        retry_delay_max=0.02, batch_size=batch, max_messages=max_messages,
+                        rate_limit=rate_limit, **CLIENT_OPTIONS)
+        try:
+            results = await asyncio.wait_for(asyncio.gather(
+                *(pool.send(m.payload, m.envelope) for m in replayable),
+                return_exceptions=True), OP_BOUND)
+        finally:
+            await asyncio.wait_for(pool.close(), OP_BOUND)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == [], failures
+    outcomes = {m.serial: r for m, r in zip(replayable, results)}
+    check_wire(server, replayable)
+    check_outcomes(server, replayable, outcomes, resend_allowed=True)
 
 
 # -- regressions found by the properties above -----------------------------------------------
