@@ -209,7 +209,10 @@ async def chromium() -> AsyncIterator[Browser]:
     import aiohttp
 
     binary = require_chromium()
-    with tempfile.TemporaryDirectory(prefix="fastsmtp-chromium-") as profile:
+    # Chromium's helper processes may still be writing their profile when the browser
+    # itself has exited: the scratch profile's removal is not what any test checks.
+    with tempfile.TemporaryDirectory(prefix="fastsmtp-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         argv = [
             binary, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
             "--remote-debugging-port=0", "--no-first-run", "--no-default-browser-check",
