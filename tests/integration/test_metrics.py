@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support.outcomes import Outcomes
 from support.ports import refused_port
 from support.server import serve
 from support.wait import wait_until
@@ -21,35 +22,6 @@ from fastsmtp.metrics import register
 from fastsmtp.pool import SMTPPool
 
 SENDER = "sender@example.com"
-
-
-class Handler:
-    """Refuses ``nobody@``, defers ``busy@`` once, drops the connection after the dot of
-    a ``drop`` message, and holds DATA while ``gate`` is clear."""
-
-    def __init__(self) -> None:
-        self.deferred: set[str] = set()
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.in_data = 0
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
-        if address.startswith("nobody@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("busy@") and address not in self.deferred:
-            self.deferred.add(address)
-            return "450 4.2.1 mailbox busy"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | None:
-        self.in_data += 1
-        await self.gate.wait()
-        if b"Subject: drop" in envelope.content:
-            server.transport.abort()
-            return None
-        return "250 2.0.0 queued"
 
 
 def body(subject: str) -> bytes:
@@ -69,7 +41,7 @@ def pool_for(port: int, **options: Any) -> SMTPPool:
 
 
 async def test_counters_gauges_and_histogram_in_the_text_output() -> None:
-    handler = Handler()
+    handler = Outcomes()
     registry = CollectorRegistry()
     async with serve(handler) as server:
         name = f"127.0.0.1:{server.port}"
@@ -83,14 +55,14 @@ async def test_counters_gauges_and_histogram_in_the_text_output() -> None:
             with pytest.raises(SMTPMaybeDelivered):
                 await pool.send(body("drop"), Envelope(SENDER, ["b@example.com"]))
             # Hold one message on the wire and queue two more behind it.
-            handler.gate.clear()
+            handler.gate = gate = asyncio.Event()
             held = handler.in_data
             sends = [asyncio.ensure_future(pool.send(body(str(i)), Envelope(SENDER, ["c@example.com"])))
                      for i in range(3)]
             await wait_until(lambda: handler.in_data == held + 1)
             during = samples(registry)
             text = generate_latest(registry).decode()
-            handler.gate.set()
+            gate.set()
             await asyncio.gather(*sends)
     pool_label = (("pool", name),)
 
@@ -141,7 +113,7 @@ async def test_a_dead_server_counts_failures() -> None:
 
 async def test_several_pools_share_a_registry_by_name() -> None:
     registry = CollectorRegistry()
-    async with serve(Handler()) as server:
+    async with serve(Outcomes()) as server:
         async with pool_for(server.port) as first, pool_for(server.port) as second:
             collector = register(first, registry, name="first")
             assert register(second, registry, name="second") is collector

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -13,6 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from support.env import child_env
+from support.outcomes import Outcomes
 from support.ports import refused_port
 from support.server import serve
 
@@ -23,30 +23,6 @@ from fastsmtp.tracing import SPAN_NAME, instrument
 
 SENDER = "sender@example.com"
 RETRY_DELAY = 0.02
-
-
-class Handler:
-    """Refuses ``nobody@``, defers ``busy@`` once, drops the connection after the dot of
-    a message whose subject is ``drop``."""
-
-    def __init__(self) -> None:
-        self.deferred: set[str] = set()
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
-        if address.startswith("nobody@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("busy@") and address not in self.deferred:
-            self.deferred.add(address)
-            return "450 4.2.1 mailbox busy"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | None:
-        if b"Subject: drop" in envelope.content:
-            server.transport.abort()
-            return None
-        return "250 2.0.0 queued"
 
 
 def body(subject: str) -> bytes:
@@ -72,7 +48,7 @@ def message_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 async def test_one_span_per_message_with_outcome_and_reply_code(
         exporter: InMemorySpanExporter, provider: TracerProvider) -> None:
     app = provider.get_tracer("app")
-    async with serve(Handler()) as server:
+    async with serve(Outcomes()) as server:
         port = server.port
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             retry_delay=RETRY_DELAY, max_attempts=2) as pool:
