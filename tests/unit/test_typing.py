@@ -21,7 +21,10 @@ _USER_CODE = Path(__file__).resolve().parents[1] / "typing" / "user_code.py"
 
 def _mypy(*args: str) -> tuple[int, str]:
     env_path = os.environ.get("MYPYPATH")
-    os.environ["MYPYPATH"] = _PACKAGE_ROOT
+    # From a source tree (PYTHONPATH=src) mypy is shown the tree; an installed package
+    # (make test) is found where it is installed: mypy refuses site-packages in MYPYPATH.
+    if Path(_PACKAGE_ROOT).name not in ("site-packages", "dist-packages"):
+        os.environ["MYPYPATH"] = _PACKAGE_ROOT
     try:
         out, err, status = mypy_api.run(["--strict", "--no-incremental", *args])
     finally:
