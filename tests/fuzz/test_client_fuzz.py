@@ -47,8 +47,7 @@ from fastsmtp.errors import (
 from fastsmtp.message import Envelope
 from fastsmtp.pool import SMTPPool
 
-from support.peer import reset
-from support.ports import listening_socket
+from support.peer import RawServer, reset
 
 #: Seconds the server waits for client bytes before it gives up on the connection.
 SERVER_READ_TIMEOUT = 5.0
@@ -105,7 +104,7 @@ class Event:
     answer: str = ""
 
 
-class FuzzServer:
+class FuzzServer(RawServer):
     """A scripted, recording SMTP server; one :class:`ConnScript` per connection."""
 
     def __init__(self, scripts: list[ConnScript], lmtp: bool = False) -> None:
@@ -115,28 +114,7 @@ class FuzzServer:
         self.violations: list[str] = []
         self.events: list[Event] = []
         self.bodies: list[tuple[int, bytes]] = []  # (serial, unstuffed body) of each dot
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def __aenter__(self) -> FuzzServer:
-        self._server = await asyncio.start_server(self._accept, sock=listening_socket())
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(self._handle(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        super().__init__()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = self.connections

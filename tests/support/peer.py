@@ -49,6 +49,7 @@ __all__ = [
     "Reset",
     "Silence",
     "ScriptedPeer",
+    "RawServer",
     "greet",
     "raw_server",
     "reset",
@@ -131,6 +132,46 @@ async def raw_server(
     finally:
         server.close()
         await asyncio.wait_for(server.wait_closed(), 5)
+
+
+class RawServer:
+    """A raw asyncio server on a port-0 socket whose connection tasks are tracked.
+
+    Subclasses implement ``_handle(reader, writer)``, run as one task per connection;
+    leaving the ``async with`` block stops the server and cancels what still runs
+    (bounded in time). ``port`` is the bound port.
+    """
+
+    #: StreamReader buffer limit of each connection.
+    stream_limit = 1 << 16
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self):  # noqa: ANN204 - returns the subclass instance
+        self._server = await asyncio.start_server(self._accept, sock=listening_socket(),
+                                                  limit=self.stream_limit)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self._handle(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
 
 def greet(ehlo: bytes = b"250 peer.test\r\n", name: bytes = b"client.test") -> list[object]:

@@ -25,10 +25,8 @@ import asyncio
 import re
 import socket
 from collections import Counter, deque
-from typing import Any
 
-from .peer import reset
-from .ports import listening_socket
+from .peer import RawServer, reset
 
 __all__ = ["Sink"]
 
@@ -38,7 +36,7 @@ AGED = b"421 4.4.2 session too long, closing\r\n"
 THROTTLED = b"454 4.7.0 Throttling failure: Maximum sending rate exceeded\r\n"
 
 
-class Sink:
+class Sink(RawServer):
     """See the module docs; use as ``async with Sink(...) as sink`` (``sink.port``)."""
 
     def __init__(self, *, reset_sessions: frozenset[int] | set[int] = frozenset(),
@@ -54,31 +52,11 @@ class Sink:
         self.codes: Counter[int] = Counter()  # every reply code sent to MAIL
         self.commands: list[tuple[int, bytes]] = []  # (session, verb) of RSET/NOOP
         self._mails: deque[float] = deque()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.port = 0
+        super().__init__()
 
-    async def __aenter__(self) -> Sink:
-        self._server = await asyncio.start_server(self._accept, sock=listening_socket(),
-                                                  limit=1 << 20)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+    stream_limit = 1 << 20
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(self._session(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = self.sessions
         self.sessions += 1
         if index in self.reset_sessions:
