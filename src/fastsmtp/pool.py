@@ -131,7 +131,8 @@ class _Job:
         self.renewals = 0  # free retries after a session cut (bounded by max_attempts)
         self.avoid: SMTPConnection | None = None  # retry a 4xx elsewhere than here
         # Where a seekable file message started, to rewind it for a retry.
-        self.position = message.tell() if hasattr(message, "seek") else None  # type: ignore[union-attr]
+        self.position = (None if type(message) is bytes or not hasattr(message, "seek")
+                         else message.tell())  # type: ignore[union-attr]
 
 
 class _Slot:
@@ -729,7 +730,8 @@ class SMTPPool:
         pending = self._pending
         while pending:
             job = pending.popleft()
-            self._release_space()
+            if self._space_waiters:  # tested here: a call per message saved
+                self._release_space()
             if not job.future.done():  # a caller that gave up (cancelled) is skipped
                 return job
         return None
@@ -763,9 +765,11 @@ class SMTPPool:
 
     def _spawn(self) -> None:
         """Start slots for pending jobs, within max_connections and the circuit breakers."""
-        if self._closing or not self._pending:
-            return
         limit = self.pool_options.max_connections
+        # Checked first: this runs for every queued message, and with every slot busy
+        # (the steady state under load) there is nothing to decide.
+        if len(self._slots) >= limit or self._closing or not self._pending:
+            return
         if not all(h.breaker.closed for h in self._hosts):
             loop = self._get_loop()
             now = loop.time()
