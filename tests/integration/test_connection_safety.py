@@ -508,3 +508,22 @@ async def test_stream_without_size_is_not_declared() -> None:
             await conn.send(iter([b"x" * 2000]), Envelope("a@x.test", "b@x.test"))
     peer.check()
 
+
+
+# -- the receive buffer ------------------------------------------------------------------------
+
+
+async def test_reply_longer_than_the_read_buffer_arrives_whole() -> None:
+    """A reply several times the protocol's read buffer (one buffer, reused for every
+    read) still arrives whole: what the parser keeps is its own copy."""
+    from fastsmtp.protocol import READ_BUFFER
+
+    words = [f"X{i:05d}" + "Y" * 90 for i in range(3 * READ_BUFFER // 100)]
+    ehlo = b"250-peer.test\r\n" + b"".join(b"250-%s\r\n" % w.encode() for w in words) \
+        + b"250 PIPELINING\r\n"
+    assert len(ehlo) > 2 * READ_BUFFER
+    async with ScriptedPeer(greet(ehlo) + QUIT) as peer:
+        async with conn_for(peer) as conn:
+            assert conn.capabilities.pipelining
+            assert [k for k in conn.capabilities.extensions if k.startswith("X")] == words
+    peer.check()
