@@ -521,27 +521,34 @@ class SMTPPool:
                 raise exc
             return item, (exc if exc is not None else task.result())
 
-        async def drain_one() -> tuple[Any, SendResult | Exception]:
+        async def wait() -> None:
             # One wake-up future instead of asyncio.wait() over every outstanding task:
-            # that would cost O(window) per message.
+            # that would cost O(window) per message. Only awaited when nothing is done
+            # yet: outcomes mostly come in runs, and the rest of a run is yielded
+            # without a coroutine per message.
             while not done:
                 wakeup[:] = [loop.create_future()]
                 await wakeup[0]
-            return outcome(done.popleft())
 
         try:
             if isinstance(messages, AsyncIterable):
                 async for item in messages:
                     start(item)
                     while done or len(outstanding) >= window:
-                        yield await drain_one()
+                        if not done:
+                            await wait()
+                        yield outcome(done.popleft())
             else:
                 for item in messages:
                     start(item)
                     while done or len(outstanding) >= window:
-                        yield await drain_one()
+                        if not done:
+                            await wait()
+                        yield outcome(done.popleft())
             while outstanding:
-                yield await drain_one()
+                if not done:
+                    await wait()
+                yield outcome(done.popleft())
         finally:
             for task in outstanding:
                 task.cancel()

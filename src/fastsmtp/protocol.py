@@ -178,11 +178,8 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._read_buffer[:nbytes])
-
-    def data_received(self, data: bytes | memoryview) -> None:
         try:
-            replies = self._parser.feed(data)
+            replies = self._parser.feed(self._read_buffer[:nbytes])
         except SMTPProtocolError as exc:
             self.fail(exc)
             return
