@@ -304,3 +304,42 @@ async def test_lmtp_last_chunk_gets_one_reply_per_recipient() -> None:
         await client.expect(two_ok + received(60) + TOO_BIG + TOO_BIG * 2)
         await client.close()
     assert [m[2] for m in handler.messages] == [b"to both of them"]
+
+
+async def test_bare_newline_reject_holds_for_text_chunks_not_binarymime() -> None:
+    handler = Recorder()
+    async with serve(handler, bare_newline="reject") as server:
+        client = await greeted(server.port)
+        await client.command(b"EHLO me")
+        bare = b"550 5.6.0 Error: bare <CR> or <LF> in message data\r\n"
+        # A CRLF cut between two chunks is one line ending; a CR ending the message is bare.
+        await client.send(
+            ENVELOPE + bdat(b"a\r") + bdat(b"\nb\r\n", last=True)
+            + ENVELOPE + bdat(b"c\r\n") + bdat(b"d\ne") + bdat(b"", last=True)
+            + ENVELOPE + bdat(b"e\r", last=True)
+            + b"MAIL FROM:<a@x.org> BODY=BINARYMIME\r\nRCPT TO:<b@y.org>\r\n" + bdat(b"f\ng\r", last=True)
+        )
+        await client.expect(
+            ENVELOPE_OK + received(2) + QUEUED
+            + ENVELOPE_OK + received(3) + bare + bare
+            + ENVELOPE_OK + bare
+            + ENVELOPE_OK + QUEUED
+        )
+        await client.close()
+    assert [m[2] for m in handler.messages] == [b"a\r\nb\r\n", b"f\ng\r"]
+
+
+async def test_ehlo_mid_chunks_drops_the_message() -> None:
+    streamer = Streamer()
+    async with serve(streamer) as server:
+        client = await greeted(server.port)
+        await client.command(b"EHLO me")
+        await client.send(ENVELOPE + bdat(b"gone") + b"EHLO again\r\n" + ENVELOPE + bdat(b"x", last=True))
+        await client.expect(ENVELOPE_OK + received(4))
+        assert (await client.reply()).startswith(b"250-test.local\r\n")
+        await client.expect(ENVELOPE_OK + b"250 2.0.0 stored\r\n")
+        await client.close()
+    assert streamer.events == [
+        ("start", "a@x.org"), ("chunk", b"gone"), ("abort", "a@x.org"),
+        ("start", "a@x.org"), ("chunk", b"x"), ("ready", "a@x.org"),
+    ]

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeAlias, overload
@@ -222,6 +223,8 @@ _NOTIFY = frozenset(("SUCCESS", "FAILURE", "DELAY"))
 #: Most digits of a BDAT chunk size (RFC 3030 sets none): 18 digits always fit a 64-bit
 #: size, so a size is never too large for the reader, yet allows any real message.
 MAX_CHUNK_DIGITS = 18
+# A CR not before an LF, or an LF not after a CR (in a chunk: the reader rewrites nothing).
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # Postfix's placeholders for a value the proxy could not get.
 _UNAVAILABLE = frozenset(("[UNAVAILABLE]", "[TEMPUNAVAIL]"))
 
@@ -410,16 +413,33 @@ class _Chunked:
         started: The message's data began (``start_data`` was called; ``data_abort``
             is owed if it does not end).
         failed: The refusal every later chunk gets once one failed, else None.
-        binary: MAIL said ``BODY=BINARYMIME`` (DATA is refused).
+        binary: MAIL said ``BODY=BINARYMIME`` (DATA is refused; any octet goes).
+        cr: The last piece ended with a CR (its LF may start the next one).
     """
 
-    __slots__ = ("seen", "started", "failed", "binary")
+    __slots__ = ("seen", "started", "failed", "binary", "cr")
 
     def __init__(self, binary: bool = False) -> None:
         self.seen = False
         self.started = False
         self.failed: bytes | None = None
         self.binary = binary
+        self.cr = False
+
+    def bare_eol(self, piece: bytes, end: bool) -> bool:
+        """Whether ``piece`` (the next octets of the message) holds a bare CR or LF.
+
+        Pieces split anywhere, a CRLF included; ``end``: no octet follows this piece.
+        """
+        if self.cr and piece:
+            if piece[0] != 10:
+                return True
+            piece = piece[1:]
+            self.cr = False
+        if piece[-1:] == b"\r":
+            self.cr = True
+            piece = piece[:-1]
+        return (end and self.cr) or _BARE_EOL.search(piece) is not None
 
 
 class ServerSession:
@@ -688,6 +708,10 @@ class ServerSession:
         host = self._hello_arg(arg)
         if host is None:
             return R_SYNTAX_HELO
+        if self._chunked is not None:
+            abort = self._drop_chunks()
+            self._reset_transaction()
+            return self._after(abort, self._cmd_helo(arg))  # type: ignore[no-any-return]
         self._reset_transaction()
         self.session.extended_smtp = False
         hook = self.config.hook_helo
@@ -711,6 +735,10 @@ class ServerSession:
         host = self._hello_arg(arg)
         if host is None:
             return syntax
+        if self._chunked is not None:
+            abort = self._drop_chunks()
+            self._reset_transaction()
+            return self._after(abort, self._extended_hello(arg, syntax))  # type: ignore[no-any-return]
         self._reset_transaction()
         lines, wire = self.config.ehlo_lines(self.tls, self._xclient_ok, self._xforward_ok)
         hook = self.config.hook_ehlo
@@ -1108,6 +1136,13 @@ class ServerSession:
         if self._data_failed:  # a data_chunk hook failed on an earlier piece
             return self._chunk_fail(R_LOCAL_ERROR, flags, True)
         config = self.config
+        if config.reject_bare_newline:
+            chunked = self._chunked
+            assert chunked is not None
+            # DATA's policy holds for a text body sent by BDAT too; only BINARYMIME
+            # lifts it (RFC 3030 section 3: any octet, no lines).
+            if not chunked.binary and chunked.bare_eol(chunk, bool(flags & _DATA_END and self._chunk_last)):
+                return self._chunk_fail(R_BARE_EOL_DATA, flags, True)
         if not flags & _DATA_END:
             if not chunk:
                 return None
@@ -1214,11 +1249,26 @@ class ServerSession:
 
     # Simple commands
 
+    def _drop_chunks(self) -> HookCall | None:
+        """A new transaction drops the chunks of a BDAT message (RSET, HELO/EHLO/LHLO).
+
+        A streaming handler that got some of them is told (``data_abort``); the returned
+        call goes first, then the command's own output (see :meth:`_after`).
+        """
+        return self.abort_message(False) if self._chunked is not None else None
+
+    @staticmethod
+    def _after(abort: HookCall | None, out: Any) -> Any:
+        if abort is None:
+            return out
+        abort.finish = lambda _: out
+        abort.fail = lambda: out
+        return abort
+
     def _cmd_rset(self, arg: bytes) -> bytes | HookCall:
         if arg:
             return R_NO_ARGS
-        # Chunks already given to a streaming handler are dropped: it is told, first.
-        abort = self.abort_message(False) if self._chunked is not None else None
+        abort = self._drop_chunks()
         self._reset_transaction()
         hook = self.config.hook_rset
         out: bytes | HookCall
@@ -1228,11 +1278,7 @@ class ServerSession:
             out = self._call(
                 "handle_RSET", hook, (self.session, self.envelope), lambda r: self._reply_or_error(r, R_OK)
             )
-        if abort is None:
-            return out
-        abort.finish = lambda _: out
-        abort.fail = lambda: out
-        return abort
+        return self._after(abort, out)  # type: ignore[no-any-return]
 
     def _cmd_noop(self, arg: bytes) -> bytes | HookCall:
         hook = self.config.hook_noop
