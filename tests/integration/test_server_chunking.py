@@ -343,3 +343,11 @@ async def test_ehlo_mid_chunks_drops_the_message() -> None:
         ("start", "a@x.org"), ("chunk", b"gone"), ("abort", "a@x.org"),
         ("start", "a@x.org"), ("chunk", b"x"), ("ready", "a@x.org"),
     ]
+
+
+async def test_disabled_bdat_is_not_advertised() -> None:
+    async with serve(disabled_commands=("BDAT",)) as server:
+        client = await greeted(server.port)
+        assert b"CHUNKING" not in await client.command(b"EHLO me")
+        assert await client.command(b"BDAT 0 LAST") == b"502 5.5.1 Error: command not implemented\r\n"
+        await client.close()

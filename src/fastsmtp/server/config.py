@@ -365,8 +365,9 @@ class ServerConfig:
         self.hide_size = hide_size
         self.hide_8bitmime = hide_8bitmime
         self.hide_chunking = hide_chunking
-        # BDAT (RFC 3030) is served unless hidden; BINARYMIME needs it, and BODY= at all.
-        self.chunking = not hide_chunking
+        # BDAT (RFC 3030) is served unless hidden or disabled (then it gets 502 and is
+        # not advertised); BINARYMIME needs it, and BODY= at all.
+        self.chunking = not hide_chunking and "BDAT" not in self.disabled_commands
         self.binarymime = self.chunking and not hide_8bitmime
         # A hidden extension is refused as if unsupported: one flag the session reads.
         self.smtputf8 = smtputf8 and not hide_smtputf8
