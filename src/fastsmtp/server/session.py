@@ -146,7 +146,8 @@ class Action:
     """A reply after which the connection changes: the IO layer sends ``reply``, then acts.
 
     Attributes:
-        kind: :data:`ACT_DATA`, :data:`ACT_STARTTLS` or :data:`ACT_CLOSE`.
+        kind: :data:`ACT_DATA`, :data:`ACT_CHUNK` (a :class:`ChunkAction`), :data:`ACT_STARTTLS`
+            or :data:`ACT_CLOSE`.
         reply: The reply lines to send first (wire bytes).
     """
 
