@@ -120,3 +120,32 @@ def test_loggable_masks_auth_data() -> None:
     assert sm.loggable(b"AUTH LOGIN") == b"AUTH LOGIN"
     assert sm.receive_line(core.LINE_OK, b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
     assert sm.loggable(b"YWxpY2U=") == b"<hidden>"  # a SASL response
+
+
+def test_bdat_returns_chunk_actions_sans_io() -> None:
+    from fastsmtp.server.session import ACT_CHUNK, ChunkAction
+
+    sm = ServerSession(ServerConfig(object(), name="s.example", max_size=100))
+    reader = ServerReader()
+    assert drive(sm, reader, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")[1:] == [
+        b"250 2.1.0 OK\r\n", b"250 2.1.5 OK\r\n",
+    ]
+    first = sm.receive_line(core.LINE_OK, b"BDAT 3")
+    assert isinstance(first, ChunkAction) and first.kind == ACT_CHUNK and first.reply == b""
+    assert (first.size, first.max_size, first.first) == (3, 100, True)
+    reader.start_chunk(first.size, first.max_size, first.first)
+    reader.feed(b"a.\n")
+    assert sm.chunk_received(*reader.next_data()) == b"250 2.0.0 OK: 3 octets received\r\n"
+    last = sm.receive_line(core.LINE_OK, b"bdat 0 last")
+    assert isinstance(last, ChunkAction) and (last.size, last.first) == (0, False)
+    reader.start_chunk(last.size, last.max_size, last.first)
+    assert sm.chunk_received(*reader.next_data()) == b"250 2.0.0 OK: message accepted\r\n"
+    assert not sm.in_transaction
+    # A refused chunk is still framed (its octets dropped whatever max_size says).
+    refused = sm.receive_line(core.LINE_OK, b"BDAT 500 LAST")
+    assert isinstance(refused, ChunkAction) and (refused.size, refused.max_size) == (500, 0)
+    reader.start_chunk(refused.size, refused.max_size, refused.first)
+    reader.feed(b"x" * 500)
+    assert sm.chunk_received(*reader.next_data()) == b"503 5.5.1 Error: need MAIL command\r\n"
+    closing = sm.receive_line(core.LINE_OK, b"BDAT 1x")
+    assert isinstance(closing, Action) and closing.kind == ACT_CLOSE
