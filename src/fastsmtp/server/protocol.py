@@ -54,7 +54,7 @@ def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
     }
 
 
-class SMTPServerProtocol(asyncio.Protocol):
+class SMTPServerProtocol(asyncio.BufferedProtocol):
     """One client connection (the ``server`` argument of handler hooks).
 
     Built on the loop that serves it (it is bound to the running loop).
@@ -265,10 +265,20 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     # -- input --------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    # A buffered protocol: the transport reads into the server's one buffer and the
+    # reader copies what it keeps. Under TLS it matters: for a plain protocol uvloop's
+    # SSL transport allocates a 256 KiB bytes object per read (an mmap, mremap and
+    # munmap per message, seen with strace while measuring bench/bench_tls.py).
+    def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
+        return self._state.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:  # noqa: D102
+        self.data_received(self._state.read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:  # noqa: D102
         if self._closed:
             if self._pre is not None:
-                self._pre_data(data)
+                self._pre_data(bytes(data))  # before the session: a PROXY header
             return
         self._reader.feed(data)
         if self._busy:

@@ -17,6 +17,10 @@ from .config import ServerConfig
 
 __all__ = ["ServerState"]
 
+#: Bytes of :attr:`ServerState.read_buffer`: one read rarely fills it; a longer burst
+#: just takes more reads.
+READ_BUFFER = 64 * 1024
+
 
 class ServerState:
     """The state one server's connections share.
@@ -30,9 +34,13 @@ class ServerState:
         tasks: Tasks running handler hooks; a closing server waits for them.
         closing: The server is shutting down: new connections get 421, sessions end.
         idle: Set while no connection is open.
+        read_buffer: The one buffer every connection's transport reads into (see
+            :class:`~fastsmtp.server.protocol.SMTPServerProtocol`): a server's
+            connections all run on one loop, which hands each read to the protocol
+            before the next one, and the reader copies what it keeps.
     """
 
-    __slots__ = ("config", "connections", "tasks", "closing", "idle")
+    __slots__ = ("config", "connections", "tasks", "closing", "idle", "read_buffer")
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -41,6 +49,7 @@ class ServerState:
         self.closing = False
         self.idle = asyncio.Event()
         self.idle.set()
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))
 
     def open(self) -> None:
         """The server starts listening (again): accept connections, a fresh ``idle`` event.
