@@ -137,7 +137,12 @@ class _Direction:
         # Forward the sender's EOF; the direction stays open for the close that follows.
         sink.eof_sent = True
         if sink.transport.can_write_eof():
-            sink.transport.write_eof()
+            try:
+                sink.transport.write_eof()
+            except OSError:
+                # The receiver is already gone (its reset is on its way): end it all.
+                self.source.link.close(abort=True)
+                return
         if self.source.eof_sent:
             self.source.link.close()  # both halves closed: the connection is done
 

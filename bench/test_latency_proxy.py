@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from latency_proxy import LatencyProxy
+from latency_proxy import HIGH_WATER, LatencyProxy
 from support.ports import listening_socket, refused_port
 from support.wait import WAIT, wait_until
 
@@ -24,13 +24,13 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 @asynccontextmanager
 async def behind_proxy(handler: Handler, delay: float = DELAY,
-                       **options: int) -> AsyncIterator[LatencyProxy]:
+                       high_water: int = HIGH_WATER) -> AsyncIterator[LatencyProxy]:
     """A stream server running ``handler``, and a proxy in front of it."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     server = await asyncio.start_server(handler, sock=sock)
     try:
-        async with LatencyProxy(("127.0.0.1", port), delay, **options) as proxy:
+        async with LatencyProxy(("127.0.0.1", port), delay, high_water=high_water) as proxy:
             yield proxy
     finally:
         server.close()
