@@ -12,6 +12,8 @@ Clients, each in its own process, all in the same run, interleaved:
 
 * ``fastsmtp 1 conn``: one :class:`~fastsmtp.connection.SMTPConnection`, ``send_many``;
 * ``fastsmtp pool``: :class:`~fastsmtp.pool.SMTPPool`, 8 connections, ``send_many``;
+* ``fastsmtp pool, DATA``: the same with ``chunking=False`` (only when the client has that
+  option, and left out under ``--no-chunking``, where it would repeat the row above);
 * ``nodemailer pool``: its pooled transport, 8 connections (``bench/node/pool_bench.js``);
 * ``aiosmtplib x8``: 8 concurrent ``aiosmtplib.SMTP`` clients;
 * ``smtplib x8``: 8 threads, one ``smtplib.SMTP`` each;
@@ -86,13 +88,14 @@ SERVERS = ("fastsmtp", "smtp-sink")
 CLIENTS: dict[str, tuple[str, int]] = {
     "fastsmtp 1 conn": ("fastsmtp", 1),
     "fastsmtp pool": ("fastsmtp", CONNECTIONS),
+    "fastsmtp pool, DATA": ("fastsmtp-data", CONNECTIONS),
     "nodemailer pool": ("nodemailer", CONNECTIONS),
     "aiosmtplib x8": ("aiosmtplib", CONNECTIONS),
     "smtplib x8": ("smtplib", CONNECTIONS),
     "smtp-source -s 8 -d": ("smtp-source", CONNECTIONS),
 }
 #: Round trips per message each peer's design waits for (fastsmtp's depends on BDAT).
-DESIGN_RTTS = {"nodemailer": 2.0, "aiosmtplib": 4.0, "smtplib": 4.0, "smtp-source": 4.0}
+DESIGN_RTTS = {"fastsmtp-data": 1.0, "nodemailer": 2.0, "aiosmtplib": 4.0, "smtplib": 4.0, "smtp-source": 4.0}
 #: Most messages in one run, however fast a client is.
 MAX_COUNT = 100_000
 #: The issue's target: fastsmtp pool / nodemailer pool at RTT 50 ms, fastsmtp's server.
@@ -214,6 +217,8 @@ def run_one(label: str, port: int, count: int, chunking: str, message_file: str)
     kind, connections = CLIENTS[label]
     if kind == "fastsmtp":
         return run_fastsmtp(port, count, connections, chunking, message_file)
+    if kind == "fastsmtp-data":
+        return run_fastsmtp(port, count, connections, "off", message_file)
     return run_client(kind, port, count, SIZE, connections, message_file)
 
 
@@ -356,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
     has_option = "chunking" in client_fields()
     chunking = "off" if args.no_chunking and has_option else "default"
+    if (not has_option or args.no_chunking) and "fastsmtp pool, DATA" in clients:
+        clients.remove("fastsmtp pool, DATA")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         message_file = str(Path(tmp) / "message.eml")
         Path(message_file).write_bytes(make_message(SIZE))
@@ -441,6 +448,15 @@ def test_latency_fastsmtp_one_connection(benchmark: Any) -> None:
 def test_latency_fastsmtp_pool(benchmark: Any) -> None:
     """fastsmtp SMTPPool through the proxy to fastsmtp's server."""
     _smoke(benchmark, "fastsmtp pool", "fastsmtp")
+
+
+def test_latency_fastsmtp_pool_data(benchmark: Any) -> None:
+    """fastsmtp SMTPPool with chunking=False through the proxy to fastsmtp's server."""
+    if "chunking" not in client_fields():
+        import pytest
+
+        pytest.skip("this fastsmtp client has no chunking option")
+    _smoke(benchmark, "fastsmtp pool, DATA", "fastsmtp")
 
 
 def test_latency_fastsmtp_pool_smtp_sink(benchmark: Any) -> None:
