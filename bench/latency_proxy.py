@@ -238,8 +238,11 @@ class _Link:
         try:
             await self.proxy.loop.create_connection(lambda: self.server, *self.proxy.target)
         except OSError:
-            # Refused upstream: the client sees its connection closed, one trip later.
-            self.server.out.push(_CLOSE)
+            if self.client.lost:
+                self.close()  # nobody left to tell
+            else:
+                # Refused upstream: the client sees its connection closed, one trip later.
+                self.server.out.push(_CLOSE)
             return
         if self.closed:
             self.server.transport.close()

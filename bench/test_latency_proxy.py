@@ -208,3 +208,13 @@ def test_only_loopback_addresses_are_accepted(target: tuple[str, int], host: str
 def test_a_negative_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="0 or more seconds"):
         LatencyProxy(("127.0.0.1", 25), -0.001)
+
+
+async def test_a_client_gone_before_a_refused_upstream_leaves_nothing_open() -> None:
+    with refused_port() as port:
+        async with LatencyProxy(("127.0.0.1", port), 0.1) as proxy:
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.close()
+            await writer.wait_closed()
+            await wait_until(lambda: proxy.links)  # accepted, upstream not yet tried
+            await wait_until(lambda: not proxy.links)
