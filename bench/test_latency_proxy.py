@@ -210,7 +210,7 @@ def test_a_negative_delay_is_refused() -> None:
         LatencyProxy(("127.0.0.1", 25), -0.001)
 
 
-async def test_a_client_gone_before_a_refused_upstream_leaves_nothing_open() -> None:
+async def test_a_client_that_closes_before_a_refused_upstream_leaves_nothing_open() -> None:
     with refused_port() as port:
         async with LatencyProxy(("127.0.0.1", port), 0.1) as proxy:
             _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
