@@ -12,7 +12,7 @@ Clients, each in its own process, all in the same run, interleaved:
 
 * ``fastsmtp 1 conn``: one :class:`~fastsmtp.connection.SMTPConnection`, ``send_many``;
 * ``fastsmtp pool``: :class:`~fastsmtp.pool.SMTPPool`, 8 connections, ``send_many``;
-* ``fastsmtp pool, DATA``: the same with ``chunking=False`` (only when the client has that
+* ``fastsmtp pool (DATA)``: the same with ``chunking=False`` (only when the client has that
   option, and left out under ``--no-chunking``, where it would repeat the row above);
 * ``nodemailer pool``: its pooled transport, 8 connections (``bench/node/pool_bench.js``);
 * ``aiosmtplib x8``: 8 concurrent ``aiosmtplib.SMTP`` clients;
@@ -88,7 +88,7 @@ SERVERS = ("fastsmtp", "smtp-sink")
 CLIENTS: dict[str, tuple[str, int]] = {
     "fastsmtp 1 conn": ("fastsmtp", 1),
     "fastsmtp pool": ("fastsmtp", CONNECTIONS),
-    "fastsmtp pool, DATA": ("fastsmtp-data", CONNECTIONS),
+    "fastsmtp pool (DATA)": ("fastsmtp-data", CONNECTIONS),
     "nodemailer pool": ("nodemailer", CONNECTIONS),
     "aiosmtplib x8": ("aiosmtplib", CONNECTIONS),
     "smtplib x8": ("smtplib", CONNECTIONS),
@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
 
     has_option = "chunking" in client_fields()
     chunking = "off" if args.no_chunking and has_option else "default"
-    if (not has_option or args.no_chunking) and "fastsmtp pool, DATA" in clients:
-        clients.remove("fastsmtp pool, DATA")
+    if (not has_option or args.no_chunking) and "fastsmtp pool (DATA)" in clients:
+        clients.remove("fastsmtp pool (DATA)")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         message_file = str(Path(tmp) / "message.eml")
         Path(message_file).write_bytes(make_message(SIZE))
@@ -456,7 +456,7 @@ def test_latency_fastsmtp_pool_data(benchmark: Any) -> None:
         import pytest
 
         pytest.skip("this fastsmtp client has no chunking option")
-    _smoke(benchmark, "fastsmtp pool, DATA", "fastsmtp")
+    _smoke(benchmark, "fastsmtp pool (DATA)", "fastsmtp")
 
 
 def test_latency_fastsmtp_pool_smtp_sink(benchmark: Any) -> None:
