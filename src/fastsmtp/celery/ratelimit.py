@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from itertools import count
 from typing import Any
 
+from .store import run_script
+
 __all__ = ["RedisRateLimiter", "LEASE"]
 
 #: Seconds a permit counts as in flight at most (a worker that died never releases it).
@@ -113,7 +115,7 @@ class RedisRateLimiter:
         member = self._prefix + str(next(self._ids))
         args = [self.limit, repr(self.period), repr(self.lease), member]
         while True:
-            wait = float(await self._acquire(keys=self._keys, args=args))
+            wait = float(await run_script(self._acquire, self._keys, args))
             if wait <= 0:
                 return member
             await asyncio.sleep(max(wait, MIN_WAIT))
@@ -122,4 +124,4 @@ class RedisRateLimiter:
         """The messages of these permits finished: each counts ``period`` seconds more."""
         members = list(permits)
         if members:
-            await self._release(keys=self._keys, args=[repr(self.period), *members])
+            await run_script(self._release, self._keys, [repr(self.period), *members])

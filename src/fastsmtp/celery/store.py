@@ -44,7 +44,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MessageStore", "Entry", "FINAL", "SENDABLE", "UNCERTAIN", "state_key", "counts_key"]
+__all__ = ["MessageStore", "Entry", "FINAL", "SENDABLE", "UNCERTAIN", "state_key", "counts_key",
+           "run_script", "SCRIPT_ATTEMPTS"]
+
+#: Times :func:`run_script` runs a script whose server answers NOSCRIPT (see there).
+SCRIPT_ATTEMPTS = 5
 
 #: Statuses never sent again.
 FINAL = frozenset({"accepted", "rejected", "failed"})
@@ -114,6 +118,27 @@ return applied
 """
 
 
+async def run_script(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """Run a registered ``redis.asyncio`` script, riding out an emptied script cache.
+
+    A restarted Redis has no scripts. redis-py's script object then loads it and runs it
+    again, once; but right after a restart that second try was seen answering NOSCRIPT
+    too (a worker's outcome record, tests/apps/test_campaign_celery.py's Redis restart),
+    and the task failed: its messages were stranded ``sending``/``queued`` and the
+    campaign client waited for them for ever. So load and run again, a few times. Costs
+    nothing while the script is cached (the first EVALSHA succeeds).
+    """
+    from redis.exceptions import NoScriptError
+
+    for attempt in range(1, SCRIPT_ATTEMPTS + 1):
+        try:
+            return await script(keys=keys, args=args)
+        except NoScriptError:
+            if attempt == SCRIPT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def state_key(namespace: str) -> str:
     """The Redis hash of a namespace's message states."""
     return f"{namespace}:state"
@@ -177,8 +202,8 @@ class MessageStore:
         """
         if not ids:
             return []
-        out = await self._claim(keys=self._keys,
-                                args=[token, "1" if resend_uncertain else "0", status, *ids])
+        out = await run_script(self._claim, self._keys,
+                               [token, "1" if resend_uncertain else "0", status, *ids])
         return [v.decode() if isinstance(v, bytes) else (v or "") for v in out]
 
     async def record(self, token: str, outcomes: Iterable[tuple[str, str, int | None, str]]
@@ -193,7 +218,7 @@ class MessageStore:
             args.extend((msg_id, status, "" if code is None else code, reply))
         if len(args) == 1:
             return 0
-        return int(await self._record(keys=self._keys, args=args))
+        return int(await run_script(self._record, self._keys, args))
 
     async def counts(self) -> dict[str, int]:
         """Messages per status (one small hash)."""
