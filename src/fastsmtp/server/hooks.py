@@ -3,11 +3,23 @@
 A hook may be a plain function or a coroutine function, and a call may chain to the next
 (``data_chunk`` then ``data_ready``, ``data_abort`` then ``handle_CLOSE``). The runner
 calls the hooks of a chain one after the other, synchronously for as long as they are
-synchronous, so a handler without ``async def`` costs no task and no loop iteration. The
-first hook that returns an awaitable moves the rest of the chain into one task, which
-awaits each awaitable within ``handler_timeout`` and hands the chain's final output to a
-callback (none for the detached chains run after a connection closed, whose result
-nobody waits for).
+synchronous, so a handler without ``async def`` costs no task and no loop iteration.
+
+An ``async def`` hook is started eagerly: its coroutine runs at once, inside a task of its
+own (so ``asyncio.current_task()``, ``asyncio.timeout()`` and contextvars behave as in any
+task), up to its first real suspension. Most hooks (aiosmtpd's ``async def handle_DATA``
+returning ``"250 OK"``) never suspend: their result is there synchronously and the chain
+goes on in the same call, with no loop iteration, no paused reading and one write for all
+the replies of a read. Only a hook that really waits (awaits a future that is not done)
+moves the rest of the chain into one task, which awaits the hook within
+``handler_timeout`` and hands the chain's final output to a callback (none for the
+detached chains run after a connection closed, whose result nobody waits for).
+
+Python 3.12+ starts the task with :func:`asyncio.eager_task_factory`. 3.10 and 3.11 have no
+eager tasks: there the hook's task is asyncio's pure-Python ``Task`` whose first step the
+runner takes itself instead of scheduling it (a plain ``coro.send(None)`` outside any task
+would break hooks that need a current task before their first await, such as
+``asyncio.timeout()`` or aiohttp's request timer).
 
 A hook that raises or runs out of time is logged (never sent) and the chain goes on with
 ``call.fail()``: the session decides what a failure means (451, a refused message, or
@@ -17,14 +29,16 @@ nothing for a close hook).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import sys
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .session import HookCall
 
-__all__ = ["PENDING", "HookRunner"]
+__all__ = ["PENDING", "HookRunner", "start_eagerly"]
 
 log = logging.getLogger("fastsmtp.server")
 
@@ -32,6 +46,72 @@ log = logging.getLogger("fastsmtp.server")
 PENDING: Any = object()
 
 _CoroutineType = types.CoroutineType
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    """A coroutine for an awaitable that is not one (a Future a plain ``def`` returned)."""
+    return await awaitable
+
+
+if sys.version_info >= (3, 12):
+
+    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        """Run ``coro`` in a new task up to its first suspension, now; return the task.
+
+        The task is done on return when the coroutine never suspended. It runs in a copy
+        of the current context, as any task does.
+        """
+        return asyncio.eager_task_factory(loop, coro)
+
+else:
+    from asyncio import tasks as _tasks
+
+    class _EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
+        """asyncio's pure-Python Task, first stepped by its creator rather than the loop.
+
+        ``Task.__init__`` schedules the first step; this one sets the same attributes
+        (those of 3.10 and 3.11, whose asyncio no longer changes) and takes the first step
+        itself. A coroutine that finishes leaves a done task that was never registered nor
+        scheduled; one that suspends leaves an ordinary registered task.
+        """
+
+        def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, eager: bool) -> None:
+            asyncio.futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            self._name = "fastsmtp-hook"
+            self._num_cancels_requested = 0  # 3.11's cancel() counts requests
+            self._must_cancel = False
+            self._fut_waiter = None
+            self._coro: Coroutine[Any, Any, Any] | None = coro
+            context = self._context = contextvars.copy_context()
+            if eager:
+                self._Task__step()
+                if self.done():
+                    self._coro = None
+                    return
+            else:
+                loop.call_soon(self._Task__step, context=context)
+            _tasks._register_task(self)
+
+        def get_context(self) -> contextvars.Context:
+            """The context the coroutine runs in (``Task.get_context`` of 3.12)."""
+            context: contextvars.Context = self._context
+            return context
+
+    _current_task = asyncio.current_task
+
+    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        """Run ``coro`` in a new task up to its first suspension, now; return the task.
+
+        The task is done on return when the coroutine never suspended. It runs in a copy
+        of the current context, as any task does. Inside another task (a hook chain that
+        went on after an awaited hook) asyncio before 3.12 cannot switch tasks in place:
+        the new task is scheduled as usual instead.
+        """
+        return _EagerTask(coro, loop, _current_task(loop) is None)
+
+
+def _no_hold(_: bool) -> None:
+    """The default ``hold``: nothing to pause."""
 
 
 class HookRunner:
@@ -43,36 +123,44 @@ class HookRunner:
             limit.
         spawn: Starts the task that awaits the rest of a chain (its owner keeps track of
             it, so that a server closing can wait for it).
+        loop: The connection's event loop; default: the running loop.
+        hold: Called with True just before a coroutine hook starts and with False once it
+            has finished without suspending: the connection pauses reading around it, so
+            that a hook never runs while the transport reads, suspended or not.
     """
 
-    __slots__ = ("_server", "_timeout", "_spawn")
+    __slots__ = ("_server", "_timeout", "_spawn", "_loop", "_hold")
 
     def __init__(
         self,
         server: Any,
         timeout: float | None,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+        hold: Callable[[bool], None] | None = None,
     ) -> None:
         self._server = server
         self._timeout = timeout or None
         self._spawn = spawn
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+        self._hold = hold if hold is not None else _no_hold
 
     def run(self, call: HookCall, done: Callable[[Any], None] | None) -> Any:
         """Run ``call`` and the calls it chains to.
 
         Returns:
-            The chain's final output when every hook was synchronous; else :data:`PENDING`,
-            and ``done(output)`` is called once the task has finished the chain (never
-            when ``done`` is None, nor when the task is cancelled).
+            The chain's final output when no hook suspended; else :data:`PENDING`, and
+            ``done(output)`` is called once the task has finished the chain (never when
+            ``done`` is None, nor when the task is cancelled).
         """
-        r, awaitable = self._advance(call)
-        if awaitable is None:
+        r, task = self._advance(call)
+        if task is None:
             return r
-        self._spawn(self._resume(r, awaitable, done))
+        self._spawn(self._resume(r, task, done))
         return PENDING
 
     def _advance(self, r: Any) -> tuple[Any, Any]:
-        """Run synchronous hooks; ``(output, None)`` or ``(call, its awaitable)``."""
+        """Run hooks until one suspends; ``(output, None)`` or ``(call, its pending task)``."""
         while r.__class__ is HookCall:
             call: HookCall = r
             try:
@@ -81,17 +169,41 @@ class HookRunner:
                 log.exception("%s hook raised", call.name)
                 r = call.fail()
                 continue
-            # The exact-type test first: a coroutine is the common awaitable.
-            if type(result) is _CoroutineType or hasattr(result, "__await__"):
-                return call, result
+            # Exact-type tests first: a coroutine or a reply string is the common result.
+            cls = result.__class__
+            if cls is _CoroutineType or (cls is not str and result is not None and hasattr(result, "__await__")):
+                self._hold(True)
+                task = start_eagerly(self._loop, result if cls is _CoroutineType else _awaiting(result))
+                if not task.done():
+                    return call, task  # reading stays paused until the chain has finished
+                self._hold(False)
+                r = self._outcome(call, task)
+                continue
             r = call.finish(result)
         return r, None
 
-    async def _resume(self, call: HookCall, awaitable: Any, done: Callable[[Any], None] | None) -> None:
+    @staticmethod
+    def _outcome(call: HookCall, task: asyncio.Future[Any]) -> Any:
+        """The next output after a hook whose task finished without suspending."""
+        if task.cancelled():
+            # The hook raised CancelledError itself (nothing else can have cancelled it).
+            log.error("%s hook cancelled itself", call.name)
+            return call.fail()
+        exc = task.exception()
+        if exc is None:
+            return call.finish(task.result())
+        log.error("%s hook raised", call.name, exc_info=exc)
+        return call.fail()
+
+    async def _resume(
+        self, call: HookCall, task: asyncio.Future[Any], done: Callable[[Any], None] | None
+    ) -> None:
         timeout = self._timeout
         while True:
             try:
-                result = await (asyncio.wait_for(awaitable, timeout) if timeout else awaitable)
+                # Awaiting the hook's task: cancelling this one (a server closing) cancels
+                # it, and so does wait_for once the timeout has passed.
+                result = await (asyncio.wait_for(task, timeout) if timeout else task)
             except asyncio.CancelledError:
                 raise
             except asyncio.TimeoutError:
@@ -103,8 +215,8 @@ class HookRunner:
             else:
                 r = call.finish(result)
             # The rest of the chain runs in this same task.
-            r, awaitable = self._advance(r)
-            if awaitable is None:
+            r, task = self._advance(r)
+            if task is None:
                 break
             call = r
         if done is not None:
