@@ -29,6 +29,7 @@ nothing for a close hook).
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 import logging
 import sys
@@ -55,59 +56,126 @@ async def _awaiting(awaitable: Awaitable[Any]) -> Any:
 
 if sys.version_info >= (3, 12):
 
-    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
-        """Run ``coro`` in a new task up to its first suspension, now; return the task.
+    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> tuple[Any, Any]:
+        """Run ``coro`` in a new task up to its first suspension, now.
 
-        The task is done on return when the coroutine never suspended. It runs in a copy
-        of the current context, as any task does.
+        Returns:
+            ``(result, None)`` when the coroutine finished without suspending (its
+            exception, if it raised, is raised here), else ``(None, its pending task)``.
+            It runs in a copy of the current context, as any task does.
         """
-        return asyncio.eager_task_factory(loop, coro)
+        task = asyncio.eager_task_factory(loop, coro)
+        if task.done():
+            return task.result(), None
+        return None, task
 
 else:
+    from asyncio import futures as _futures
     from asyncio import tasks as _tasks
 
-    class _EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
-        """asyncio's pure-Python Task, first stepped by its creator rather than the loop.
+    _enter_task = _tasks._enter_task
+    _leave_task = _tasks._leave_task
+    _current_task = asyncio.current_task
+    _FINISHED = _futures._FINISHED  # type: ignore[attr-defined]
+    _copy_context = contextvars.copy_context
 
-        ``Task.__init__`` schedules the first step; this one sets the same attributes
-        (those of 3.10 and 3.11, whose asyncio no longer changes) and takes the first step
-        itself. A coroutine that finishes leaves a done task that was never registered nor
-        scheduled; one that suspends leaves an ordinary registered task.
+    class _EagerTask(_tasks._PyTask):  # type: ignore[name-defined,misc]
+        """asyncio's pure-Python Task, whose first step its creator takes (:func:`start_eagerly`).
+
+        ``Task.__init__`` would schedule the first step; this one only sets the attributes
+        of Future and Task (those of 3.10 and 3.11, whose asyncio no longer changes), so
+        that the object is a complete task for the hook to see as ``current_task()``.
         """
 
-        def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, eager: bool) -> None:
-            asyncio.futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+        def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> None:
+            self._loop = loop
+            self._callbacks: list[Any] = []
             self._name = "fastsmtp-hook"
             self._num_cancels_requested = 0  # 3.11's cancel() counts requests
             self._must_cancel = False
             self._fut_waiter = None
-            self._coro: Coroutine[Any, Any, Any] | None = coro
-            context = self._context = contextvars.copy_context()
-            if eager:
-                self._Task__step()
-                if self.done():
-                    self._coro = None
-                    return
-            else:
-                loop.call_soon(self._Task__step, context=context)
-            _tasks._register_task(self)
+            self._coro: Any = coro
+            self._context: contextvars.Context = _copy_context()
 
         def get_context(self) -> contextvars.Context:
             """The context the coroutine runs in (``Task.get_context`` of 3.12)."""
-            context: contextvars.Context = self._context
-            return context
+            return self._context
 
-    _current_task = asyncio.current_task
+    class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
+        """A started coroutine as a task's coroutine: first step again the value it yielded.
 
-    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
-        """Run ``coro`` in a new task up to its first suspension, now; return the task.
-
-        The task is done on return when the coroutine never suspended. It runs in a copy
-        of the current context, as any task does. Inside another task (a hook chain that
-        went on after an awaited hook) asyncio before 3.12 cannot switch tasks in place:
-        the new task is scheduled as usual instead.
+        The task's first ``send(None)`` returns the future the hook awaits (the task then
+        waits for it, as if it had taken that step itself); everything after is the hook's.
         """
-        return _EagerTask(coro, loop, _current_task(loop) is None)
+
+        __slots__ = ("_coro", "_yielded", "__qualname__")
+
+        def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+            self._coro: Coroutine[Any, Any, Any] | None = coro
+            self._yielded = yielded
+            self.__qualname__ = getattr(coro, "__qualname__", "hook")
+
+        def send(self, value: Any) -> Any:
+            coro = self._coro
+            assert coro is not None
+            if self._yielded is not _STARTED:
+                yielded, self._yielded = self._yielded, _STARTED
+                return yielded
+            return coro.send(value)
+
+        def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+            coro = self._coro
+            assert coro is not None
+            self._yielded = _STARTED
+            if val is None and tb is None:
+                return coro.throw(typ)
+            return coro.throw(typ, val, tb)  # pragma: no cover - asyncio throws one argument
+
+        def close(self) -> None:
+            coro, self._coro = self._coro, None
+            if coro is not None:
+                coro.close()
+
+        def __await__(self) -> Any:  # pragma: no cover - only a task drives it
+            raise TypeError("a started hook coroutine cannot be awaited")
+
+    _STARTED: Any = object()
+
+    def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> tuple[Any, Any]:
+        """Run ``coro`` in a new task up to its first suspension, now.
+
+        Returns:
+            ``(result, None)`` when the coroutine finished without suspending (its
+            exception, if it raised, is raised here), else ``(None, its pending task)``.
+            It runs in a copy of the current context, as any task does. Inside another
+            task (a chain that went on after an awaited hook) asyncio before 3.12 cannot
+            switch tasks in place: there the task is scheduled as usual.
+        """
+        if _current_task(loop) is not None:
+            return None, loop.create_task(coro)
+        task = _EagerTask(coro, loop)
+        _enter_task(loop, task)
+        try:
+            yielded = task._context.run(coro.send, None)
+        except StopIteration as stop:
+            # Done: marked so, for a hook that kept its task (and for Task.__del__).
+            task._state = _FINISHED
+            task._result = stop.value
+            task._coro = None
+            return stop.value, None
+        except BaseException as exc:
+            task._state = _FINISHED
+            task._exception = exc
+            task._coro = None
+            raise
+        finally:
+            _leave_task(loop, task)
+        # Suspended: from now on an ordinary task, whose first step hands the future the
+        # hook awaits back to the task's own machinery.
+        task._coro = _Resumed(coro, yielded)
+        loop.call_soon(task._Task__step, context=task._context)
+        _tasks._register_task(task)
+        return None, task
 
 
 def _no_hold(_: bool) -> None:
@@ -173,27 +241,24 @@ class HookRunner:
             cls = result.__class__
             if cls is _CoroutineType or (cls is not str and result is not None and hasattr(result, "__await__")):
                 self._hold(True)
-                task = start_eagerly(self._loop, result if cls is _CoroutineType else _awaiting(result))
-                if not task.done():
+                try:
+                    result, task = start_eagerly(self._loop, result if cls is _CoroutineType else _awaiting(result))
+                except Exception:
+                    log.exception("%s hook raised", call.name)
+                    r = call.fail()
+                    self._hold(False)
+                    continue
+                except asyncio.CancelledError:
+                    # Raised by the hook itself: nothing else can have cancelled it yet.
+                    log.error("%s hook cancelled itself", call.name)
+                    r = call.fail()
+                    self._hold(False)
+                    continue
+                if task is not None:
                     return call, task  # reading stays paused until the chain has finished
                 self._hold(False)
-                r = self._outcome(call, task)
-                continue
             r = call.finish(result)
         return r, None
-
-    @staticmethod
-    def _outcome(call: HookCall, task: asyncio.Future[Any]) -> Any:
-        """The next output after a hook whose task finished without suspending."""
-        if task.cancelled():
-            # The hook raised CancelledError itself (nothing else can have cancelled it).
-            log.error("%s hook cancelled itself", call.name)
-            return call.fail()
-        exc = task.exception()
-        if exc is None:
-            return call.finish(task.result())
-        log.error("%s hook raised", call.name, exc_info=exc)
-        return call.fail()
 
     async def _resume(
         self, call: HookCall, task: asyncio.Future[Any], done: Callable[[Any], None] | None
