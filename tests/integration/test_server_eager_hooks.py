@@ -65,8 +65,10 @@ async def test_inline_and_awaiting_hooks_pipelined_keep_replies_in_order() -> No
         await client.expect(b"250 2.0.0 wait-two\r\n" + REPLIES + b"250 2.0.0 three\r\n250 2.0.0 OK\r\n")
         await client.close()
     assert handler.calls == [b"one", b"wait-two", b"three"]
-    # Reading is paused whenever a hook runs, inline or suspended.
-    assert handler.reading == [False, False, False, False]
+    # A hook finishing inline runs inside the read (nothing can arrive meanwhile), so
+    # reading is not paused for it ("one", and "wait-two" before its await); once a hook
+    # suspends, reading is paused until its chain ("three" included) has finished.
+    assert handler.reading == [True, True, False, False]
 
 
 class Failing:

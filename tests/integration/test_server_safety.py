@@ -115,10 +115,10 @@ async def test_data_reply_only_after_handler_returned() -> None:
 
     class Slow:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            # Reading is paused while the hook is awaited.
-            assert not server.transport.is_reading()
             started.set()
             await release.wait()
+            # Reading was paused while the hook was awaited (and still is).
+            assert not server.transport.is_reading()
             return "250 2.0.0 stored"
 
     async with serve(Slow()) as server:
@@ -310,9 +310,9 @@ async def test_awaited_hooks_run_in_order_with_reading_paused() -> None:
 
     class Ordered:
         async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-            assert not server.transport.is_reading()
             events.append("mail start")
             await asyncio.sleep(0.05)
+            assert not server.transport.is_reading()  # paused while the hook waited
             events.append("mail end")
             envelope.mail_from = address
             return "250 sender ok"

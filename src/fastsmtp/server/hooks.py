@@ -178,10 +178,6 @@ else:
         return None, task
 
 
-def _no_hold(_: bool) -> None:
-    """The default ``hold``: nothing to pause."""
-
-
 class HookRunner:
     """Runs one connection's hook chains.
 
@@ -192,12 +188,13 @@ class HookRunner:
         spawn: Starts the task that awaits the rest of a chain (its owner keeps track of
             it, so that a server closing can wait for it).
         loop: The connection's event loop; default: the running loop.
-        hold: Called with True just before a coroutine hook starts and with False once it
-            has finished without suspending: the connection pauses reading around it, so
-            that a hook never runs while the transport reads, suspended or not.
+
+    A chain that returns :data:`PENDING` is one where a hook really suspended: the caller
+    pauses reading then, before the loop runs again. A hook that finishes inline needs
+    no pause: it ran inside the read, where no input can arrive.
     """
 
-    __slots__ = ("_server", "_timeout", "_spawn", "_loop", "_hold")
+    __slots__ = ("_server", "_timeout", "_spawn", "_loop")
 
     def __init__(
         self,
@@ -205,13 +202,11 @@ class HookRunner:
         timeout: float | None,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         loop: asyncio.AbstractEventLoop | None = None,
-        hold: Callable[[bool], None] | None = None,
     ) -> None:
         self._server = server
         self._timeout = timeout or None
         self._spawn = spawn
         self._loop = loop if loop is not None else asyncio.get_running_loop()
-        self._hold = hold if hold is not None else _no_hold
 
     def run(self, call: HookCall, done: Callable[[Any], None] | None) -> Any:
         """Run ``call`` and the calls it chains to.
@@ -240,23 +235,21 @@ class HookRunner:
             # Exact-type tests first: a coroutine or a reply string is the common result.
             cls = result.__class__
             if cls is _CoroutineType or (cls is not str and result is not None and hasattr(result, "__await__")):
-                self._hold(True)
                 try:
                     result, task = start_eagerly(self._loop, result if cls is _CoroutineType else _awaiting(result))
                 except Exception:
                     log.exception("%s hook raised", call.name)
                     r = call.fail()
-                    self._hold(False)
                     continue
                 except asyncio.CancelledError:
                     # Raised by the hook itself: nothing else can have cancelled it yet.
                     log.error("%s hook cancelled itself", call.name)
                     r = call.fail()
-                    self._hold(False)
                     continue
                 if task is not None:
-                    return call, task  # reading stays paused until the chain has finished
-                self._hold(False)
+                    # It suspended: the caller pauses reading on PENDING until the chain
+                    # has finished.
+                    return call, task
             r = call.finish(result)
         return r, None
 

@@ -96,7 +96,7 @@ class SMTPServerProtocol(asyncio.BufferedProtocol):
         self._last_rx = 0.0
         # Checked once per connection: the per-line path pays one attribute test.
         self._debug = config.debug and log.isEnabledFor(logging.DEBUG)
-        self._hooks = HookRunner(self, config.handler_timeout, self._spawn, self.loop, self._hold)
+        self._hooks = HookRunner(self, config.handler_timeout, self._spawn, self.loop)
 
     # aiosmtpd handlers sometimes read these from the server object.
     @property
@@ -419,17 +419,6 @@ class SMTPServerProtocol(asyncio.BufferedProtocol):
             if not self._closed:
                 self.transport.pause_reading()
         return r
-
-    def _hold(self, on: bool) -> None:
-        """Pause reading while a coroutine hook runs (on=True), resume after (False).
-
-        Left alone while closed or while writing is paused (resume_writing resumes).
-        """
-        if not self._closed and not self._write_paused:
-            if on:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
 
     def _hook_done(self, r: bytes | Action | None) -> None:
         self._busy = False
