@@ -283,6 +283,9 @@ class SMTPConnection:
         self._chunker = DataEncoder(stuff=False)  # BDAT: normalized, never stuffed
         self._bdat = False  # transactions go with BDAT (decided once connected)
         self._dirty = False  # BDAT: the last transaction failed; its state may be open
+        # BDAT: resolved when a send() joins the feed while the pipeline waits for a
+        # reply with room in its window (so that concurrent sends share the window).
+        self._fed: asyncio.Future[None] | None = None
         self._turn = False  # a transaction holds the write turn
         self._turn_waiters: deque[asyncio.Future[None]] = deque()
         self._held = b""  # a final write kept for the next transaction to join (_write)
@@ -908,6 +911,9 @@ class SMTPConnection:
         own: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
         entry = [own, _PENDING, tr]
         self._feed.append(entry)
+        fed = self._fed
+        if fed is not None and not fed.done():
+            fed.set_result(None)
         self._pending += 1
         try:
             if not self._turn:
@@ -1250,6 +1256,24 @@ class SMTPConnection:
         self.messages_sent += 1
         return result
 
+    async def _joined(self, reply: asyncio.Future[list[RawReply]]) -> bool:
+        """Wait for ``reply`` or for a send() to join the feed; True: one joined first."""
+        if reply.done():
+            return False
+        fed = self._fed = self._loop.create_future()  # type: ignore[union-attr]
+
+        def wake(_: Any) -> None:
+            if not fed.done():
+                fed.set_result(None)
+
+        reply.add_done_callback(wake)
+        try:
+            await fed
+        finally:
+            reply.remove_done_callback(wake)
+            self._fed = None
+        return not reply.done()
+
     def _window_failed(self, window: deque[list[Any]], exc: BaseException) -> None:
         """The connection broke with BDAT transactions in the window: settle each.
 
@@ -1312,6 +1336,7 @@ class SMTPConnection:
             if bdat:
                 window: deque[list[Any]] = deque()
                 limit = self.options.pipeline_window
+                fed = pull == self._pull_feed  # send() callers may join at any time
                 try:
                     while True:
                         while len(window) < limit and (cur := prepare()) is not None:
@@ -1322,6 +1347,8 @@ class SMTPConnection:
                         if not window:
                             break
                         rec = window[0]
+                        if fed and len(window) < limit and await self._joined(rec[3][-1]):
+                            continue  # a send joined before the reply: into the window
                         rec[0][1] = await self._settle_bdat(rec)
                         window.popleft()
                         while queue and queue[0][1] is not _PENDING:

@@ -283,7 +283,7 @@ class ConnectionOptions:
             (LMTP always sends with ``DATA``: its replies to the data depend on the
             recipients accepted, which a blind BDAT pipeline cannot count ahead.)
         chunking: Send with ``BDAT`` (RFC 3030 CHUNKING) when the server offers it: a
-            message's ``MAIL``, ``RCPT``\ s and ``BDAT <size> LAST`` with its data go out
+            message's ``MAIL``, ``RCPT`` lines and ``BDAT <size> LAST`` with its data go out
             in one write with no wait for any reply, and the next messages follow right
             behind (up to ``pipeline_window``), so one connection is no longer limited
             to one message per round trip. No dot-stuffing; line endings are still

@@ -1,0 +1,385 @@
+"""The client's CHUNKING/BDAT (RFC 3030) against scripted peers checking exact bytes.
+
+Each peer reads a whole window of transactions before it answers anything: that is the
+proof that the client waits for no reply (no 354, no MAIL reply) inside a transaction
+or between transactions. Failures in the middle of a window check every message's
+outcome: delivered, refused (not delivered), or "maybe delivered" only for a message
+whose ``BDAT ... LAST`` left the client and got no reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from fastsmtp.connection import SMTPConnection
+from fastsmtp.errors import (
+    SMTPConnectionError,
+    SMTPDataRefused,
+    SMTPEnvelopeNotSupported,
+    SMTPMaybeDelivered,
+    SMTPRecipientsRefused,
+    SMTPSenderRefused,
+    SMTPServiceClosing,
+)
+from fastsmtp.message import Envelope
+
+from support.peer import Close, Expect, ExpectData, Reset, ScriptedPeer, Send, greet
+
+CHUNK_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+QUIT = [Expect(b"QUIT\r\n"), Send(b"221 bye\r\n")]
+OK = b"250 ok\r\n"
+
+
+def conn_for(peer: ScriptedPeer, **kwargs: Any) -> SMTPConnection:
+    kwargs.setdefault("name", "client.test")
+    kwargs.setdefault("socket_timeout", 10)
+    return SMTPConnection("127.0.0.1", peer.port, **kwargs)
+
+
+def env(n: int) -> Envelope:
+    return Envelope(f"s{n}@x.test", [f"r{n}@x.test"])
+
+
+def body(n: int) -> bytes:
+    return b"Subject: %d\r\n\r\nmessage %d\r\n" % (n, n)
+
+
+def tx(n: int, rset: bool = False, rcpts: int = 1) -> bytes:
+    """Message ``n``'s transaction as the client must write it (``rset``: behind another)."""
+    data = body(n)
+    lines = [b"RSET\r\n"] if rset else []
+    lines.append(b"MAIL FROM:<s%d@x.test>\r\n" % n)
+    lines += [b"RCPT TO:<r%d@x.test>\r\n" % n] * rcpts
+    lines.append(b"BDAT %d LAST\r\n" % len(data) + data)
+    return b"".join(lines)
+
+
+def ok(n: int, rset: bool = False) -> bytes:
+    """The replies of a delivered transaction ``n``."""
+    return (OK if rset else b"") + OK + OK + b"250 2.0.0 queued as %d\r\n" % n
+
+
+async def send_all(conn: SMTPConnection, count: int) -> list[Any]:
+    return [outcome async for _, outcome in conn.send_many(
+        [(body(n), env(n)) for n in range(1, count + 1)])]
+
+
+async def test_one_message_exact_bytes_no_stuffing_no_wait() -> None:
+    # SIZE= and BDAT agree: the normalized size, no dot doubled, the last line ended.
+    data = b"a\n.\r\n..b\r.c"
+    wire = b"a\r\n.\r\n..b\r\n.c\r\n"
+    script = greet(CHUNK_EHLO.replace(b"250 8BITMIME", b"250 SIZE 1000")) + [
+        Expect(b"MAIL FROM:<a@x.test> SIZE=%d\r\nRCPT TO:<b@x.test>\r\nBDAT %d LAST\r\n"
+               % (len(wire), len(wire)) + wire),
+        Send(OK + OK + b"250 2.0.0 queued\r\n"),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            result = await conn.send(data, Envelope("a@x.test", ["b@x.test"]))
+    peer.check()
+    assert result.accepted == ["b@x.test"] and result.size == len(wire)
+    assert str(result.response) == "250 2.0.0 queued"
+    assert result.message_time >= result.envelope_time >= 0
+
+
+async def test_transactions_pipelined_behind_each_other_with_rset() -> None:
+    # The whole window before any reply; every transaction behind an unanswered one
+    # starts with RSET (the previous one may have failed and left its state open).
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1) + ok(2, True) + ok(3, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            outcomes = await send_all(conn, 3)
+            assert conn.messages_sent == 3
+    peer.check()
+    assert [str(o.response) for o in outcomes] == [
+        f"250 2.0.0 queued as {n}" for n in (1, 2, 3)]
+
+
+async def test_concurrent_sends_share_the_window() -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1) + ok(2, True) + ok(3, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            results = await asyncio.gather(*(conn.send(body(n), env(n)) for n in (1, 2, 3)))
+    peer.check()
+    assert [r.response.code for r in results] == [250, 250, 250]
+
+
+async def test_window_bounds_what_a_cut_leaves_maybe_delivered() -> None:
+    # pipeline_window=3: three transactions go out; the fourth only once the first is
+    # answered. The peer then cuts the connection: the three unanswered ones whose
+    # LAST was written may have been delivered, the fifth was never written.
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1)),
+        Expect(tx(4, rset=True)),
+        Reset(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer, pipeline_window=3)
+        await conn.connect()
+        outcomes = await send_all(conn, 5)
+        conn.close()
+    peer.check()
+    assert outcomes[0].response.code == 250
+    for maybe in outcomes[1:4]:
+        assert isinstance(maybe, SMTPMaybeDelivered), maybe
+    assert isinstance(outcomes[4], SMTPConnectionError)
+    assert not isinstance(outcomes[4], SMTPMaybeDelivered)
+
+
+async def test_window_of_one_is_one_transaction_at_a_time() -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1)), Send(ok(1)),
+        # Answered and delivered before the next is written: no RSET needed.
+        Expect(tx(2)), Send(ok(2)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer, pipeline_window=1) as conn:
+            outcomes = await send_all(conn, 2)
+    peer.check()
+    assert [o.response.code for o in outcomes] == [250, 250]
+
+
+@pytest.mark.parametrize(
+    ("replies2", "error"),
+    [
+        # Sender refused: the server answers the RCPT and the BDAT with 503.
+        (b"550 5.7.1 sender refused\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no MAIL\r\n",
+         SMTPSenderRefused),
+        # Every recipient refused: the chunk gets 554 (its bytes are consumed).
+        (OK + b"550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n",
+         SMTPRecipientsRefused),
+        # The data refused.
+        (OK + OK + b"554 5.6.0 content rejected\r\n", SMTPDataRefused),
+    ],
+    ids=["sender", "recipients", "data"],
+)
+async def test_refusal_in_the_middle_of_a_window_changes_no_other_outcome(
+    replies2: bytes, error: type[Exception]
+) -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1) + OK + replies2 + ok(3, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            outcomes = await send_all(conn, 3)
+            assert conn.is_usable
+            # The last transaction failed: the next one, alone, still starts with RSET.
+    peer.check()
+    assert outcomes[0].response.code == 250 and outcomes[2].response.code == 250
+    assert isinstance(outcomes[1], error)
+    assert not isinstance(outcomes[1], SMTPMaybeDelivered)
+
+
+async def test_after_a_failed_transaction_the_next_one_resets() -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1)),
+        Send(OK + OK + b"554 5.6.0 no\r\n"),
+        # A server that keeps the failed transaction open would take this MAIL as a
+        # nested one (503): RSET closes it first.
+        Expect(tx(2, rset=True)),
+        Send(ok(2, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            with pytest.raises(SMTPDataRefused):
+                await conn.send(body(1), env(1))
+            assert (await conn.send(body(2), env(2))).response.code == 250
+    peer.check()
+
+
+async def test_421_in_the_middle_of_a_window() -> None:
+    # A 421 answers message 2's MAIL and the server closes: it processed nothing after,
+    # so neither 2 nor 3 was delivered (both may be retried), though 3's LAST was sent.
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1) + OK + b"421 4.3.2 shutting down\r\n"),
+        Close(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        outcomes = await send_all(conn, 3)
+        conn.close()
+    peer.check()
+    assert outcomes[0].response.code == 250
+    for lost in outcomes[1:]:
+        assert isinstance(lost, SMTPServiceClosing), lost
+        assert not isinstance(lost, SMTPMaybeDelivered)
+
+
+async def test_silent_cut_after_the_kth_last() -> None:
+    # Message 1 answered, 2 answered in part (its envelope), then the connection drops:
+    # 2 and 3 were written with LAST and never answered.
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
+        Send(ok(1) + OK + OK + OK),
+        Close(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        outcomes = await send_all(conn, 3)
+        conn.close()
+    peer.check()
+    assert outcomes[0].response.code == 250
+    assert isinstance(outcomes[1], SMTPMaybeDelivered)
+    assert isinstance(outcomes[2], SMTPMaybeDelivered)
+
+
+async def test_data_accepted_for_a_refused_transaction_is_maybe_delivered() -> None:
+    # A broken server refuses MAIL yet answers LAST with 250: the message is not
+    # reported as refused (something was delivered), and the session ends.
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True)),
+        Send(b"550 no\r\n" + OK + OK + ok(2, True)),
+        Close(),
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        outcomes = await send_all(conn, 2)
+        assert not conn.is_connected
+    peer.check()
+    assert isinstance(outcomes[0], SMTPMaybeDelivered)
+    assert isinstance(outcomes[1], SMTPMaybeDelivered)  # written, its replies unread
+
+
+async def test_chunking_false_uses_data() -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nDATA\r\n"),
+        Send(OK + OK + b"354 go\r\n"),
+        ExpectData(),
+        Send(b"250 queued\r\n"),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer, chunking=False) as conn:
+            result = await conn.send(b".dot\r\n", env(1))
+    peer.check()
+    assert peer.data == [b"..dot\r\n.\r\n"]
+    assert result.size == len(b"..dot\r\n.\r\n")
+
+
+async def test_chunking_without_pipelining_uses_data() -> None:
+    script = greet(b"250-peer.test\r\n250 CHUNKING\r\n") + [
+        Expect(b"MAIL FROM:<s1@x.test>\r\n"), Send(OK),
+        Expect(b"RCPT TO:<r1@x.test>\r\n"), Send(OK),
+        Expect(b"DATA\r\n"), Send(b"354 go\r\n"),
+        ExpectData(), Send(b"250 queued\r\n"),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            await conn.send(b"x\r\n", env(1))
+    peer.check()
+
+
+async def test_stream_goes_in_chunks() -> None:
+    # 64 KiB or more of normalized data per chunk; the last piece carries LAST (and the
+    # final CRLF). The non-LAST chunk's reply is read as the window allows.
+    piece = b"y" * 40000 + b"\n"
+    wire = b"y" * 40000 + b"\r\n"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield piece
+        yield b"tail"
+
+    first = 2 * len(wire)
+    last = len(wire) + len(b"tail\r\n")
+    script = greet(CHUNK_EHLO) + [
+        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\n"
+               + b"BDAT %d\r\n" % first + wire * 2
+               + b"BDAT %d LAST\r\n" % last + wire + b"tail\r\n"),
+        Send(OK + OK + b"250 2.0.0 chunk\r\n" + b"250 2.0.0 queued\r\n"),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            result = await conn.send(chunks(), env(1))
+    peer.check()
+    assert result.size == first + last
+    assert str(result.response) == "250 2.0.0 queued"
+
+
+async def test_small_stream_and_empty_stream() -> None:
+    script = greet(CHUNK_EHLO) + [
+        # Small pieces are joined into one chunk; a CR at a piece's end meets its LF.
+        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT 10 LAST\r\n"
+               b"a\r\n.b\r\nc\r\n"),
+        Send(ok(1)),
+        Expect(b"MAIL FROM:<s2@x.test>\r\nRCPT TO:<r2@x.test>\r\nBDAT 0 LAST\r\n"),
+        Send(ok(2)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            first = await conn.send([b"a\n", b".b\r", b"\nc"], env(1))
+            second = await conn.send([], env(2))
+    peer.check()
+    assert first.size == 10 and second.size == 0
+
+
+async def test_refused_chunk_stops_the_stream() -> None:
+    # A chunk refused: no more chunks (RFC 3030), the message is not delivered, and the
+    # next transaction resets the server's half-done one.
+    big = b"z" * 70000 + b"\r\n"
+    script = greet(CHUNK_EHLO) + [
+        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT %d\r\n" % len(big)
+               + big),
+        Send(OK + OK + b"552 5.3.4 too big\r\n"),
+        Expect(tx(2, rset=True)),
+        Send(ok(2, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer, pipeline_window=1) as conn:
+            with pytest.raises(SMTPDataRefused, match="552"):
+                await conn.send([big, big], env(1))
+            assert (await conn.send(body(2), env(2))).response.code == 250
+    peer.check()
+
+
+async def test_binary_mime() -> None:
+    data = b"\x00\x01\n\r\xff"  # sent as it is: no line ending touched
+    ehlo = CHUNK_EHLO.replace(b"250 8BITMIME", b"250-8BITMIME\r\n250 BINARYMIME")
+    script = greet(ehlo) + [
+        Expect(b"MAIL FROM:<a@x.test> BODY=BINARYMIME\r\nRCPT TO:<b@x.test>\r\n"
+               b"BDAT 5 LAST\r\n" + data),
+        Send(OK + OK + OK),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            result = await conn.send(data, Envelope("a@x.test", ["b@x.test"],
+                                                    binary_mime=True, use_8bit_mime=True))
+    peer.check()
+    assert result.size == 5
+
+
+async def test_binary_mime_needs_the_extension() -> None:
+    script = greet(CHUNK_EHLO) + [*QUIT]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            with pytest.raises(SMTPEnvelopeNotSupported, match="BINARYMIME"):
+                await conn.send(b"x", Envelope("a@x.test", ["b@x.test"], binary_mime=True))
+            assert conn.is_usable
+    peer.check()
