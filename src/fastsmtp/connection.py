@@ -27,6 +27,28 @@ waits for more than its own message and the one ahead). A pool feeds it runs of 
 jobs. The write turn is only mutual exclusion between the pipeline and other commands
 (NOOP, RSET, AUTH, QUIT).
 
+Under CHUNKING (RFC 3030; the server also offers PIPELINING, the ``chunking`` option is on,
+not LMTP) the same pipeline sends with BDAT, and nothing waits for a reply at all: a
+message's ``MAIL``, every ``RCPT`` and ``BDAT <size> LAST`` with its (normalized, unstuffed)
+data go out in one write, and the next messages' transactions follow at once, up to
+``pipeline_window`` unanswered transactions (the *window*). The replies are then read
+in order, oldest transaction first, and each completed transaction makes room for the
+next. Outcomes stay exact, whatever fails where in the window:
+
+* every transaction written behind an unanswered one, or after a failed one, starts
+  with ``RSET``: a transaction that failed (sender, recipients or data refused) may have
+  left the server's transaction open, and the next ``MAIL`` would otherwise be a
+  "nested MAIL" (503), or worse, its ``RCPT`` lines would join the failed transaction. An
+  RSET is a few bytes and one reply line, and never a round trip;
+* a refusal is that message's outcome only; the connection goes on;
+* a 421 means the server processed nothing after it: the message it answered and every
+  one behind it get the (retryable) error;
+* a lost or silent connection: a message whose ``BDAT ... LAST`` reached the kernel
+  (see :meth:`SMTPClientProtocol.mark_end`) and got no reply is
+  :class:`~fastsmtp.errors.SMTPMaybeDelivered`; the others were not delivered.
+
+So the window bounds how many messages one lost connection can leave "maybe delivered".
+
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,
 timeout, lost connection, 421) closes it for good. A reply outside 2xx/4xx/5xx where the
@@ -874,6 +896,12 @@ class SMTPConnection:
                 must then be an :class:`email.message.Message` (``Sender``/``From``;
                 ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
 
+        Under CHUNKING (the ``chunking`` option, on by default) the message goes with
+        BDAT (RFC 3030): no dot-stuffing, line endings still normalized, the whole
+        transaction in one write; concurrent ``send()`` calls on the connection share
+        its window of ``pipeline_window`` unanswered transactions. Cancelling a send
+        that was written closes the connection, as with DATA.
+
         The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
         else, for an in-memory message, its size after CRLF normalization
         (:func:`~fastsmtp.message.data_size`). A stream without ``envelope.size`` is
@@ -895,7 +923,9 @@ class SMTPConnection:
             SMTPRecipientsRefused: Every recipient refused (no data sent, RSET done).
             SMTPDataRefused: DATA or the message refused (LMTP: by every recipient).
             SMTPMaybeDelivered: The connection was lost (or went silent) after the final
-                dot was written: the message may have been delivered.
+                dot (BDAT: the ``LAST`` chunk) was written: the message may have been
+                delivered. Under BDAT also when the server accepted the data of a
+                transaction it had refused in part.
             SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
                 broke before the final dot; it is closed and nothing was delivered.
                 (SMTPServerDisconnected includes SMTPSocketError, ``ESOCKET``.)
@@ -1311,9 +1341,13 @@ class SMTPConnection:
 
         With PIPELINING the next message is pulled just before the current message's
         final dot is written, and its MAIL/RCPT/DATA go out in the same write; without
-        it, one message at a time, one command at a time. Whoever iterates this holds
-        the write turn (``acquire``: takes it first, as :meth:`send_many`); it is released
-        when the pipeline ends.
+        it, one message at a time, one command at a time. Under BDAT (see the module
+        docstring) messages are pulled while the window has room, each written whole
+        (:meth:`_write_bdat`) with no wait, and settled oldest first
+        (:meth:`_settle_bdat`); a send() joining the feed while the pipeline waits with
+        room in its window is written at once (:meth:`_joined`). Whoever iterates this
+        holds the write turn (``acquire``: takes it first, as :meth:`send_many`); it is
+        released when the pipeline ends.
         """
         if acquire:
             await self._acquire_turn()
@@ -1443,7 +1477,9 @@ class SMTPConnection:
         With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
         the previous message's final dot (RFC 2920), so each message costs one write and
         about one round trip instead of two (see :meth:`_pipeline`). Without it, the
-        messages go one after another.
+        messages go one after another. Under CHUNKING (BDAT), up to ``pipeline_window``
+        whole transactions are in flight with no wait at all: about ``pipeline_window``
+        messages per round trip.
 
         Args:
             items: Each a message (an :class:`email.message.EmailMessage` gives its own

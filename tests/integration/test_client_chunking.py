@@ -10,6 +10,7 @@ whose ``BDAT ... LAST`` left the client and got no reply.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,8 +27,11 @@ from fastsmtp.errors import (
     SMTPServiceClosing,
 )
 from fastsmtp.message import Envelope
+from fastsmtp.protocol import SMTPClientProtocol
 
-from support.peer import Close, Expect, ExpectData, Reset, ScriptedPeer, Send, greet
+from support.peer import Close, Expect, ExpectData, Reset, ScriptedPeer, Send, greet, reset
+from support.ports import listening_socket
+from support.wait import wait_until
 
 CHUNK_EHLO = b"250-peer.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
 QUIT = [Expect(b"QUIT\r\n"), Send(b"221 bye\r\n")]
@@ -382,4 +386,103 @@ async def test_binary_mime_needs_the_extension() -> None:
             with pytest.raises(SMTPEnvelopeNotSupported, match="BINARYMIME"):
                 await conn.send(b"x", Envelope("a@x.test", ["b@x.test"], binary_mime=True))
             assert conn.is_usable
+    peer.check()
+
+
+# -- where the ends are: what reached the kernel ---------------------------------------
+
+
+def small_buffers(sock: socket.socket) -> None:
+    # The kernel then holds a few kilobytes of the connection, not megabytes.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+async def test_end_offsets_follow_the_kernel() -> None:
+    loop = asyncio.get_running_loop()
+    listener = listening_socket()
+    small_buffers(listener)
+    client = socket.socket()
+    small_buffers(client)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, listener.getsockname())
+        server, _ = await loop.sock_accept(listener)
+        proto = SMTPClientProtocol(loop, 10.0)
+        await loop.create_connection(lambda: proto, sock=client)
+        proto.write(b"x" * 100)
+        first = proto.mark_end(0)
+        assert proto.sent(first)  # straight to the kernel
+        big = b"y" * 8_000_000
+        proto.write(big)
+        second = proto.mark_end(0)
+        proto.write(b"z" * 10)
+        third = proto.mark_end(4)  # 4 bytes of the write follow the end
+        assert proto.sent(first) and not proto.sent(second) and not proto.sent(third)
+        assert not proto.end_sent
+        total, got = 100 + len(big) + 10, 0
+        while got < total:  # the peer reads it all: the ends leave, in order
+            got += len(await loop.sock_recv(server, 1 << 20))
+        await wait_until(lambda: proto.sent(third))
+        assert proto.sent(second) and proto.end_sent
+        server.close()
+        proto.fail(SMTPConnectionError("done"))
+    finally:
+        listener.close()
+
+
+async def test_window_cut_before_its_ends_left_the_process_is_not_delivered() -> None:
+    # Three transactions of 250 KB, each one write, into a connection whose kernel
+    # buffers hold a few KB, to a peer that reads one byte and resets: no LAST reached
+    # the kernel, so none of them may be "maybe delivered".
+    data = (b"w" * 998 + b"\r\n") * 250
+    read: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer.test\r\n")
+        await reader.readline()
+        writer.write(CHUNK_EHLO)
+        await reader.readexactly(1)  # the client wrote its whole window at once
+        read.set_result(None)
+        reset(writer)
+
+    loop = asyncio.get_running_loop()
+    listener = listening_socket()
+    small_buffers(listener)
+    server = await asyncio.start_server(handle, sock=listener)
+    client = socket.socket()
+    small_buffers(client)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, listener.getsockname())
+        conn = SMTPConnection(sock=client, name="client.test", socket_timeout=10)
+        await conn.connect()
+        outcomes = [outcome async for _, outcome in conn.send_many(
+            [(data, env(n)) for n in range(3)])]
+        assert read.done()
+    finally:
+        server.close()
+        await server.wait_closed()
+    for outcome in outcomes:
+        assert isinstance(outcome, SMTPConnectionError), outcome
+        assert not isinstance(outcome, SMTPMaybeDelivered), outcome
+
+
+async def test_cancelled_send_in_a_window_closes_the_connection() -> None:
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1) + tx(2, rset=True)),
+        Send(ok(1)),  # message 2 is never answered
+    ]
+    async with ScriptedPeer(script) as peer:
+        conn = conn_for(peer)
+        await conn.connect()
+        first = asyncio.ensure_future(conn.send(body(1), env(1)))
+        second = asyncio.ensure_future(conn.send(body(2), env(2)))
+        assert (await first).response.code == 250
+        await wait_until(lambda: peer.received.endswith(tx(2, rset=True)))
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert not conn.is_connected
+        conn.close()
     peer.check()
