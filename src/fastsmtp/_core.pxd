@@ -87,5 +87,7 @@ cdef class ServerReader:
     cdef Py_ssize_t _size       # body bytes returned so far (for max_size)
     cdef Py_ssize_t _max_size
     cdef Py_ssize_t _line_len   # length of the body line in progress
+    cdef Py_ssize_t _chunk      # octets of the BDAT chunk still to read; -1 outside chunk mode
 
     cdef int _consume(self, Py_ssize_t pos, bint compact) except -1
+    cdef object _next_chunk(self)

@@ -16,7 +16,9 @@ The codec knows only byte framing; it never sees a socket, a loop or a future.
   payload: every line ending becomes CRLF, every line starting with "." gets a second ".",
   and ``end()`` adds the terminator. No bare CR or LF ever leaves it.
 * ``ServerReader`` (server) turns bytes from a client into command lines and, after
-  ``start_data()``, into unstuffed body chunks. Only CRLF "." CRLF ends the data.
+  ``start_data()``, into unstuffed body chunks. Only CRLF "." CRLF ends the data. After
+  ``start_chunk(size)`` (a BDAT command, RFC 3030) the next ``size`` octets are message
+  data as they are: no dot-unstuffing, no line endings rewritten, no terminator.
 
 Limits are named constants; every buffer is bounded by them.
 """
@@ -48,10 +50,11 @@ LINE_TOO_LONG: int  # 2: a line longer than max_line; its bytes were discarded (
 LINE_RUNAWAY: int  # 3: more than max_discard bytes without a line ending; give up
 
 # ServerReader.next_data() flags, OR-ed together.
-DATA_END: int  # 1: the terminator was consumed; this is the last chunk
+DATA_END: int  # 1: the terminator (in chunk mode: the chunk's last octet) was consumed
 DATA_BARE_EOL: int  # 2: a bare CR or LF was seen (it was turned into CRLF)
 DATA_LONG_LINE: int  # 4: a line longer than MAX_DATA_LINE was seen
-DATA_TOO_BIG: int  # 8: more than max_size body bytes; further content is dropped
+DATA_TOO_BIG: int  # 8: more than max_size body bytes (in chunk mode: this chunk would
+#                    take the message past max_size); further content is dropped
 
 def data_size(data: Buffer) -> int:
     """The RFC 1870 ``SIZE`` of in-memory message data, as a server counts it.
@@ -145,6 +148,18 @@ class ServerReader:
     bare CR or LF is not the terminator (it becomes an empty line, with ``DATA_BARE_EOL``),
     nor is a "." CRLF line that follows a bare CR or LF (SMTP smuggling: ``\\n.\\r\\n``).
     An over-long command line that is still streaming is discarded up to the next LF.
+
+    Chunk mode (after ``start_chunk(size, max_size, first)``, for ``BDAT size``):
+    ``next_data`` returns the chunk's octets exactly as received, as they arrive (a chunk
+    may come in several feeds, and a feed may hold a chunk and the commands after it).
+    Nothing is interpreted: a "." line, a bare CR or LF, a long line are all data, and no
+    ``DATA_BARE_EOL``/``DATA_LONG_LINE`` is ever set. The piece holding the chunk's last
+    octet is flagged ``DATA_END``; the reader is then back in command mode and the bytes
+    after the chunk stay buffered. ``start_chunk(0)`` makes the next ``next_data`` return
+    ``(b"", DATA_END)`` at once. The reader keeps the running total of a message's
+    chunks (``first=True`` starts a new message); a chunk that takes it past
+    ``max_size`` is flagged ``DATA_TOO_BIG`` from its first piece on and is consumed
+    without being returned (every piece is ``b""``), so memory stays bounded.
     """
 
     def __init__(self, max_line: int = ..., max_discard: int = ...) -> None: ...
@@ -157,15 +172,24 @@ class ServerReader:
 
         ``max_size`` bounds the body bytes kept; 0 means no limit.
         """
+    def start_chunk(self, size: int, max_size: int = 0, first: bool = True) -> None:
+        """Switch to chunk mode: the next ``size`` octets are one BDAT chunk (RFC 3030).
+
+        ``max_size`` bounds the total of the message's chunks (0: no limit); ``first``
+        starts a new message, else ``size`` adds to the chunks before it. Raises
+        ValueError for a negative ``size`` and RuntimeError while already reading data.
+        """
     def next_data(self) -> tuple[bytes, int] | None:
         """Return the next body chunk with its flags, or None if no byte was consumed.
+
+        (In chunk mode, a zero-size chunk, or the rest of one, ends without consuming.)
 
         Flags accumulate over one message: a flag once set stays set in every later
         chunk of it, so the server may look at the ``DATA_END`` chunk alone.
         """
     @property
     def in_data(self) -> bool:
-        """True between ``start_data`` and the chunk flagged ``DATA_END``."""
+        """True between ``start_data``/``start_chunk`` and the piece flagged ``DATA_END``."""
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned."""

@@ -30,6 +30,7 @@ from cpython.bytes cimport (
 )
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF
 from libc.string cimport memchr, memcpy
 
@@ -627,6 +628,7 @@ cdef class ServerReader:
         self._size = 0
         self._max_size = 0
         self._line_len = 0
+        self._chunk = -1
 
     cdef int _consume(self, Py_ssize_t pos, bint compact) except -1:
         """Mark ``_buf[:pos]`` consumed; with ``compact``, copy out what is left.
@@ -742,11 +744,56 @@ cdef class ServerReader:
     def start_data(self, Py_ssize_t max_size=0):
         """Switch to data mode (after the server answered 354 to DATA)."""
         self._in_data = True
+        self._chunk = -1
         self._state = ST_LINE_START
         self._flags = 0
         self._size = 0
         self._max_size = max_size
         self._line_len = 0
+
+    def start_chunk(self, Py_ssize_t size, Py_ssize_t max_size=0, bint first=True):
+        """Switch to chunk mode: the next ``size`` octets are a BDAT chunk, read as they are."""
+        if size < 0:
+            raise ValueError(f"a chunk size must be >= 0, not {size}")
+        if self._in_data:
+            raise RuntimeError("start_chunk() while data is being read: finish it first")
+        self._in_data = True
+        self._chunk = size
+        # The running total of the message: the declared size is known before the first
+        # octet arrives, so a chunk that takes it past max_size is refused whole.
+        if first or self._size > PY_SSIZE_T_MAX - size:
+            self._size = size if first else PY_SSIZE_T_MAX
+        else:
+            self._size += size
+        self._max_size = max_size
+        self._flags = C_DATA_TOO_BIG if max_size and self._size > max_size else 0
+
+    cdef object _next_chunk(self):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self._buf) - self._pos
+        cdef Py_ssize_t take = n if n < self._chunk else self._chunk
+        cdef Py_ssize_t end
+        cdef int flags = self._flags
+        cdef object chunk
+        if take == 0 and self._chunk:
+            return None
+        # No framing inside a chunk: its octets are the message's, byte for byte.
+        if flags & C_DATA_TOO_BIG:
+            chunk = _EMPTY  # refused: dropped as they stream, memory stays bounded
+        elif take == n and self._pos == 0:
+            chunk = self._buf  # the whole read is chunk data: no copy
+        else:
+            chunk = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self._buf) + self._pos, take)
+        self._chunk -= take
+        end = self._pos + take
+        # Bytes pipelined after the chunk are copied out (releasing the buffer the chunk
+        # came in) only when they are fewer than those consumed: many small chunks in one
+        # read are then not copied once each (quadratic), and the copies stay linear.
+        self._consume(end, self._chunk == 0 and n - take <= end)
+        if self._chunk == 0:
+            flags |= C_DATA_END
+            self._in_data = False
+            self._chunk = -1
+        return (chunk, flags)
 
     def next_data(self):
         """Return the next body chunk with its flags, or None if no byte was consumed."""
@@ -762,6 +809,8 @@ cdef class ServerReader:
         cdef object chunk
         if not self._in_data:
             return None
+        if self._chunk >= 0:
+            return self._next_chunk()
         n = PyBytes_GET_SIZE(self._buf) - self._pos
         if n == 0:
             return None

@@ -254,6 +254,7 @@ class ServerReader:
         "_size",
         "_max_size",
         "_line_len",
+        "_chunk",
     )
 
     def __init__(
@@ -269,6 +270,7 @@ class ServerReader:
         self._size = 0
         self._max_size = 0
         self._line_len = 0
+        self._chunk = -1  # octets of the BDAT chunk still to read; -1 outside chunk mode
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf = self._buf + data if self._buf else bytes(data)
@@ -335,14 +337,52 @@ class ServerReader:
 
     def start_data(self, max_size: int = 0) -> None:
         self._in_data = True
+        self._chunk = -1
         self._state = _ST_LINE_START
         self._flags = 0
         self._size = 0
         self._max_size = max_size
         self._line_len = 0
 
+    def start_chunk(self, size: int, max_size: int = 0, first: bool = True) -> None:
+        if size < 0:
+            raise ValueError(f"a chunk size must be >= 0, not {size}")
+        if self._in_data:
+            raise RuntimeError("start_chunk() while data is being read: finish it first")
+        self._in_data = True
+        self._chunk = size
+        # The running total of the message: the declared size is known before the first
+        # octet arrives, so a chunk that takes it past max_size is refused whole.
+        self._size = size if first else self._size + size
+        self._max_size = max_size
+        self._flags = DATA_TOO_BIG if max_size and self._size > max_size else 0
+
+    def _next_chunk(self) -> tuple[bytes, int] | None:
+        buf = self._buf
+        left = self._chunk
+        take = min(len(buf), left)
+        if not take and left:
+            return None
+        # No framing inside a chunk: its octets are the message's, byte for byte.
+        chunk = buf[:take]  # the object itself when the chunk takes all of it
+        self._buf = buf[take:]
+        left -= take
+        flags = self._flags
+        if flags & DATA_TOO_BIG:
+            chunk = b""
+        if not left:
+            flags |= DATA_END
+            self._in_data = False
+            left = -1
+        self._chunk = left
+        return (chunk, flags)
+
     def next_data(self) -> tuple[bytes, int] | None:
-        if not self._in_data or not self._buf:
+        if not self._in_data:
+            return None
+        if self._chunk >= 0:
+            return self._next_chunk()
+        if not self._buf:
             return None
         buf = self._buf
         n = len(buf)

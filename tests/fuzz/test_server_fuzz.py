@@ -463,6 +463,81 @@ async def test_pipelined_transactions_delivered_exactly_once(
     assert server_errors(caplog) == []
 
 
+bdat_transaction = st.fixed_dictionaries(
+    {
+        "sender": st.sampled_from(ADDRESSES),
+        "rcpts": st.lists(st.sampled_from([a for a in ADDRESSES if a]), min_size=1, max_size=3),
+        # Any octets (a "." line, CRLF.CRLF, bare CR/LF, commands), cut into chunks.
+        "body": st.lists(
+            st.one_of(st.binary(max_size=30), st.sampled_from([b"\r\n.\r\n", b"QUIT\r\n", b"BDAT 9\r\n"])),
+            max_size=8,
+        ).map(b"".join),
+        "cuts": st.lists(st.integers(0, 300), max_size=4),
+        "empty_last": st.booleans(),  # end with "BDAT 0 LAST"
+        "binarymime": st.booleans(),
+        "rset_midway": st.booleans(),  # RSET after the first chunk, then the whole again
+    }
+)
+
+
+@FAST
+@given(txs=st.lists(bdat_transaction, min_size=1, max_size=4), at=cuts, use_sync=st.booleans())
+async def test_pipelined_bdat_transactions_delivered_exactly_once(
+    two_servers: tuple[SMTPServer, SMTPServer],
+    caplog: Any,
+    txs: list[dict[str, Any]],
+    at: list[int],
+    use_sync: bool,
+) -> None:
+    """BDAT framing: whatever the chunk octets and however the stream is cut, each message
+    arrives once, byte for byte, and every command gets its reply, in order."""
+    caplog.clear()
+    server = two_servers[1] if use_sync else two_servers[0]
+    handler = server.handler
+    wire: list[bytes] = []
+    expected_replies: list[bytes] = []
+    expected: list[tuple[str, list[str], bytes]] = []
+
+    def envelope(tx: dict[str, Any]) -> None:
+        body = b" BODY=BINARYMIME" if tx["binarymime"] else b""
+        wire.append(b"MAIL FROM:<" + tx["sender"].encode() + b">" + body + b"\r\n")
+        expected_replies.append(R_MAIL)
+        for r in tx["rcpts"]:
+            wire.append(b"RCPT TO:<" + r.encode() + b">\r\n")
+            expected_replies.append(R_RCPT)
+
+    for tx in txs:
+        body = tx["body"]
+        envelope(tx)
+        pieces = split(body, tx["cuts"]) or [b""]
+        if tx["rset_midway"]:
+            wire.append(b"BDAT %d\r\n" % len(pieces[0]) + pieces[0] + b"RSET\r\n")
+            expected_replies += [b"250 2.0.0 OK: %d octets received\r\n" % len(pieces[0]), R_OK]
+            envelope(tx)
+        if tx["empty_last"]:
+            pieces.append(b"")
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            wire.append(b"BDAT %d%s\r\n" % (len(piece), b" LAST" if last else b"") + piece)
+            expected_replies.append(QUEUED if last else b"250 2.0.0 OK: %d octets received\r\n" % len(piece))
+        expected.append((tx["sender"], tx["rcpts"], body))
+    wire.append(b"QUIT\r\n")
+    expected_replies.append(R_BYE)
+
+    client = await greeted(server.port)
+    await client.command(b"EHLO fuzz")
+    before = len(handler.messages)
+    for chunk in split(b"".join(wire), at):
+        await client.send(chunk)
+        await asyncio.sleep(0)
+    got = await client.eof()
+    await client.close()
+    assert got == b"".join(expected_replies)
+    assert handler.messages[before:] == expected
+    await wait_until(lambda: server.connections == 0)
+    assert server_errors(caplog) == []
+
+
 # -- 3. bounded memory ----------------------------------------------------------------------------
 
 

@@ -418,7 +418,7 @@ async def test_dsn_parameters_are_parsed_and_given_to_handlers() -> None:
         await client.send(b"EHLO me\r\n")
         await client.expect(
             b"250-test.local\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n"
-            b"250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 HELP\r\n"
+            b"250-CHUNKING\r\n250-BINARYMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 HELP\r\n"
         )
         await client.send(
             b"MAIL FROM:<a@x.org> RET=HDRS ENVID=QQ314159+2Bx\r\n"

@@ -15,7 +15,7 @@ from fastsmtp.server import SMTPServer, SMTPServerProtocol
 
 EHLO_PLAIN = (
     b"250-test.local\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n"
-    b"250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 HELP\r\n"
+    b"250-CHUNKING\r\n250-BINARYMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 HELP\r\n"
 )
 TRANSACTION = b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n"
 TRANSACTION_REPLIES = b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"

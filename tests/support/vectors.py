@@ -77,10 +77,16 @@ def run_server(
     line, ``("data", body, flags)`` once the terminator was read (``body`` is None when
     ``DATA_TOO_BIG`` is set, since how much came before the limit depends on the
     splits). These do not depend on how the input was split.
+
+    A ``BDAT <size> [LAST]`` line starts a chunk (``start_chunk``; the first chunk after
+    a LAST, or the first of all, starts a message): ``("chunk", octets, flags)`` once its
+    last octet was read (``octets`` is b"" when refused as too big).
     """
     reader = core.ServerReader(**kwargs)
     events: list[tuple[Any, ...]] = []
     body: list[bytes] = []
+    chunking = False  # in chunk mode (else DATA mode while reader.in_data)
+    first = True  # the next chunk starts a message
     for part in parts:
         reader.feed(part)
         while True:
@@ -91,6 +97,12 @@ def run_server(
                 chunk, flags = got
                 assert isinstance(chunk, bytes)
                 body.append(chunk)
+                if chunking:
+                    assert not flags & (core.DATA_BARE_EOL | core.DATA_LONG_LINE)
+                    if flags & core.DATA_END:
+                        events.append(("chunk", b"".join(body), flags))
+                        body = []
+                    continue
                 if flags & core.DATA_END:
                     too_big = flags & core.DATA_TOO_BIG
                     events.append(("data", None if too_big else b"".join(body), flags))
@@ -102,8 +114,14 @@ def run_server(
             events.append(("line", *line))
             if line[0] == core.LINE_RUNAWAY and stop_on_runaway:
                 return events
+            chunking = False
             if line == (core.LINE_OK, b"DATA"):
                 reader.start_data(max_size)
+            words = line[1].split(b" ")
+            if line[0] == core.LINE_OK and words[0] == b"BDAT" and words[1:2] != [b""]:
+                reader.start_chunk(int(words[1]), max_size, first)
+                chunking = True
+                first = words[2:] == [b"LAST"]
     return events
 
 
@@ -332,6 +350,62 @@ SERVER_CASES = [
         b"DATA\r\na\r\n.\r\nDATA\r\n.b\r\n.\r\n",
         [("line", OK, b"DATA"), ("data", b"a\r\n", END),
          ("line", OK, b"DATA"), ("data", b"b\r\n", END)],
+    ),
+    # -- chunk mode (BDAT, RFC 3030): exactly <size> octets, nothing interpreted --------
+    ServerCase("chunk-last", b"BDAT 5 LAST\r\nhelloNOOP\r\n",
+               [("line", OK, b"BDAT 5 LAST"), ("chunk", b"hello", END), ("line", OK, b"NOOP")]),
+    ServerCase(
+        "chunk-raw-octets",  # a "." line, a bare LF, a lone CR, a CRLF.CRLF: all data
+        b"BDAT 18 LAST\r\n.\r\n..x\ny\rz\r\n.\r\nQ\r\nNOOP\r\n",
+        [("line", OK, b"BDAT 18 LAST"), ("chunk", b".\r\n..x\ny\rz\r\n.\r\nQ\r\n", END),
+         ("line", OK, b"NOOP")],
+    ),
+    ServerCase("chunk-zero", b"BDAT 0 LAST\r\nNOOP\r\n",
+               [("line", OK, b"BDAT 0 LAST"), ("chunk", b"", END), ("line", OK, b"NOOP")]),
+    ServerCase("chunk-zero-at-end", b"BDAT 0 LAST\r\n",
+               [("line", OK, b"BDAT 0 LAST"), ("chunk", b"", END)]),
+    ServerCase(
+        "chunks-pipelined",
+        b"BDAT 3\r\nabcBDAT 2\r\n\r\nBDAT 1 LAST\r\n.MAIL FROM:<a@b>\r\n",
+        [("line", OK, b"BDAT 3"), ("chunk", b"abc", END),
+         ("line", OK, b"BDAT 2"), ("chunk", b"\r\n", END),
+         ("line", OK, b"BDAT 1 LAST"), ("chunk", b".", END),
+         ("line", OK, b"MAIL FROM:<a@b>")],
+    ),
+    ServerCase("chunk-unended", b"BDAT 10 LAST\r\nabc", [("line", OK, b"BDAT 10 LAST")]),
+    ServerCase(
+        "chunk-cr-at-end",  # a CR that ends a chunk is data, not half a line ending
+        b"BDAT 2\r\na\rBDAT 1 LAST\r\n\n",
+        [("line", OK, b"BDAT 2"), ("chunk", b"a\r", END),
+         ("line", OK, b"BDAT 1 LAST"), ("chunk", b"\n", END)],
+    ),
+    ServerCase(
+        "chunks-at-max-size",
+        b"BDAT 4\r\n1234BDAT 6 LAST\r\n567890NOOP\r\n",
+        [("line", OK, b"BDAT 4"), ("chunk", b"1234", END),
+         ("line", OK, b"BDAT 6 LAST"), ("chunk", b"567890", END), ("line", OK, b"NOOP")],
+        max_size=10,
+    ),
+    ServerCase(
+        "chunks-over-max-size",  # the total counts: the second chunk is refused whole
+        b"BDAT 4\r\n1234BDAT 7\r\n567890.BDAT 1 LAST\r\nxNOOP\r\n",
+        [("line", OK, b"BDAT 4"), ("chunk", b"1234", END),
+         ("line", OK, b"BDAT 7"), ("chunk", b"", END | BIG),
+         ("line", OK, b"BDAT 1 LAST"), ("chunk", b"", END | BIG), ("line", OK, b"NOOP")],
+        max_size=10,
+    ),
+    ServerCase(
+        "chunks-total-restarts",  # after LAST the next chunk starts a new message
+        b"BDAT 8 LAST\r\n12345678BDAT 8 LAST\r\nabcdefgh",
+        [("line", OK, b"BDAT 8 LAST"), ("chunk", b"12345678", END),
+         ("line", OK, b"BDAT 8 LAST"), ("chunk", b"abcdefgh", END)],
+        max_size=10,
+    ),
+    ServerCase(
+        "chunk-then-data",
+        b"BDAT 5 LAST\r\n.\r\n\r\nDATA\r\n..a\r\n.\r\n",
+        [("line", OK, b"BDAT 5 LAST"), ("chunk", b".\r\n\r\n", END),
+         ("line", OK, b"DATA"), ("data", b".a\r\n", END)],
     ),
 ]
 

@@ -393,3 +393,67 @@ def test_real_terminator_ends_data(core: ModuleType) -> None:
         ("line", V.OK, b"B"),
         ("line", V.OK, b"."),
     ]
+
+
+# -- chunk mode (BDAT) ---------------------------------------------------------------------
+
+
+def test_chunk_returned_without_copy(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_chunk(10_000)
+    body = b"a\n.\r\n" * 1000
+    reader.feed(body)
+    chunk, flags = reader.next_data()
+    assert chunk == body and flags == 0
+    if core is not _core_py:
+        assert chunk is body
+    assert reader.buffered == 0
+    assert reader.next_data() is None  # 5000 octets still to come, none here yet
+    reader.feed(b"NOOP\r\n")  # inside a chunk a command is data
+    assert reader.next_data() == (b"NOOP\r\n", 0)
+
+
+def test_chunk_across_feeds_keeps_rest(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_chunk(9)
+    assert reader.in_data and reader.next_line() is None
+    assert reader.next_data() is None
+    reader.feed(b"abc")
+    assert reader.next_data() == (b"abc", 0)
+    reader.feed(b"d\r\n.\r\nNOOP\r\n")
+    assert reader.next_data() == (b"d\r\n.\r\n", core.DATA_END)
+    assert not reader.in_data and reader.buffered == 6
+    assert reader.next_data() is None
+    assert reader.next_line() == (core.LINE_OK, b"NOOP")
+
+
+def test_chunk_too_big_consumed_memory_bounded(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    reader.start_chunk(600, max_size=1000)
+    reader.feed(b"x" * 600)
+    assert reader.next_data() == (b"x" * 600, core.DATA_END)
+    reader.start_chunk(500_000, max_size=1000, first=False)
+    for _ in range(499):
+        reader.feed(b"y" * 1000)
+        assert reader.next_data() == (b"", core.DATA_TOO_BIG)
+        assert reader.buffered == 0
+    reader.feed(b"z" * 1000 + b"RSET\r\n")
+    assert reader.next_data() == (b"", core.DATA_TOO_BIG | core.DATA_END)
+    assert reader.next_line() == (core.LINE_OK, b"RSET")
+    reader.start_chunk(1000, max_size=1000)  # a new message: the total starts again
+    reader.feed(b"w" * 1000)
+    assert reader.next_data() == (b"w" * 1000, core.DATA_END)
+
+
+def test_start_chunk_misuse(core: ModuleType) -> None:
+    reader = core.ServerReader()
+    with pytest.raises(ValueError):
+        reader.start_chunk(-1)
+    reader.start_chunk(3)
+    with pytest.raises(RuntimeError):
+        reader.start_chunk(3)
+    reader.feed(b"abc")
+    assert reader.next_data() == (b"abc", core.DATA_END)
+    reader.start_data()  # DATA after a chunk: data mode as before
+    reader.feed(b"..\r\n.\r\n")
+    assert reader.next_data() == (b".\r\n", core.DATA_END)

@@ -154,6 +154,8 @@ def trace_reader(core: ModuleType, parts: list[bytes], max_size: int) -> list[An
                 got = reader.next_line()
                 if got is not None and got[1].endswith(b"DATA"):
                     reader.start_data(max_size)
+                elif got is not None and got[1][:5] == b"BDAT " and got[1][5:].isdigit():
+                    reader.start_chunk(int(got[1][5:]) % 50, max_size, got[1][5:6] == b"1")
             trace.append((got, reader.buffered, reader.in_data))
             if got is None:
                 break
@@ -162,7 +164,10 @@ def trace_reader(core: ModuleType, parts: list[bytes], max_size: int) -> list[An
 
 @SETTINGS
 @given(
-    body=st.lists(st.sampled_from(PIECES + [b"DATA", b"\r\n.\r\n", b"x" * 25]), max_size=60).map(
+    body=st.lists(
+        st.sampled_from(PIECES + [b"DATA", b"\r\n.\r\n", b"x" * 25, b"BDAT 7\r\n", b"\r\nBDAT 13"]),
+        max_size=60,
+    ).map(
         b"".join
     ),
     at=cuts,

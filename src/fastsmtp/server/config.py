@@ -180,8 +180,9 @@ class ServerConfig:
             (555), as ``smtputf8=False``.
         hide_dsn: Do not advertise DSN and refuse its parameters (555), as ``dsn=False``.
         hide_starttls: Do not advertise STARTTLS and answer it with 502.
-        hide_chunking: Accepted for smtp-server's ``hideCHUNKING``; it has no effect yet,
-            as the server does not implement CHUNKING (BDAT) and never advertises it.
+        hide_chunking: Do not advertise CHUNKING and BINARYMIME (smtp-server's
+            ``hideCHUNKING``): BDAT is then an unknown command (500) and
+            ``BODY=BINARYMIME`` is refused (555), as on a server without RFC 3030.
         dsn: Advertise DSN (RFC 3461) and accept RET and ENVID on MAIL, NOTIFY and ORCPT
             on RCPT; they are validated (501/555) and given to handlers decoded, as
             ``envelope.dsn_ret``, ``envelope.dsn_envid`` and
@@ -363,7 +364,10 @@ class ServerConfig:
         self.hide_pipelining = hide_pipelining
         self.hide_size = hide_size
         self.hide_8bitmime = hide_8bitmime
-        self.hide_chunking = hide_chunking  # no CHUNKING yet: nothing to hide
+        self.hide_chunking = hide_chunking
+        # BDAT (RFC 3030) is served unless hidden; BINARYMIME needs it, and BODY= at all.
+        self.chunking = not hide_chunking
+        self.binarymime = self.chunking and not hide_8bitmime
         # A hidden extension is refused as if unsupported: one flag the session reads.
         self.smtputf8 = smtputf8 and not hide_smtputf8
         self.dsn = dsn and not hide_dsn
@@ -456,6 +460,10 @@ class ServerConfig:
             caps.append(f"SIZE {self.max_size}")
         if not self.hide_8bitmime:
             caps.append("8BITMIME")
+        if self.chunking:
+            caps.append("CHUNKING")
+        if self.binarymime:
+            caps.append("BINARYMIME")
         caps.append("ENHANCEDSTATUSCODES")
         if self.dsn:
             caps.append("DSN")
@@ -478,6 +486,8 @@ class ServerConfig:
     def _help_reply(self) -> bytes:
         hello = ["LHLO"] if self.lmtp else ["HELO", "EHLO"]
         names = hello + ["MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP"]
+        if self.chunking:
+            names.append("BDAT")
         if self.tls_available:
             names.append("STARTTLS")
         if self.xclient_trusted:

@@ -18,10 +18,12 @@ from .config import peer_in
 from .hooks import PENDING, HookRunner
 from .proxy import ProxyError, ProxyHeader, ProxyParser
 from .session import (
+    ACT_CHUNK,
     ACT_CLOSE,
     ACT_DATA,
     ACT_STARTTLS,
     Action,
+    ChunkAction,
     Envelope,
     HookCall,
     ServerSession,
@@ -74,6 +76,11 @@ class SMTPServerProtocol(asyncio.Protocol):
         config = self._config = state.config
         self.transport: Any = None
         self._sm: ServerSession | None = None
+        # Where the reader's data-mode output goes: the session's data_received (DATA)
+        # or chunk_received (BDAT), bound once per session and picked per message.
+        self._on_data: Any = None
+        self._on_dot: Any = None
+        self._on_chunk: Any = None
         self._reader = ServerReader()
         self._busy = False  # a hook (or the TLS handshake) is in flight; lines wait
         self._closed = False
@@ -133,6 +140,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         config = self._config
         transport = self.transport
         sm = self._sm = ServerSession(config, peer, config.secure, self.loop)
+        self._on_data = self._on_dot = sm.data_received
+        self._on_chunk = sm.chunk_received
         sm.session.proxy_data = header
         if self._debug:
             log.debug("%r connected%s", peer, " (TLS)" if config.secure else "")
@@ -242,8 +251,9 @@ class SMTPServerProtocol(asyncio.Protocol):
         if not self._closed and not self._busy:
             self.transport.resume_reading()
             # Lines left in the reader when _process stopped at the high-water mark; not
-            # run from inside the transport's write path.
-            if self._reader.buffered:
+            # run from inside the transport's write path. (In data mode even with nothing
+            # buffered: "BDAT 0" ends without a byte.)
+            if self._reader.buffered or self._reader.in_data:
                 self.loop.call_soon(self._resume_processing)
 
     def _resume_processing(self) -> None:
@@ -281,7 +291,7 @@ class SMTPServerProtocol(asyncio.Protocol):
                     break
                 if self._debug:
                     log.debug("%r >> <%d bytes of message data>", sm.session.peer, len(item[0]))
-                r = sm.data_received(item[0], item[1])
+                r = self._on_data(item[0], item[1])
             else:
                 item = reader.next_line()
                 if item is None:
@@ -301,7 +311,7 @@ class SMTPServerProtocol(asyncio.Protocol):
                         return
                 if r.__class__ is bytes:
                     out.append(r)
-                elif r is not None and not self._act(r, out):  # type: ignore[arg-type]
+                elif r is not None and not self._act(r, out):
                     return
             if len(out) >= _FLUSH_REPLIES:
                 # Replies can be 14 times their command's size (HELP, EHLO): answering a
@@ -338,8 +348,14 @@ class SMTPServerProtocol(asyncio.Protocol):
         assert sm is not None
         out.append(action.reply)
         kind = action.kind
-        if kind == ACT_DATA:
-            self._reader.start_data(self._config.max_size)
+        if kind == ACT_DATA or kind == ACT_CHUNK:
+            if kind == ACT_DATA:
+                self._reader.start_data(self._config.max_size)
+                self._on_data = self._on_dot
+            else:
+                chunk: ChunkAction = action  # type: ignore[assignment]
+                self._reader.start_chunk(chunk.size, chunk.max_size, chunk.first)
+                self._on_data = self._on_chunk
             now = self.loop.time()
             self._data_deadline = now + self._config.data_timeout
             self._last_rx = now

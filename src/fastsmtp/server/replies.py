@@ -61,6 +61,11 @@ __all__ = [
     "R_XFORWARD_OK",
     "R_SYNTAX_XCLIENT",
     "R_SYNTAX_XFORWARD",
+    "R_SYNTAX_BDAT",
+    "R_NO_VALID_RCPT",
+    "R_DATA_AFTER_BDAT",
+    "R_DATA_BINARYMIME",
+    "chunk_received",
     "encode_reply",
 ]
 
@@ -105,6 +110,15 @@ R_BAD_DSN = b"501 5.5.4 Error: malformed DSN parameter\r\n"
 R_NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
 R_XIN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
 R_XFORWARD_OK = b"250 2.0.0 Ok\r\n"
+# CHUNKING (RFC 3030 section 2: 554 or 503 for a BDAT without a valid recipient).
+R_NO_VALID_RCPT = b"554 5.5.1 Error: no valid recipients\r\n"
+R_DATA_AFTER_BDAT = b"503 5.5.1 Error: DATA after BDAT; end the message with BDAT <size> LAST\r\n"
+R_DATA_BINARYMIME = b"503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA\r\n"
+
+
+def chunk_received(size: int) -> bytes:
+    """The reply to a BDAT chunk that is not the last one: its octets were taken."""
+    return b"250 2.0.0 OK: %d octets received\r\n" % size
 
 
 def _syntax(text: str) -> bytes:
@@ -117,6 +131,7 @@ R_SYNTAX_HELO = _syntax("HELO hostname")
 R_SYNTAX_EHLO = _syntax("EHLO hostname")
 R_SYNTAX_LHLO = _syntax("LHLO hostname")
 R_SYNTAX_VRFY = _syntax("VRFY address")
+R_SYNTAX_BDAT = _syntax("BDAT chunk-size [LAST] (chunk-size: up to 18 digits); closing connection")
 R_SYNTAX_AUTH = _syntax("AUTH mechanism [initial-response]")
 R_SYNTAX_XCLIENT = _syntax("XCLIENT attribute=value ... (NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT)")
 R_SYNTAX_XFORWARD = _syntax("XFORWARD attribute=value ... (NAME ADDR PORT PROTO HELO IDENT SOURCE)")

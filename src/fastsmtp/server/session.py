@@ -8,10 +8,12 @@ socket, the core's ``ServerReader`` and this class:
 
 * ``receive_line(status, line)`` takes one command line as ``ServerReader.next_line``
   returns it; ``data_received(chunk, flags)`` takes one DATA chunk as ``next_data``
-  returns it.
-* Both return an :data:`Output`: ``None`` (nothing to send), ``bytes`` (complete reply
+  returns it, and ``chunk_received(chunk, flags)`` one piece of a BDAT chunk.
+* They return an :data:`Output`: ``None`` (nothing to send), ``bytes`` (complete reply
   lines to send), an :class:`Action` (a reply to send, then something the IO layer must
-  do: ``ACT_DATA`` switch the reader to data mode with ``max_size``; ``ACT_STARTTLS`` drop
+  do: ``ACT_DATA`` switch the reader to data mode with ``max_size``; ``ACT_CHUNK`` (a
+  :class:`ChunkAction`, no reply) switch it to chunk mode with ``start_chunk(size,
+  max_size, first)`` and hand the pieces to ``chunk_received``; ``ACT_STARTTLS`` drop
   buffered bytes, start TLS, then call ``tls_started``; ``ACT_CLOSE`` close), or a
   :class:`HookCall`: the application's handler must be called with ``call.args`` (after
   the server object when ``call.server_arg``); its result goes to ``call.finish(result)``
@@ -20,6 +22,14 @@ socket, the core's ``ServerReader`` and this class:
 
 Everything the IO layer must do comes back as a return value: the session has no side
 channel to poll after a call.
+
+CHUNKING (RFC 3030): ``BDAT <size> [LAST]`` is answered once its ``size`` octets were read,
+whatever the verdict (a refused chunk is read all the same: its octets are never taken for
+commands). A chunk goes to the same handler paths as DATA's body pieces (``data_chunk`` or
+the ``handle_DATA`` buffer), so a handler sees one message however it came; the LAST
+chunk gets exactly what the end of DATA gets. A non-LAST chunk gets
+``250 2.0.0 OK: <size> octets received``. After a chunk of a transaction failed, every
+later one up to LAST gets the same refusal; the transaction ends with the reply to LAST.
 
 Handler hooks are looked up once, in :class:`ServerConfig`; a missing hook costs nothing
 (the default reply is a precomputed bytes object). Hooks have aiosmtpd's names and
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeAlias, overload
@@ -63,6 +74,8 @@ from .replies import (
     R_BARE_EOL_DATA,
     R_BYE,
     R_CTL,
+    R_DATA_AFTER_BDAT,
+    R_DATA_BINARYMIME,
     R_DATA_OK,
     R_LINE_TOO_LONG,
     R_LOCAL_ERROR,
@@ -75,6 +88,7 @@ from .replies import (
     R_NEED_TLS,
     R_NESTED_MAIL,
     R_NO_ARGS,
+    R_NO_VALID_RCPT,
     R_NON_ASCII,
     R_NOT_AUTHORIZED,
     R_NOT_IMPL,
@@ -82,6 +96,7 @@ from .replies import (
     R_RCPT_OK,
     R_STARTTLS,
     R_SYNTAX_AUTH,
+    R_SYNTAX_BDAT,
     R_SYNTAX_EHLO,
     R_SYNTAX_HELO,
     R_SYNTAX_LHLO,
@@ -97,6 +112,7 @@ from .replies import (
     R_VRFY,
     R_XFORWARD_OK,
     R_XIN_MAIL,
+    chunk_received,
     encode_reply,
 )
 
@@ -104,7 +120,9 @@ __all__ = [
     "ACT_DATA",
     "ACT_STARTTLS",
     "ACT_CLOSE",
+    "ACT_CHUNK",
     "Action",
+    "ChunkAction",
     "Output",
     "Envelope",
     "HookCall",
@@ -120,6 +138,8 @@ ACT_DATA = 1
 ACT_STARTTLS = 2
 #: :attr:`Action.kind`: send the reply, then close the connection.
 ACT_CLOSE = 3
+#: :attr:`Action.kind` of a :class:`ChunkAction`: read a BDAT chunk (``start_chunk``).
+ACT_CHUNK = 4
 
 
 class Action:
@@ -138,6 +158,32 @@ class Action:
 
     def __repr__(self) -> str:
         return f"Action({self.kind}, {self.reply!r})"
+
+
+class ChunkAction(Action):
+    """``BDAT <size>`` was read: the next ``size`` octets are a chunk (no reply yet).
+
+    The IO layer calls ``ServerReader.start_chunk(size, max_size, first)`` and gives every
+    piece ``next_data`` returns to :meth:`ServerSession.chunk_received`, which answers
+    the BDAT command once the chunk's last octet was read.
+
+    Attributes:
+        size: The chunk's octets.
+        max_size: The limit of the message's total (0: none; 0 too for a refused chunk,
+            whose octets are dropped whatever their number).
+        first: The chunk starts the message (the reader's running total restarts).
+    """
+
+    __slots__ = ("size", "max_size", "first")
+
+    def __init__(self, size: int, max_size: int, first: bool) -> None:
+        super().__init__(ACT_CHUNK, b"")
+        self.size = size
+        self.max_size = max_size
+        self.first = first
+
+    def __repr__(self) -> str:
+        return f"ChunkAction({self.size}, {self.max_size}, {self.first})"
 
 
 def _close(reply: str) -> Action:
@@ -174,6 +220,11 @@ MAX_ENVID = 100
 #: Longest ORCPT value (RFC 3461 section 4.2: 500 characters).
 MAX_ORCPT = 500
 _NOTIFY = frozenset(("SUCCESS", "FAILURE", "DELAY"))
+#: Most digits of a BDAT chunk size (RFC 3030 sets none): 18 digits always fit a 64-bit
+#: size, so a size is never too large for the reader, yet allows any real message.
+MAX_CHUNK_DIGITS = 18
+# A CR not before an LF, or an LF not after a CR (in a chunk: the reader rewrites nothing).
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # Postfix's placeholders for a value the proxy could not get.
 _UNAVAILABLE = frozenset(("[UNAVAILABLE]", "[TEMPUNAVAIL]"))
 
@@ -342,6 +393,55 @@ def _parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
     return addr, params.split()
 
 
+def _parse_bdat(arg: bytes) -> tuple[int, bool] | None:
+    """``<size> [LAST]`` (RFC 3030: ``"BDAT" SP chunk-size [SP end-marker]``), or None."""
+    words = arg.split(b" ")
+    size = words[0]
+    if len(words) > 2 or not size.isdigit() or len(size) > MAX_CHUNK_DIGITS:
+        return None
+    last = len(words) == 2
+    if last and words[1].upper() != b"LAST":
+        return None
+    return int(size), last
+
+
+class _Chunked:
+    """The CHUNKING state of one transaction, None until it needs one (one store resets it).
+
+    Attributes:
+        seen: A BDAT came in this transaction (DATA is then refused).
+        started: The message's data began (``start_data`` was called; ``data_abort``
+            is owed if it does not end).
+        failed: The refusal every later chunk gets once one failed, else None.
+        binary: MAIL said ``BODY=BINARYMIME`` (DATA is refused; any octet goes).
+        cr: The last piece ended with a CR (its LF may start the next one).
+    """
+
+    __slots__ = ("seen", "started", "failed", "binary", "cr")
+
+    def __init__(self, binary: bool = False) -> None:
+        self.seen = False
+        self.started = False
+        self.failed: bytes | None = None
+        self.binary = binary
+        self.cr = False
+
+    def bare_eol(self, piece: bytes, end: bool) -> bool:
+        """Whether ``piece`` (the next octets of the message) holds a bare CR or LF.
+
+        Pieces split anywhere, a CRLF included; ``end``: no octet follows this piece.
+        """
+        if self.cr and piece:
+            if piece[0] != 10:
+                return True
+            piece = piece[1:]
+            self.cr = False
+        if piece[-1:] == b"\r":
+            self.cr = True
+            piece = piece[:-1]
+        return (end and self.cr) or _BARE_EOL.search(piece) is not None
+
+
 class ServerSession:
     """The state machine of one SMTP/LMTP server connection; see the module docstring.
 
@@ -368,6 +468,10 @@ class ServerSession:
         # One test per command line covers every gate (require_tls, the unauthenticated
         # command cap); without them the line pays that one test only.
         self._gated = config.require_tls or bool(config.max_unauthenticated_commands)
+        # The BDAT chunk being read: its size, LAST, and its refusal (None: accepted).
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_refusal: bytes | None = None
         self._reset_connection_state()
         dispatch: dict[bytes, Callable[[bytes], Output]] = {
             b"MAIL": self._cmd_mail,
@@ -387,6 +491,8 @@ class ServerSession:
         else:
             dispatch[b"HELO"] = self._cmd_helo
             dispatch[b"EHLO"] = self._cmd_ehlo
+        if config.chunking:
+            dispatch[b"BDAT"] = self._cmd_bdat
         if config.xclient_trusted:
             dispatch[b"XCLIENT"] = self._cmd_xclient
         if config.xforward_trusted:
@@ -409,6 +515,7 @@ class ServerSession:
         self._rcpts = 0
         self._chunks: list[bytes] = []
         self._data_failed = False
+        self._chunked: _Chunked | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -458,9 +565,16 @@ class ServerSession:
                 keeps that state). A message refused or aborted already ended its
                 transaction, so it is not aborted twice.
         """
-        if in_data and self._mail:
-            return self._abort_call(None)
-        return None
+        if not self._mail:
+            return None
+        chunked = self._chunked
+        if chunked is not None and chunked.seen:
+            # Between chunks too: the handler got part of a message that will not end.
+            if not chunked.started or chunked.failed is not None:
+                return None
+        elif not in_data:
+            return None
+        return self._abort_call(None)
 
     def closed(self, in_data: bool) -> HookCall | None:
         """The connection is closed: the hooks to run, as one chain (None when there are none).
@@ -502,6 +616,8 @@ class ServerSession:
         if status != _LINE_OK:
             if status == _LINE_BARE_EOL:
                 if self.config.reject_bare_newline:
+                    if line[:5].upper() == b"BDAT " and self.config.chunking:
+                        return Action(ACT_CLOSE, R_BARE_EOL)  # its chunk cannot be framed
                     return self._bad(R_BARE_EOL)
             elif status == _LINE_TOO_LONG:
                 self._sasl = None
@@ -519,6 +635,8 @@ class ServerSession:
         if self.closing and not self._mail and verb != b"QUIT":
             return _close(self.config.r_closing)
         if COMMAND_CONTROL_BYTES.search(line) is not None:
+            if verb == b"BDAT" and self.config.chunking:
+                return Action(ACT_CLOSE, R_CTL)  # its chunk cannot be framed
             return self._bad(R_CTL)
         command = self._dispatch.get(verb)
         if command is None:
@@ -530,6 +648,9 @@ class ServerSession:
         if self._gated:
             refusal = self._gate(verb)
             if refusal is not None:
+                if refusal.__class__ is bytes and verb == b"BDAT" and self.config.chunking:
+                    # Refused, but its chunk is still read: its octets are no commands.
+                    return self._cmd_bdat(b"" if sp < 0 else line[sp + 1 :], refusal)
                 return refusal
         return command(b"" if sp < 0 else line[sp + 1 :])
 
@@ -587,6 +708,10 @@ class ServerSession:
         host = self._hello_arg(arg)
         if host is None:
             return R_SYNTAX_HELO
+        if self._chunked is not None:
+            abort = self._drop_chunks()
+            self._reset_transaction()
+            return self._after(abort, self._cmd_helo(arg))  # type: ignore[no-any-return]
         self._reset_transaction()
         self.session.extended_smtp = False
         hook = self.config.hook_helo
@@ -610,6 +735,10 @@ class ServerSession:
         host = self._hello_arg(arg)
         if host is None:
             return syntax
+        if self._chunked is not None:
+            abort = self._drop_chunks()
+            self._reset_transaction()
+            return self._after(abort, self._extended_hello(arg, syntax))  # type: ignore[no-any-return]
         self._reset_transaction()
         lines, wire = self.config.ehlo_lines(self.tls, self._xclient_ok, self._xforward_ok)
         hook = self.config.hook_ehlo
@@ -666,7 +795,7 @@ class ServerSession:
         config = self.config
         envelope = self.envelope
         options: list[str] = []
-        smtputf8 = False
+        smtputf8 = binary = False
         ret = envid = None
         for param in params:
             key, eq, value = param.partition("=")
@@ -680,7 +809,10 @@ class ServerSession:
                 if config.max_size and int(value) > config.max_size:
                     return R_TOO_BIG
             elif key == "BODY" and not config.hide_8bitmime:
-                if value.upper() not in ("7BIT", "8BITMIME"):
+                body = value.upper()
+                if body == "BINARYMIME" and config.binarymime:
+                    binary = True  # RFC 3030 section 3: BDAT only
+                elif body not in ("7BIT", "8BITMIME"):
                     return R_BAD_PARAM
             elif key == "SMTPUTF8" and config.smtputf8 and not eq:
                 smtputf8 = True
@@ -713,6 +845,8 @@ class ServerSession:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
             self._mail = True
+            if binary:
+                self._chunked = _Chunked(binary=True)
             return R_MAIL_OK
 
         def finish(result: Any) -> bytes:
@@ -724,6 +858,8 @@ class ServerSession:
                 reply = self._reply_or_error(result, R_MAIL_OK)
             if reply[:1] == b"2":
                 self._mail = True
+                if binary:
+                    self._chunked = _Chunked(binary=True)
             elif ret is not None or envid is not None:
                 envelope.dsn_ret = envelope.dsn_envid = None
             return reply
@@ -836,6 +972,9 @@ class ServerSession:
             return R_NEED_MAIL
         if not self._rcpts:
             return R_NEED_RCPT
+        chunked = self._chunked
+        if chunked is not None:
+            return R_DATA_AFTER_BDAT if chunked.seen else R_DATA_BINARYMIME
         config = self.config
         if config.streaming and config.hook_start_data is not None:
             return self._call(
@@ -930,6 +1069,139 @@ class ServerSession:
             self._data_hook_failed
         )
 
+    # BDAT (RFC 3030)
+
+    def _cmd_bdat(self, arg: bytes, refusal: bytes | None = None) -> Output:
+        parsed = _parse_bdat(arg)
+        if parsed is None:
+            # The size is the chunk's only framing: without a valid one nobody knows where
+            # its octets end and the next command begins, and reading them as commands
+            # would let a message's text be obeyed (command injection). Nothing this
+            # client sends can be trusted to line up again: answer and close.
+            return Action(ACT_CLOSE, R_SYNTAX_BDAT)
+        size, last = parsed
+        if refusal is None:
+            refusal = self._need_hello()
+        first = True
+        if refusal is None:
+            if not self._mail:
+                refusal = R_NEED_MAIL
+            else:
+                chunked = self._chunked
+                if chunked is None:
+                    chunked = self._chunked = _Chunked()
+                first = not chunked.seen
+                chunked.seen = True
+                if chunked.failed is None and not self._rcpts:
+                    chunked.failed = R_NO_VALID_RCPT
+                refusal = chunked.failed
+        self._chunk_size = size
+        self._chunk_last = last
+        self._chunk_refusal = refusal
+        return ChunkAction(size, self.config.max_size if refusal is None else 0, first)
+
+    def chunk_received(self, chunk: bytes, flags: int) -> Output:
+        """Handle one piece of a BDAT chunk from ``ServerReader.next_data`` (chunk mode)."""
+        if self._chunk_refusal is not None:
+            return self._chunk_refused() if flags & _DATA_END else None
+        chunked = self._chunked
+        assert chunked is not None  # an accepted chunk belongs to a transaction
+        if not chunked.started:
+            # The message's data begins with its first chunk (DATA: with the command).
+            chunked.started = True
+            config = self.config
+            if config.streaming and config.hook_start_data is not None:
+                return self._call(
+                    "start_data",
+                    config.hook_start_data,
+                    (self.session, self.envelope),
+                    lambda result: self._chunk_started(result, chunk, flags),
+                    server_arg=False,
+                ).with_fail(lambda: self._chunk_fail(R_LOCAL_ERROR, flags, False))
+        return self._chunk_data(chunk, flags)
+
+    def _chunk_started(self, result: Any, chunk: bytes, flags: int) -> Output:
+        if result is not None:
+            reply = self._reply_or_error(result, R_354)
+            if reply[:1] != b"3":
+                # start_data refused the message: the handler knows, no data_abort.
+                return self._chunk_fail(reply, flags, False)
+        return self._chunk_data(chunk, flags)
+
+    def _chunk_data(self, chunk: bytes, flags: int) -> Output:
+        if flags & _DATA_TOO_BIG:
+            # The reader flags a chunk that takes the message past max_size from its first
+            # piece on (the size is declared): refused at once, its octets dropped.
+            return self._chunk_fail(R_TOO_BIG, flags, True)
+        if self._data_failed:  # a data_chunk hook failed on an earlier piece
+            return self._chunk_fail(R_LOCAL_ERROR, flags, True)
+        config = self.config
+        if config.reject_bare_newline:
+            chunked = self._chunked
+            assert chunked is not None
+            # DATA's policy holds for a text body sent by BDAT too; only BINARYMIME
+            # lifts it (RFC 3030 section 3: any octet, no lines).
+            if not chunked.binary and chunked.bare_eol(chunk, bool(flags & _DATA_END and self._chunk_last)):
+                return self._chunk_fail(R_BARE_EOL_DATA, flags, True)
+        if not flags & _DATA_END:
+            if not chunk:
+                return None
+            if config.streaming:
+                return self._call(
+                    "data_chunk",
+                    config.hook_data_chunk,  # type: ignore[arg-type]
+                    (self.session, self.envelope, chunk),
+                    _no_result,
+                    server_arg=False,
+                ).with_fail(self._chunk_failed)
+            if config.hook_data is not None:
+                self._chunks.append(chunk)
+            return None
+        if self._chunk_last:
+            return self._data_end(chunk, flags)  # exactly what the end of DATA does
+        if config.streaming and chunk:
+            return self._call(
+                "data_chunk",
+                config.hook_data_chunk,  # type: ignore[arg-type]
+                (self.session, self.envelope, chunk),
+                lambda _: chunk_received(self._chunk_size),
+                server_arg=False,
+            ).with_fail(lambda: self._chunk_fail(R_LOCAL_ERROR, flags, True))
+        if chunk and config.hook_data is not None:
+            self._chunks.append(chunk)
+        return chunk_received(self._chunk_size)
+
+    def _chunk_fail(self, reply: bytes, flags: int, abort: bool) -> Output:
+        """A chunk of the transaction failed: it and every later one up to LAST get ``reply``.
+
+        With ``abort``, a streaming handler is told (``data_abort``) now, once.
+        """
+        chunked = self._chunked
+        assert chunked is not None
+        chunked.failed = self._chunk_refusal = reply
+        envelope = self.envelope  # before _chunk_refused may reset the transaction
+        out = self._chunk_refused() if flags & _DATA_END else None
+        config = self.config
+        if abort and config.streaming and config.hook_data_abort is not None:
+            return HookCall(
+                "data_abort",
+                config.hook_data_abort,
+                (self.session, envelope),
+                lambda _: out,
+                lambda: out,
+                server_arg=False,
+            )
+        return out
+
+    def _chunk_refused(self) -> bytes:
+        """The reply to a refused chunk, read to its end; LAST ends the transaction."""
+        reply = self._chunk_refusal
+        assert reply is not None
+        if self._chunk_last and self._mail:
+            reply = self._per_recipient(reply)
+            self._reset_transaction()
+        return reply
+
     def _data_hook_failed(self) -> bytes | HookCall:
         return self._abort_call(R_LOCAL_ERROR)
 
@@ -977,16 +1249,36 @@ class ServerSession:
 
     # Simple commands
 
+    def _drop_chunks(self) -> HookCall | None:
+        """A new transaction drops the chunks of a BDAT message (RSET, HELO/EHLO/LHLO).
+
+        A streaming handler that got some of them is told (``data_abort``); the returned
+        call goes first, then the command's own output (see :meth:`_after`).
+        """
+        return self.abort_message(False) if self._chunked is not None else None
+
+    @staticmethod
+    def _after(abort: HookCall | None, out: Any) -> Any:
+        if abort is None:
+            return out
+        abort.finish = lambda _: out
+        abort.fail = lambda: out
+        return abort
+
     def _cmd_rset(self, arg: bytes) -> bytes | HookCall:
         if arg:
             return R_NO_ARGS
+        abort = self._drop_chunks()
         self._reset_transaction()
         hook = self.config.hook_rset
+        out: bytes | HookCall
         if hook is None:
-            return R_OK
-        return self._call(
-            "handle_RSET", hook, (self.session, self.envelope), lambda r: self._reply_or_error(r, R_OK)
-        )
+            out = R_OK
+        else:
+            out = self._call(
+                "handle_RSET", hook, (self.session, self.envelope), lambda r: self._reply_or_error(r, R_OK)
+            )
+        return self._after(abort, out)  # type: ignore[no-any-return]
 
     def _cmd_noop(self, arg: bytes) -> bytes | HookCall:
         hook = self.config.hook_noop
