@@ -1146,8 +1146,15 @@ class SMTPConnection:
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
 
-    async def _write_bdat(self, entry: list[Any], rset: bool, limit: int) -> list[Any]:
+    async def _write_bdat(
+        self, entry: list[Any], rset: bool, limit: int, careful: bool = False
+    ) -> list[Any]:
         """Write one BDAT transaction, wait for no reply; return its window record.
+
+        ``careful`` (slow start, see :meth:`_pipeline`): write the envelope first and
+        wait for its replies; the data and ``LAST`` follow only if the sender and a
+        recipient were accepted. A transaction refused there never had its ``LAST``
+        written, so whatever happens next it is not delivered.
 
         In memory: ``[RSET]``, ``MAIL``, every ``RCPT`` and ``BDAT <n> LAST`` with the
         data, in one write (a body over ``JOIN_LIMIT`` in slices under backpressure).
@@ -1167,6 +1174,14 @@ class SMTPConnection:
         payload = tr.payload
         binary = tr.binary
         encoder = self._chunker
+        env: asyncio.Future[list[RawReply]] | None = None
+        if careful:
+            sent_at = perf_counter()
+            proto.write(b"".join(head))
+            env = proto.expect(len(head))
+            if not _envelope_accepted(await env, rset):
+                return [entry, tr, env, [], -1, 0, sent_at, False, rset]
+            head = []
         if isinstance(payload, (bytes, bytearray, memoryview)):
             if binary:
                 data, end = payload, b""
@@ -1174,15 +1189,18 @@ class SMTPConnection:
                 data, end = encoder.encode(payload), encoder.end()
             size = len(data) + len(end)
             line = bdat(size, True)
-            sent_at = perf_counter()
+            if env is None:
+                sent_at = perf_counter()
             if size <= JOIN_LIMIT:
                 proto.write(b"".join((*head, line, data, end)))
-                env = proto.expect(len(head))
+                if env is None:
+                    env = proto.expect(len(head))
                 last = proto.expect(1)
             else:
                 proto.write(b"".join((*head, line)))
                 # Registered before anything is awaited: their replies may come at once.
-                env = proto.expect(len(head))
+                if env is None:
+                    env = proto.expect(len(head))
                 last = proto.expect(1)
                 view = memoryview(data)
                 pos = 0
@@ -1193,9 +1211,10 @@ class SMTPConnection:
                         await proto.drain()
                 proto.write(b"".join((view[pos:], end)))
             return [entry, tr, env, [last], proto.mark_end(0), size, sent_at, True, rset]
-        sent_at = perf_counter()
-        proto.write(b"".join(head))
-        env = proto.expect(len(head))
+        if env is None:
+            sent_at = perf_counter()
+            proto.write(b"".join(head))
+            env = proto.expect(len(head))
         futs: list[asyncio.Future[list[RawReply]]] = []
         record = [entry, tr, env, futs, -1, 0, sent_at, False, rset]
         held: list[bytes] = []
@@ -1369,15 +1388,23 @@ class SMTPConnection:
         try:
             if bdat:
                 window: deque[list[Any]] = deque()
-                limit = self.options.pipeline_window
+                full = self.options.pipeline_window
                 fed = pull == self._pull_feed  # send() callers may join at any time
                 try:
                     while True:
+                        # Slow start: until the connection has delivered a message, one
+                        # transaction at a time, its data written only once its envelope
+                        # was accepted (a round trip more, once per connection). A server
+                        # refusing every transaction (530: no AUTH; a sender not
+                        # allowed), or one that drops or stalls at MAIL/RCPT, then leaves
+                        # no message "maybe delivered", as with DATA; a whole window
+                        # written with LAST would be, if the run were cut or abandoned.
+                        limit = full if self.messages_sent else 1
                         while len(window) < limit and (cur := prepare()) is not None:
                             # Behind an unanswered transaction, or after a failed one,
                             # the server's transaction may still be open: RSET first.
                             window.append(await self._write_bdat(
-                                cur, bool(window) or self._dirty, limit))
+                                cur, bool(window) or self._dirty, full, not self.messages_sent))
                         if not window:
                             break
                         rec = window[0]
@@ -1517,6 +1544,18 @@ class SMTPConnection:
         # The pipeline itself, not a generator around it: one frame less per await on
         # the pool's hot path.
         return self._pipeline(pull, deque(), acquire=True)
+
+
+def _envelope_accepted(replies: list[RawReply], rset: bool) -> bool:
+    """Replies to ``[RSET]``, MAIL, RCPT...: may the data follow (slow start)?"""
+    for raw in replies:
+        if raw[0] == 421 or not positive_or_negative(raw[0]):
+            return False  # fatal: the transaction's result raises it
+    if rset:
+        if replies[0][0] != 250:
+            return False
+        replies = replies[1:]
+    return replies[0][0] == 250 and any(200 <= raw[0] < 300 for raw in replies[1:])
 
 
 def _maybe(exc: SMTPError) -> SMTPMaybeDelivered:

@@ -67,6 +67,26 @@ def ok(n: int, rset: bool = False) -> bytes:
     return (OK if rset else b"") + OK + OK + b"250 2.0.0 queued as %d\r\n" % n
 
 
+def careful(wire: bytes, replies: bytes) -> list[object]:
+    """Slow start: until the connection has delivered a message, a transaction's data
+    goes only after its envelope was accepted. ``wire`` is the whole transaction,
+    ``replies`` its replies (one line each); split at the first BDAT."""
+    cut = wire.index(b"BDAT ")
+    envelope_lines = wire[:cut].count(b"\r\n")
+    lines = replies.split(b"\r\n")
+    head = b"".join(line + b"\r\n" for line in lines[:envelope_lines])
+    return [Expect(wire[:cut]), Send(head), Expect(wire[cut:]), Send(replies[len(head):])]
+
+
+#: The connection's first transaction goes alone, in two steps (slow start: the window
+#: opens once the connection has delivered a message); these tests send message 0 first.
+WARM = careful(tx(0), ok(0))
+
+
+async def warm_up(conn: SMTPConnection) -> None:
+    assert (await conn.send(body(0), env(0))).response.code == 250
+
+
 async def send_all(conn: SMTPConnection, count: int) -> list[Any]:
     return [outcome async for _, outcome in conn.send_many(
         [(body(n), env(n)) for n in range(1, count + 1)])]
@@ -77,9 +97,8 @@ async def test_one_message_exact_bytes_no_stuffing_no_wait() -> None:
     data = b"a\n.\r\n..b\r.c"
     wire = b"a\r\n.\r\n..b\r\n.c\r\n"
     script = greet(CHUNK_EHLO.replace(b"250 8BITMIME", b"250 SIZE 1000")) + [
-        Expect(b"MAIL FROM:<a@x.test> SIZE=%d\r\nRCPT TO:<b@x.test>\r\nBDAT %d LAST\r\n"
-               % (len(wire), len(wire)) + wire),
-        Send(OK + OK + b"250 2.0.0 queued\r\n"),
+        *careful(b"MAIL FROM:<a@x.test> SIZE=%d\r\nRCPT TO:<b@x.test>\r\nBDAT %d LAST\r\n"
+                 % (len(wire), len(wire)) + wire, OK + OK + b"250 2.0.0 queued\r\n"),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
@@ -94,28 +113,30 @@ async def test_one_message_exact_bytes_no_stuffing_no_wait() -> None:
 async def test_transactions_pipelined_behind_each_other_with_rset() -> None:
     # The whole window before any reply; every transaction behind an unanswered one
     # starts with RSET (the previous one may have failed and left its state open).
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1) + ok(2, True) + ok(3, True)),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
+            await warm_up(conn)
             outcomes = await send_all(conn, 3)
-            assert conn.messages_sent == 3
+            assert conn.messages_sent == 4
     peer.check()
     assert [str(o.response) for o in outcomes] == [
         f"250 2.0.0 queued as {n}" for n in (1, 2, 3)]
 
 
 async def test_concurrent_sends_share_the_window() -> None:
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1) + ok(2, True) + ok(3, True)),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
+            await warm_up(conn)
             results = await asyncio.gather(*(conn.send(body(n), env(n)) for n in (1, 2, 3)))
     peer.check()
     assert [r.response.code for r in results] == [250, 250, 250]
@@ -125,7 +146,7 @@ async def test_window_bounds_what_a_cut_leaves_maybe_delivered() -> None:
     # pipeline_window=3: three transactions go out; the fourth only once the first is
     # answered. The peer then cuts the connection: the three unanswered ones whose
     # LAST was written may have been delivered, the fifth was never written.
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1)),
         Expect(tx(4, rset=True)),
@@ -134,6 +155,7 @@ async def test_window_bounds_what_a_cut_leaves_maybe_delivered() -> None:
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer, pipeline_window=3)
         await conn.connect()
+        await warm_up(conn)
         outcomes = await send_all(conn, 5)
         conn.close()
     peer.check()
@@ -144,9 +166,31 @@ async def test_window_bounds_what_a_cut_leaves_maybe_delivered() -> None:
     assert not isinstance(outcomes[4], SMTPMaybeDelivered)
 
 
+async def test_slow_start_until_the_first_delivery() -> None:
+    # A server refusing every MAIL (530: no AUTH) gets one transaction at a time: the
+    # window opens only once the connection has delivered a message.
+    # Each refused one never had its data written: not delivered, whatever follows.
+    refused = b"530 5.7.0 Authentication required\r\n503 5.5.1 no MAIL\r\n"
+    no_data = len(b"BDAT %d LAST\r\n" % len(body(1))) + len(body(1))
+    script = greet(CHUNK_EHLO) + [
+        Expect(tx(1)[:-no_data]), Send(refused),
+        Expect(tx(2, rset=True)[:-no_data]), Send(OK + refused),
+        *careful(tx(3, rset=True), ok(3, True)),
+        Expect(tx(4) + tx(5, rset=True)), Send(ok(4) + ok(5, True)),
+        *QUIT,
+    ]
+    async with ScriptedPeer(script) as peer:
+        async with conn_for(peer) as conn:
+            outcomes = await send_all(conn, 5)
+    peer.check()
+    assert isinstance(outcomes[0], SMTPSenderRefused)
+    assert isinstance(outcomes[1], SMTPSenderRefused)
+    assert [o.response.code for o in outcomes[2:]] == [250, 250, 250]
+
+
 async def test_window_of_one_is_one_transaction_at_a_time() -> None:
     script = greet(CHUNK_EHLO) + [
-        Expect(tx(1)), Send(ok(1)),
+        *careful(tx(1), ok(1)),
         # Answered and delivered before the next is written: no RSET needed.
         Expect(tx(2)), Send(ok(2)),
         *QUIT,
@@ -175,13 +219,14 @@ async def test_window_of_one_is_one_transaction_at_a_time() -> None:
 async def test_refusal_in_the_middle_of_a_window_changes_no_other_outcome(
     replies2: bytes, error: type[Exception]
 ) -> None:
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1) + OK + replies2 + ok(3, True)),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
         async with conn_for(peer) as conn:
+            await warm_up(conn)
             outcomes = await send_all(conn, 3)
             assert conn.is_usable
             # The last transaction failed: the next one, alone, still starts with RSET.
@@ -193,12 +238,10 @@ async def test_refusal_in_the_middle_of_a_window_changes_no_other_outcome(
 
 async def test_after_a_failed_transaction_the_next_one_resets() -> None:
     script = greet(CHUNK_EHLO) + [
-        Expect(tx(1)),
-        Send(OK + OK + b"554 5.6.0 no\r\n"),
+        *careful(tx(1), OK + OK + b"554 5.6.0 no\r\n"),
         # A server that keeps the failed transaction open would take this MAIL as a
         # nested one (503): RSET closes it first.
-        Expect(tx(2, rset=True)),
-        Send(ok(2, True)),
+        *careful(tx(2, rset=True), ok(2, True)),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
@@ -212,7 +255,7 @@ async def test_after_a_failed_transaction_the_next_one_resets() -> None:
 async def test_421_in_the_middle_of_a_window() -> None:
     # A 421 answers message 2's MAIL and the server closes: it processed nothing after,
     # so neither 2 nor 3 was delivered (both may be retried), though 3's LAST was sent.
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1) + OK + b"421 4.3.2 shutting down\r\n"),
         Close(),
@@ -220,6 +263,7 @@ async def test_421_in_the_middle_of_a_window() -> None:
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer)
         await conn.connect()
+        await warm_up(conn)
         outcomes = await send_all(conn, 3)
         conn.close()
     peer.check()
@@ -232,7 +276,7 @@ async def test_421_in_the_middle_of_a_window() -> None:
 async def test_silent_cut_after_the_kth_last() -> None:
     # Message 1 answered, 2 answered in part (its envelope), then the connection drops:
     # 2 and 3 were written with LAST and never answered.
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True) + tx(3, rset=True)),
         Send(ok(1) + OK + OK + OK),
         Close(),
@@ -240,6 +284,7 @@ async def test_silent_cut_after_the_kth_last() -> None:
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer)
         await conn.connect()
+        await warm_up(conn)
         outcomes = await send_all(conn, 3)
         conn.close()
     peer.check()
@@ -251,7 +296,7 @@ async def test_silent_cut_after_the_kth_last() -> None:
 async def test_data_accepted_for_a_refused_transaction_is_maybe_delivered() -> None:
     # A broken server refuses MAIL yet answers LAST with 250: the message is not
     # reported as refused (something was delivered), and the session ends.
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True)),
         Send(b"550 no\r\n" + OK + OK + ok(2, True)),
         Close(),
@@ -259,6 +304,7 @@ async def test_data_accepted_for_a_refused_transaction_is_maybe_delivered() -> N
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer)
         await conn.connect()
+        await warm_up(conn)
         outcomes = await send_all(conn, 2)
         assert not conn.is_connected
     peer.check()
@@ -310,10 +356,10 @@ async def test_stream_goes_in_chunks() -> None:
     first = 2 * len(wire)
     last = len(wire) + len(b"tail\r\n")
     script = greet(CHUNK_EHLO) + [
-        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\n"
-               + b"BDAT %d\r\n" % first + wire * 2
-               + b"BDAT %d LAST\r\n" % last + wire + b"tail\r\n"),
-        Send(OK + OK + b"250 2.0.0 chunk\r\n" + b"250 2.0.0 queued\r\n"),
+        *careful(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\n"
+                 + b"BDAT %d\r\n" % first + wire * 2
+                 + b"BDAT %d LAST\r\n" % last + wire + b"tail\r\n",
+                 OK + OK + b"250 2.0.0 chunk\r\n" + b"250 2.0.0 queued\r\n"),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
@@ -327,9 +373,8 @@ async def test_stream_goes_in_chunks() -> None:
 async def test_small_stream_and_empty_stream() -> None:
     script = greet(CHUNK_EHLO) + [
         # Small pieces are joined into one chunk; a CR at a piece's end meets its LF.
-        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT 10 LAST\r\n"
-               b"a\r\n.b\r\nc\r\n"),
-        Send(ok(1)),
+        *careful(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT 10 LAST\r\n"
+                 b"a\r\n.b\r\nc\r\n", ok(1)),
         Expect(b"MAIL FROM:<s2@x.test>\r\nRCPT TO:<r2@x.test>\r\nBDAT 0 LAST\r\n"),
         Send(ok(2)),
         *QUIT,
@@ -347,11 +392,9 @@ async def test_refused_chunk_stops_the_stream() -> None:
     # next transaction resets the server's half-done one.
     big = b"z" * 70000 + b"\r\n"
     script = greet(CHUNK_EHLO) + [
-        Expect(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT %d\r\n" % len(big)
-               + big),
-        Send(OK + OK + b"552 5.3.4 too big\r\n"),
-        Expect(tx(2, rset=True)),
-        Send(ok(2, True)),
+        *careful(b"MAIL FROM:<s1@x.test>\r\nRCPT TO:<r1@x.test>\r\nBDAT %d\r\n" % len(big)
+                 + big, OK + OK + b"552 5.3.4 too big\r\n"),
+        *careful(tx(2, rset=True), ok(2, True)),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
@@ -366,9 +409,8 @@ async def test_binary_mime() -> None:
     data = b"\x00\x01\n\r\xff"  # sent as it is: no line ending touched
     ehlo = CHUNK_EHLO.replace(b"250 8BITMIME", b"250-8BITMIME\r\n250 BINARYMIME")
     script = greet(ehlo) + [
-        Expect(b"MAIL FROM:<a@x.test> BODY=BINARYMIME\r\nRCPT TO:<b@x.test>\r\n"
-               b"BDAT 5 LAST\r\n" + data),
-        Send(OK + OK + OK),
+        *careful(b"MAIL FROM:<a@x.test> BODY=BINARYMIME\r\nRCPT TO:<b@x.test>\r\n"
+                 b"BDAT 5 LAST\r\n" + data, OK + OK + OK),
         *QUIT,
     ]
     async with ScriptedPeer(script) as peer:
@@ -442,6 +484,11 @@ async def test_window_cut_before_its_ends_left_the_process_is_not_delivered() ->
         writer.write(b"220 peer.test\r\n")
         await reader.readline()
         writer.write(CHUNK_EHLO)
+        cut = tx(0).index(b"BDAT ")
+        await reader.readexactly(cut)  # slow start: the first one alone, in two steps
+        writer.write(OK + OK)
+        await reader.readexactly(len(tx(0)) - cut)
+        writer.write(b"250 2.0.0 queued\r\n")
         await reader.readexactly(1)  # the client wrote its whole window at once
         read.set_result(None)
         reset(writer)
@@ -457,8 +504,9 @@ async def test_window_cut_before_its_ends_left_the_process_is_not_delivered() ->
         await loop.sock_connect(client, listener.getsockname())
         conn = SMTPConnection(sock=client, name="client.test", socket_timeout=10)
         await conn.connect()
+        await warm_up(conn)
         outcomes = [outcome async for _, outcome in conn.send_many(
-            [(data, env(n)) for n in range(3)])]
+            [(data, env(n)) for n in range(1, 4)])]
         assert read.done()
     finally:
         server.close()
@@ -469,13 +517,14 @@ async def test_window_cut_before_its_ends_left_the_process_is_not_delivered() ->
 
 
 async def test_cancelled_send_in_a_window_closes_the_connection() -> None:
-    script = greet(CHUNK_EHLO) + [
+    script = greet(CHUNK_EHLO) + WARM + [
         Expect(tx(1) + tx(2, rset=True)),
         Send(ok(1)),  # message 2 is never answered
     ]
     async with ScriptedPeer(script) as peer:
         conn = conn_for(peer)
         await conn.connect()
+        await warm_up(conn)
         first = asyncio.ensure_future(conn.send(body(1), env(1)))
         second = asyncio.ensure_future(conn.send(body(2), env(2)))
         assert (await first).response.code == 250
