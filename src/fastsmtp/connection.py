@@ -48,6 +48,9 @@ next. Outcomes stay exact, whatever fails where in the window:
   :class:`~fastsmtp.errors.SMTPMaybeDelivered`; the others were not delivered.
 
 So the window bounds how many messages one lost connection can leave "maybe delivered".
+Slow start: until the connection has delivered a message, the window is 1 and a
+transaction's data is written only once its envelope was accepted, so a server refusing
+everything (530, a sender not allowed) or failing at MAIL/RCPT costs no "maybe".
 
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,

@@ -293,7 +293,10 @@ class ConnectionOptions:
             leaves "maybe delivered" (those whose ``BDAT LAST`` was written); 10 carries
             10 messages per round trip per connection, enough for a far-away server
             (RTT 50 ms: 200 messages/s per connection). 1 sends one transaction at a
-            time. (URL: ``?pipeline_window=4``.)
+            time. Until a connection has delivered a message the window is 1, and a
+            transaction's data waits for its envelope to be accepted (slow start: a
+            server refusing everything leaves nothing "maybe delivered").
+            (URL: ``?pipeline_window=4``.)
         allow_plaintext_auth: Allow credentials over an unencrypted connection.
         debug: Log the SMTP traffic at DEBUG level (credentials masked).
         dkim: Sign every message (RFC 6376): a :class:`fastsmtp.dkim.DKIMSigner`, or a
