@@ -67,6 +67,7 @@ cdef class DataEncoder:
     cdef bint _pending_cr       # the last chunk ended with a CR that was passed through
     cdef bint _line_start       # the next byte starts a line
     cdef bint _ended            # end() was called; counters describe that message
+    cdef bint _stuff            # dot-stuff and end with "."; False: BDAT, CRLF only
     cdef Py_ssize_t _bytes_out
     cdef Py_ssize_t _longest
     cdef Py_ssize_t _cur        # length of the output line in progress

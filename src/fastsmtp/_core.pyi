@@ -99,16 +99,21 @@ class DataEncoder:
     line (the start of the message counts) is doubled.
 
     When a chunk needs no change, ``encode`` returns the very object it was given.
+
+    ``stuff=False`` is the BDAT form (RFC 3030): the same CRLF normalization, no dot is
+    doubled, and ``end()`` only ends the last line (``b""``, ``b"\\r\\n"`` or ``b"\\n"``),
+    so ``bytes_out`` is the chunk data's exact size (``data_size`` for in-memory data).
     """
 
-    def __init__(self) -> None: ...
+    def __init__(self, stuff: bool = True) -> None: ...
     def encode(self, chunk: Buffer) -> Buffer:
         """Return the wire form of ``chunk`` (``chunk`` itself when unchanged)."""
     def end(self) -> bytes:
         """Return the end of data: ``b".\\r\\n"`` after a line ending, else ``b"\\r\\n.\\r\\n"``.
 
         If the last chunk ended with a CR (passed through), the LF that completes it comes
-        first: ``b"\\n.\\r\\n"``.
+        first: ``b"\\n.\\r\\n"``. Without stuffing: the same less the ``"."`` line
+        (``b""`` after a line ending, ``b"\\r\\n"``, ``b"\\n"``).
 
         The encoder may then encode another message; ``bytes_out`` and ``longest_line``
         keep describing the ended message until the next ``encode``.

@@ -195,6 +195,9 @@ cdef bytes _EMPTY = b""
 cdef bytes _TAIL_LINE_START = b".\r\n"
 cdef bytes _TAIL_MID_LINE = b"\r\n.\r\n"
 cdef bytes _TAIL_AFTER_CR = b"\n.\r\n"
+# Without stuffing (BDAT) the data only needs its last line ended.
+cdef bytes _CHUNK_MID_LINE = b"\r\n"
+cdef bytes _CHUNK_AFTER_CR = b"\n"
 
 
 # -- input ------------------------------------------------------------------------------
@@ -477,7 +480,8 @@ def data_size(data):
 cdef class DataEncoder:
     """Streaming CRLF normalizer and dot-stuffer; see ``_core.pyi``."""
 
-    def __init__(self):
+    def __init__(self, stuff=True):
+        self._stuff = bool(stuff)  # False: BDAT (RFC 3030), normalization only
         self._reset()
 
     cdef void _reset(self) noexcept:
@@ -542,7 +546,7 @@ cdef class DataEncoder:
                             break
                 if line_start:
                     line_start = False
-                    if p[i] == _DOT:
+                    if p[i] == _DOT and self._stuff:
                         _out_insert(&o, i, ".", 1)
                         cur += 1
                 j = i + fs_find_eol(p + i, n - i)
@@ -584,11 +588,11 @@ cdef class DataEncoder:
         cdef Py_ssize_t bytes_out = self._bytes_out
         cdef bytes tail
         if self._pending_cr:
-            tail = _TAIL_AFTER_CR
+            tail = _TAIL_AFTER_CR if self._stuff else _CHUNK_AFTER_CR
         elif self._line_start:
-            tail = _TAIL_LINE_START
+            tail = _TAIL_LINE_START if self._stuff else _EMPTY
         else:
-            tail = _TAIL_MID_LINE
+            tail = _TAIL_MID_LINE if self._stuff else _CHUNK_MID_LINE
         self._reset()
         self._ended = True
         self._bytes_out = bytes_out + PyBytes_GET_SIZE(tail)

@@ -144,9 +144,11 @@ def data_size(data: bytes | bytearray | memoryview) -> int:
 class DataEncoder:
     """Streaming CRLF normalizer and dot-stuffer; see ``_core.pyi``."""
 
-    __slots__ = ("_pending_cr", "_line_start", "_bytes_out", "_longest", "_cur", "_ended")
+    __slots__ = ("_pending_cr", "_line_start", "_bytes_out", "_longest", "_cur", "_ended",
+                 "_stuff")
 
-    def __init__(self) -> None:
+    def __init__(self, stuff: bool = True) -> None:
+        self._stuff = bool(stuff)  # False: BDAT (RFC 3030), normalization only
         self._reset()
 
     def _reset(self) -> None:
@@ -173,9 +175,11 @@ class DataEncoder:
             s = s[:-1]
         if b"\r" in s:
             s = s.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        s = s.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
-        if self._line_start and s[:1] == b".":
-            s = b"." + s
+        s = s.replace(b"\n", b"\r\n")
+        if self._stuff:
+            s = s.replace(b"\r\n.", b"\r\n..")
+            if self._line_start and s[:1] == b".":
+                s = b"." + s
         self._track_lines(s)
         if self._pending_cr:
             s += b"\r"
@@ -203,11 +207,11 @@ class DataEncoder:
         longest = self.longest_line
         bytes_out = self._bytes_out
         if self._pending_cr:
-            tail = b"\n.\r\n"
+            tail = b"\n.\r\n" if self._stuff else b"\n"
         elif self._line_start:
-            tail = b".\r\n"
+            tail = b".\r\n" if self._stuff else b""
         else:
-            tail = b"\r\n.\r\n"
+            tail = b"\r\n.\r\n" if self._stuff else b"\r\n"
         self._reset()
         self._ended = True
         self._bytes_out = bytes_out + len(tail)

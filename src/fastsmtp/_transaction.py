@@ -16,6 +16,18 @@ them, then feeds the replies back and gets told what to do next:
 * :meth:`Transaction.result` (the reply to the dot; LMTP: one per accepted recipient) ->
   a :class:`SendResult`, or raises.
 
+Under CHUNKING (``Transaction(..., chunking=True)``, RFC 3030) there is no DATA and no
+wait: :attr:`Transaction.commands` is ``MAIL`` and every ``RCPT``, the connection adds
+:func:`bdat` lines with the chunk data (normalized, never dot-stuffed) and writes it all
+at once, and only then reads every reply of the transaction together:
+:meth:`Transaction.chunk_result` (replies to MAIL and the RCPTs, then one per BDAT
+chunk) -> a :class:`SendResult`, or raises. Only the reply to ``BDAT ... LAST`` says
+whether the message was delivered, so the rule is: LAST answered 250 and nothing else
+wrong -> delivered; LAST not answered 250 -> not delivered, with the first refusal as the
+error (sender, every recipient, a chunk); LAST answered 250 although an earlier command
+of the transaction failed -> the server took data we cannot account for:
+:class:`~fastsmtp.errors.SMTPMaybeDelivered` (and the session is over).
+
 An error is *fatal* (:func:`breaks_session`: a 421, or a 3xx where none is expected)
 when client and server can no longer agree on where the dialogue is; the connection must
 then be closed: the caller checks ``breaks_session(error)``. Every other refusal leaves
@@ -42,6 +54,7 @@ from .errors import (
     SMTPError,
     SMTPInvalidEnvelope,
     SMTPInvalidMessage,
+    SMTPMaybeDelivered,
     SMTPProtocolError,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
@@ -67,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - the signer's module imports dkimpy lazil
 
 __all__ = [
     "BODY",
+    "bdat",
     "DOT_RSET_FAIL",
     "MAX_COMMAND",
     "RSET_FAIL",
@@ -93,6 +107,11 @@ MAX_COMMAND = 2048
 DATA = b"DATA\r\n"
 RSET = b"RSET\r\n"
 DOT = b".\r\n"
+
+def bdat(size: int, last: bool) -> bytes:
+    """A ``BDAT <size> [LAST]`` command line (RFC 3030): ``size`` octets of data follow."""
+    return (b"BDAT %d LAST\r\n" if last else b"BDAT %d\r\n") % size
+
 
 #: What :meth:`Transaction.envelope_replies` / :meth:`Transaction.data_reply` ask for.
 BODY, SEND_DATA, RSET_FAIL, DOT_RSET_FAIL = 0, 1, 2, 3
@@ -196,16 +215,20 @@ def check_size(caps: Capabilities, size: int, at_least: str = "") -> None:
 
 
 def mail_commands(
-    envelope: Envelope, caps: Capabilities, size: int | None, secure: bool = False
+    envelope: Envelope, caps: Capabilities, size: int | None, secure: bool = False,
+    chunking: bool = False,
 ) -> list[bytes]:
     """``MAIL FROM`` and every ``RCPT TO`` line, with the parameters the server offers.
 
     ``secure``: the connection is TLS-protected (REQUIRETLS is only ever sent over TLS).
+    ``chunking``: the message goes with BDAT (needed for ``envelope.binary_mime``).
 
     Raises:
         SMTPRequireTLSNotSupported: ``envelope.require_tls`` and the server did not
             offer REQUIRETLS over TLS (RFC 8689 section 4.1: the message must not go
             out without it).
+        SMTPEnvelopeNotSupported: ``envelope.binary_mime`` without BDAT and BINARYMIME,
+            or a non-ASCII address without SMTPUTF8.
     """
     # Addresses first: an injection attempt is reported as such, whatever the server.
     sender = path(envelope.mail_from)
@@ -221,7 +244,16 @@ def mail_commands(
     if size is not None and caps.size is not None:
         check_size(caps, size)
         params += " SIZE=" + str(size)
-    if envelope.use_8bit_mime and caps.eightbitmime:
+    if envelope.binary_mime:
+        if not (chunking and caps.binarymime):
+            raise SMTPEnvelopeNotSupported(
+                "the envelope has binary_mime but the connection does not send with BDAT "
+                "to a server offering CHUNKING and BINARYMIME (RFC 3030): use such a "
+                "server with chunking=True, or encode the message's binary parts as "
+                "base64 or quoted-printable and send without binary_mime"
+            )
+        params += " BODY=BINARYMIME"
+    elif envelope.use_8bit_mime and caps.eightbitmime:
         params += " BODY=8BITMIME"
     dsn = envelope.dsn
     rcpt_params = ""
@@ -280,7 +312,8 @@ def reply_error(
 
 def breaks_session(error: BaseException) -> bool:
     """Must the connection be closed after ``error``, a reply error from this module?"""
-    return isinstance(error, (SMTPServerDisconnected, SMTPProtocolError))
+    return isinstance(error, (SMTPServerDisconnected, SMTPProtocolError, SMTPMaybeDelivered))
+
 
 
 class SendResult:
@@ -292,14 +325,18 @@ class SendResult:
         rejected_errors: One :class:`~fastsmtp.errors.SMTPEnvelopeError` per refused
             recipient, with the server's reply.
         size: Bytes of message data written (on the wire), dot-stuffing and terminator
-            included.
+            included. Under BDAT: the chunks' data, the sum of the ``BDAT`` sizes (no
+            stuffing, no terminator; the message's RFC 1870 size).
         envelope_time: Seconds from writing MAIL to the reply to DATA (nodemailer's
             ``envelopeTime``; pipelined behind the previous message, from the write that
-            carried it).
+            carried it). Under BDAT: from that write to the replies to MAIL and the
+            RCPTs (as read by the connection, in order behind the earlier messages).
         message_time: Seconds from the first byte of data written to the reply to the
-            final dot (nodemailer's ``messageTime``).
+            final dot (nodemailer's ``messageTime``). Under BDAT the data leaves in the
+            same write as MAIL: from that write to the reply to ``BDAT ... LAST``.
         response: The server's reply to the final dot (LMTP: the last one), as a
-            :class:`~fastsmtp.reply.Reply` (built on first access).
+            :class:`~fastsmtp.reply.Reply` (built on first access). Under BDAT: the
+            reply to ``BDAT ... LAST``.
     """
 
     __slots__ = ("accepted", "rejected", "rejected_errors", "size", "envelope_time",
@@ -350,6 +387,9 @@ class Transaction:
             the payload is signed before anything else looks at it, so ``SIZE`` counts
             the signed bytes.
         secure: The connection is TLS-protected (for ``Envelope.require_tls``).
+        chunking: Send with BDAT (the server offers CHUNKING and the ``chunking``
+            option is on): no ``DATA`` in ``commands``; read the replies with
+            :meth:`chunk_result`.
 
     Raises:
         TypeError, SMTPEnvelopeError, SMTPMessageError: Bad input (nothing is written).
@@ -357,7 +397,10 @@ class Transaction:
     Attributes:
         envelope: The envelope used.
         payload: What to write after 354 (see :func:`~fastsmtp.message.message_payload`).
-        commands: ``MAIL``, every ``RCPT`` and ``DATA``, each a CRLF-ended line.
+        commands: ``MAIL``, every ``RCPT`` and ``DATA`` (not under BDAT), each a
+            CRLF-ended line.
+        chunking: The message goes with BDAT.
+        binary: ``BODY=BINARYMIME``: the payload is sent exactly as given.
         accepted: Recipients accepted (after :meth:`envelope_replies`).
         rejected: Recipients refused.
         errors: One error per refused recipient.
@@ -365,7 +408,7 @@ class Transaction:
     """
 
     __slots__ = ("envelope", "payload", "commands", "lmtp", "accepted", "rejected",
-                 "errors", "error")
+                 "errors", "error", "chunking", "binary")
 
     def __init__(
         self,
@@ -375,21 +418,27 @@ class Transaction:
         lmtp: bool = False,
         dkim: DKIMSigner | None = None,
         secure: bool = False,
+        chunking: bool = False,
     ) -> None:
         envelope = resolve_envelope(message, envelope)
         payload = message_payload(message)
         if dkim is not None:
             payload = dkim.sign_payload(message, payload)
         size = envelope.size
+        binary = envelope.binary_mime
         if size is None:
             if isinstance(payload, (bytes, bytearray, memoryview)):
-                size = data_size(payload)  # after CRLF normalization, as the server counts
+                # After CRLF normalization, as the server counts; binary goes as it is.
+                size = len(payload) if binary else data_size(payload)
             elif hasattr(message, "read"):
                 floor = file_size_floor(message)
                 if floor is not None:
                     check_size(caps, floor, at_least="at least ")
-        commands = mail_commands(envelope, caps, size, secure)
-        commands.append(DATA)
+        commands = mail_commands(envelope, caps, size, secure, chunking)
+        if not chunking:
+            commands.append(DATA)
+        self.chunking = chunking
+        self.binary = binary
         self.envelope = envelope
         self.payload: Any = payload
         self.commands = commands
@@ -484,6 +533,80 @@ class Transaction:
         if raw[0] != 250:
             raise reply_error(raw, "message refused", SMTPDataRefused)
         return SendResult(self.accepted, self.rejected, self.errors, size, raw)
+
+    def chunk_result(
+        self, envelope: list[RawReply], chunks: list[RawReply], size: int, last: bool = True,
+    ) -> SendResult:
+        """The result of a BDAT transaction from all its replies, in the order written.
+
+        Args:
+            envelope: The replies to MAIL and every RCPT.
+            chunks: One reply per BDAT chunk written, the last one LAST's if ``last``.
+            size: The data's size (the sum of the BDAT sizes).
+            last: ``BDAT ... LAST`` was written (False: the chunks stopped at a refused
+                one, so the message is not delivered).
+
+        Raises:
+            SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataRefused: Not delivered (the
+                first refusal, in the order written). The server's transaction may still
+                be open: the connection resets before the next one.
+            SMTPMaybeDelivered: LAST was accepted although something before it in the
+                transaction was refused (the cause is a fatal protocol error).
+            SMTPError: A fatal reply (421, a 3xx) to any command of the transaction.
+        """
+        for raw in envelope:
+            if raw[0] == 421 or not positive_or_negative(raw[0]):
+                raise reply_error(raw, "MAIL/RCPT")
+        for raw in chunks:
+            if raw[0] == 421 or not positive_or_negative(raw[0]):
+                raise reply_error(raw, "BDAT")
+        final = chunks[-1] if last and chunks else None
+        error: SMTPError | None = None
+        mail = envelope[0]
+        if mail[0] != 250:
+            sender = self.envelope.mail_from
+            error = reply_error(mail, f"sender <{sender}> refused", SMTPSenderRefused,
+                                sender=sender)
+        else:
+            accepted, rejected, errors = self.accepted, self.rejected, self.errors
+            for rcpt, raw in zip(self.envelope.rcpt_to, envelope[1:]):
+                if 200 <= raw[0] < 300:
+                    accepted.append(rcpt)
+                else:
+                    refusal = reply_error(raw, f"recipient {rcpt} refused",
+                                          SMTPRecipientRefused, recipient=rcpt)
+                    assert isinstance(refusal, SMTPEnvelopeError)  # 4xx/5xx, checked above
+                    rejected.append(rcpt)
+                    errors.append(refusal)
+            if not accepted:
+                error = SMTPRecipientsRefused(
+                    "every recipient was refused", rejected=rejected, rejected_errors=errors,
+                    reply=errors[-1].reply if errors else None,
+                )
+            else:
+                for raw in chunks:
+                    if raw[0] != 250:
+                        error = reply_error(raw, "message refused" if raw is final
+                                            else "BDAT chunk refused", SMTPDataRefused)
+                        break
+        if final is not None and final[0] == 250:
+            if error is None:
+                return SendResult(self.accepted, self.rejected, self.errors, size, final)
+            # The server took the message although it refused part of its transaction:
+            # whatever it delivered, it is not what we sent. Say so, and stop talking.
+            anomaly = SMTPUnexpectedReply(
+                f"BDAT LAST accepted after a refusal in its transaction ({error.message})",
+                reply=Reply.from_core(*final),
+            )
+            raise SMTPMaybeDelivered(
+                f"the server accepted the data of a transaction it had refused: "
+                f"{error.message}", reply=anomaly.reply,
+            ) from anomaly
+        if error is None:
+            # LAST not written: the stream stopped at a refused chunk (found by the caller),
+            # or LAST refused: the loop above set the error. Only the former gets here.
+            error = SMTPDataRefused("the message data was not all sent")
+        raise error
 
     def _lmtp_result(self, replies: list[RawReply], size: int) -> SendResult:
         for raw in replies:

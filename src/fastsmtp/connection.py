@@ -27,6 +27,31 @@ waits for more than its own message and the one ahead). A pool feeds it runs of 
 jobs. The write turn is only mutual exclusion between the pipeline and other commands
 (NOOP, RSET, AUTH, QUIT).
 
+Under CHUNKING (RFC 3030; the server also offers PIPELINING, the ``chunking`` option is on,
+not LMTP) the same pipeline sends with BDAT, and nothing waits for a reply at all: a
+message's ``MAIL``, every ``RCPT`` and ``BDAT <size> LAST`` with its (normalized, unstuffed)
+data go out in one write, and the next messages' transactions follow at once, up to
+``pipeline_window`` unanswered transactions (the *window*). The replies are then read
+in order, oldest transaction first, and each completed transaction makes room for the
+next. Outcomes stay exact, whatever fails where in the window:
+
+* every transaction written behind an unanswered one, or after a failed one, starts
+  with ``RSET``: a transaction that failed (sender, recipients or data refused) may have
+  left the server's transaction open, and the next ``MAIL`` would otherwise be a
+  "nested MAIL" (503), or worse, its ``RCPT`` lines would join the failed transaction. An
+  RSET is a few bytes and one reply line, and never a round trip;
+* a refusal is that message's outcome only; the connection goes on;
+* a 421 means the server processed nothing after it: the message it answered and every
+  one behind it get the (retryable) error;
+* a lost or silent connection: a message whose ``BDAT ... LAST`` reached the kernel
+  (see :meth:`SMTPClientProtocol.mark_end`) and got no reply is
+  :class:`~fastsmtp.errors.SMTPMaybeDelivered`; the others were not delivered.
+
+So the window bounds how many messages one lost connection can leave "maybe delivered".
+Slow start: until the connection has delivered a message, the window is 1 and a
+transaction's data is written only once its envelope was accepted, so a server refusing
+everything (530, a sender not allowed) or failing at MAIL/RCPT costs no "maybe".
+
 Errors split cleanly for a pool: a refusal of one message (sender, recipients, data, a
 local validation error) leaves the connection usable; anything else (protocol error,
 timeout, lost connection, 421) closes it for good. A reply outside 2xx/4xx/5xx where the
@@ -62,6 +87,7 @@ from ._transaction import (
     RawReply,
     SendResult,
     Transaction,
+    bdat,
     breaks_session,
     command,
     positive_or_negative,
@@ -90,6 +116,7 @@ from .errors import (
     SMTPProtocolError,
     SMTPProxyError,
     SMTPResponseError,
+    SMTPServiceClosing,
     SMTPTimeoutError,
     SMTPTLSError,
     SMTPTLSNotSupported,
@@ -108,6 +135,8 @@ _log = logging.getLogger("fastsmtp.connection")
 
 #: Bodies up to this size go out in a single write together with the final dot.
 JOIN_LIMIT = 256 * 1024
+#: A streamed body under BDAT goes in chunks of about this size (each costs a reply).
+CHUNK_SIZE = 64 * 1024
 
 #: Seconds of complete silence after connecting (no byte of a greeting) before the
 #: connection checks whether the port expects implicit TLS (a TLS server waits for the
@@ -276,6 +305,12 @@ class SMTPConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proto: SMTPClientProtocol | None = None
         self._encoder = DataEncoder()
+        self._chunker = DataEncoder(stuff=False)  # BDAT: normalized, never stuffed
+        self._bdat = False  # transactions go with BDAT (decided once connected)
+        self._dirty = False  # BDAT: the last transaction failed; its state may be open
+        # BDAT: resolved when a send() joins the feed while the pipeline waits for a
+        # reply with room in its window (so that concurrent sends share the window).
+        self._fed: asyncio.Future[None] | None = None
         self._turn = False  # a transaction holds the write turn
         self._turn_waiters: deque[asyncio.Future[None]] = deque()
         self._held = b""  # a final write kept for the next transaction to join (_write)
@@ -350,6 +385,11 @@ class SMTPConnection:
         except BaseException as exc:
             self._abort(exc)
             raise
+        caps, opts = self.capabilities, self.options
+        # BDAT's gain is the blind pipeline, which needs PIPELINING too (RFC 3030 section
+        # 4.2); LMTP's replies to the data depend on the recipients accepted, which a
+        # blind pipeline cannot count ahead.
+        self._bdat = caps.chunking and caps.pipelining and opts.chunking and not opts.lmtp
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info(
                 "connected to %s:%s (%s)", self.options.host, self.options.port,
@@ -859,6 +899,12 @@ class SMTPConnection:
                 must then be an :class:`email.message.Message` (``Sender``/``From``;
                 ``To``, ``Cc``, ``Bcc``; ``Bcc`` is not sent).
 
+        Under CHUNKING (the ``chunking`` option, on by default) the message goes with
+        BDAT (RFC 3030): no dot-stuffing, line endings still normalized, the whole
+        transaction in one write; concurrent ``send()`` calls on the connection share
+        its window of ``pipeline_window`` unanswered transactions. Cancelling a send
+        that was written closes the connection, as with DATA.
+
         The declared ``SIZE`` (when the server offers SIZE) is ``envelope.size`` if set,
         else, for an in-memory message, its size after CRLF normalization
         (:func:`~fastsmtp.message.data_size`). A stream without ``envelope.size`` is
@@ -880,7 +926,9 @@ class SMTPConnection:
             SMTPRecipientsRefused: Every recipient refused (no data sent, RSET done).
             SMTPDataRefused: DATA or the message refused (LMTP: by every recipient).
             SMTPMaybeDelivered: The connection was lost (or went silent) after the final
-                dot was written: the message may have been delivered.
+                dot (BDAT: the ``LAST`` chunk) was written: the message may have been
+                delivered. Under BDAT also when the server accepted the data of a
+                transaction it had refused in part.
             SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: The connection
                 broke before the final dot; it is closed and nothing was delivered.
                 (SMTPServerDisconnected includes SMTPSocketError, ``ESOCKET``.)
@@ -888,7 +936,7 @@ class SMTPConnection:
                 final dot (with its ``reply``); the connection is closed.
         """
         tr = Transaction(message, envelope, self.capabilities, self.options.lmtp,
-                         self.options.dkim_signer, self.secure)
+                         self.options.dkim_signer, self.secure, self._bdat)
         # Nothing has been written before this point. Every send goes through the one
         # pipeline: the first caller drives it, the others join its feed.
         if self._state != _READY:
@@ -896,6 +944,9 @@ class SMTPConnection:
         own: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
         entry = [own, _PENDING, tr]
         self._feed.append(entry)
+        fed = self._fed
+        if fed is not None and not fed.done():
+            fed.set_result(None)
         self._pending += 1
         try:
             if not self._turn:
@@ -969,7 +1020,9 @@ class SMTPConnection:
             error = unsent_error(self.error or SMTPConnectionError(repr(exc)))
             for entry in queue:
                 if not entry[0].done() and entry[0] is not own:
-                    entry[0].set_result(error)
+                    # An outcome the pipeline settled on its way out (a BDAT window's
+                    # "maybe delivered") stands.
+                    entry[0].set_result(error if entry[1] is _PENDING else entry[1])
             raise
 
     async def _finish(
@@ -1096,6 +1149,207 @@ class SMTPConnection:
         if proto.paused:  # type: ignore[union-attr]
             await proto.drain()  # type: ignore[union-attr]
 
+    async def _write_bdat(
+        self, entry: list[Any], rset: bool, limit: int, careful: bool = False
+    ) -> list[Any]:
+        """Write one BDAT transaction, wait for no reply; return its window record.
+
+        ``careful`` (slow start, see :meth:`_pipeline`): write the envelope first and
+        wait for its replies; the data and ``LAST`` follow only if the sender and a
+        recipient were accepted. A transaction refused there never had its ``LAST``
+        written, so whatever happens next it is not delivered.
+
+        In memory: ``[RSET]``, ``MAIL``, every ``RCPT`` and ``BDAT <n> LAST`` with the
+        data, in one write (a body over ``JOIN_LIMIT`` in slices under backpressure).
+        A stream: the commands, then one ``BDAT <n>`` per ``CHUNK_SIZE`` or so of
+        normalized data and the last piece with ``LAST``; at most ``limit`` chunk
+        replies are left unread (a refused chunk stops the stream: RFC 3030 forbids
+        more chunks after it, and the message is not delivered).
+
+        The record: ``[entry, transaction, envelope replies future, chunk reply futures,
+        end offset (see SMTPClientProtocol.mark_end), size, write clock, LAST written,
+        RSET sent]``.
+        """
+        proto = self._proto
+        assert proto is not None
+        tr: Transaction = entry[2]
+        head = [RSET, *tr.commands] if rset else tr.commands
+        payload = tr.payload
+        binary = tr.binary
+        encoder = self._chunker
+        env: asyncio.Future[list[RawReply]] | None = None
+        if careful:
+            sent_at = perf_counter()
+            proto.write(b"".join(head))
+            env = proto.expect(len(head))
+            if not _envelope_accepted(await env, rset):
+                return [entry, tr, env, [], -1, 0, sent_at, False, rset]
+            head = []
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            if binary:
+                data, end = payload, b""
+            else:
+                data, end = encoder.encode(payload), encoder.end()
+            size = len(data) + len(end)
+            line = bdat(size, True)
+            if env is None:
+                sent_at = perf_counter()
+            if size <= JOIN_LIMIT:
+                proto.write(b"".join((*head, line, data, end)))
+                if env is None:
+                    env = proto.expect(len(head))
+                last = proto.expect(1)
+            else:
+                proto.write(b"".join((*head, line)))
+                # Registered before anything is awaited: their replies may come at once.
+                if env is None:
+                    env = proto.expect(len(head))
+                last = proto.expect(1)
+                view = memoryview(data)
+                pos = 0
+                while size - pos > JOIN_LIMIT:
+                    proto.write(view[pos:pos + JOIN_LIMIT])
+                    pos += JOIN_LIMIT
+                    if proto.paused:
+                        await proto.drain()
+                proto.write(b"".join((view[pos:], end)))
+            return [entry, tr, env, [last], proto.mark_end(0), size, sent_at, True, rset]
+        if env is None:
+            sent_at = perf_counter()
+            proto.write(b"".join(head))
+            env = proto.expect(len(head))
+        futs: list[asyncio.Future[list[RawReply]]] = []
+        record = [entry, tr, env, futs, -1, 0, sent_at, False, rset]
+        held: list[bytes] = []
+        held_size = size = read = 0
+
+        async def flush(last: bool) -> bool:
+            """Write the held data as one chunk; False: a chunk was refused, stop."""
+            nonlocal held_size, size, read
+            proto.write(b"".join((bdat(held_size, last), *held)))
+            futs.append(proto.expect(1))
+            size += held_size
+            held.clear()
+            held_size = 0
+            if last:
+                return True
+            while len(futs) - read >= limit:
+                raw = (await futs[read])[0]
+                read += 1
+                if raw[0] != 250:
+                    return False
+            if proto.paused:
+                await proto.drain()
+            return True
+
+        going = True
+        chunks = payload if isinstance(payload, AsyncIterable) else _aiter(payload)
+        async for chunk in chunks:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            if not chunk:
+                continue
+            piece = chunk if binary else encoder.encode(chunk)
+            held.append(piece)
+            held_size += len(piece)
+            if held_size >= CHUNK_SIZE and not (going := await flush(False)):
+                break
+        if going:
+            if not binary:
+                held.append(encoder.end())
+                held_size += len(held[-1])
+            await flush(True)
+            record[4] = proto.mark_end(0)
+            record[7] = True
+        elif not binary:
+            encoder.end()  # the next message starts afresh
+        record[5] = size
+        return record
+
+    async def _settle_bdat(self, rec: list[Any]) -> Any:
+        """Read the replies of the oldest BDAT transaction in the window: its outcome.
+
+        A refusal is returned (the next transaction starts with RSET). A fatal reply
+        breaks the connection and is raised, with this message's outcome already set:
+        a 421 or a refused ``LAST`` means not delivered; anything else after ``LAST``
+        was written means "maybe delivered" (the dialogue can no longer be trusted).
+        A lost connection is raised as is (see :meth:`_window_failed`).
+        """
+        entry, tr, env_fut, futs, end, size, sent_at, last, rset = rec
+        env = await env_fut
+        envelope_done = perf_counter()
+        chunks = [raw for fut in futs for raw in await fut]
+        if rset:
+            raw = env[0]
+            env = env[1:]
+            if raw[0] != 250:
+                # RSET must get 250 (RFC 5321): the server's state is unknown from here.
+                error = self._reply_error(raw, "RSET refused", SMTPProtocolError)
+                self._abort(error)
+                entry[1] = _maybe(error) if last else error
+                raise error
+        try:
+            result = tr.chunk_result(env, chunks, size, last)
+        except SMTPError as exc:
+            self._dirty = True
+            if not breaks_session(exc):
+                return exc
+            outcome: SMTPError = exc
+            if not isinstance(exc, (SMTPMaybeDelivered, SMTPServiceClosing)) and last and not (
+                    chunks and 400 <= chunks[-1][0] < 600):
+                outcome = _maybe(exc)
+            entry[1] = outcome
+            self._abort(exc)
+            raise
+        self._dirty = False
+        result.envelope_time = envelope_done - sent_at
+        result.message_time = perf_counter() - sent_at
+        self.last_used = self._loop.time()  # type: ignore[union-attr]
+        self.messages_sent += 1
+        return result
+
+    async def _joined(self, reply: asyncio.Future[list[RawReply]]) -> bool:
+        """Wait for ``reply`` or for a send() to join the feed; True: one joined first."""
+        if reply.done():
+            return False
+        fed = self._fed = self._loop.create_future()  # type: ignore[union-attr]
+
+        def wake(_: Any) -> None:
+            if not fed.done():
+                fed.set_result(None)
+
+        reply.add_done_callback(wake)
+        try:
+            await fed
+        finally:
+            reply.remove_done_callback(wake)
+            self._fed = None
+        return not reply.done()
+
+    def _window_failed(self, window: deque[list[Any]], exc: BaseException) -> None:
+        """The connection broke with BDAT transactions in the window: settle each.
+
+        After a 421 the server processed nothing more: every one is not delivered. Else
+        a message whose ``BDAT ... LAST`` reached the kernel and got no reply may have
+        been delivered (:class:`~fastsmtp.errors.SMTPMaybeDelivered`); the others were
+        not, and may be retried.
+        """
+        self._abort(exc)
+        error = self.error
+        assert error is not None
+        proto = self._proto
+        assert proto is not None
+        closing = isinstance(error, SMTPServiceClosing)
+        unsent = unsent_error(error)
+        for rec in window:
+            entry = rec[0]
+            if entry[1] is not _PENDING:
+                continue
+            if not closing and rec[7] and proto.sent(rec[4]):
+                entry[1] = _maybe(error)
+            else:
+                entry[1] = unsent
+
     async def _pipeline(
         self, pull: Callable[[], list[Any] | None], queue: deque[list[Any]],
         acquire: bool = False,
@@ -1109,9 +1363,13 @@ class SMTPConnection:
 
         With PIPELINING the next message is pulled just before the current message's
         final dot is written, and its MAIL/RCPT/DATA go out in the same write; without
-        it, one message at a time, one command at a time. Whoever iterates this holds
-        the write turn (``acquire``: takes it first, as :meth:`send_many`); it is released
-        when the pipeline ends.
+        it, one message at a time, one command at a time. Under BDAT (see the module
+        docstring) messages are pulled while the window has room, each written whole
+        (:meth:`_write_bdat`) with no wait, and settled oldest first
+        (:meth:`_settle_bdat`); a send() joining the feed while the pipeline waits with
+        room in its window is written at once (:meth:`_joined`). Whoever iterates this
+        holds the write turn (``acquire``: takes it first, as :meth:`send_many`); it is
+        released when the pipeline ends.
         """
         if acquire:
             await self._acquire_turn()
@@ -1128,9 +1386,44 @@ class SMTPConnection:
                     return entry
             return None
 
+        bdat = self._bdat
         self._pending += acquire
         try:
-            cur = prepare()
+            if bdat:
+                window: deque[list[Any]] = deque()
+                full = self.options.pipeline_window
+                fed = pull == self._pull_feed  # send() callers may join at any time
+                try:
+                    while True:
+                        # Slow start: until the connection has delivered a message, one
+                        # transaction at a time, its data written only once its envelope
+                        # was accepted (a round trip more, once per connection). A server
+                        # refusing every transaction (530: no AUTH; a sender not
+                        # allowed), or one that drops or stalls at MAIL/RCPT, then leaves
+                        # no message "maybe delivered", as with DATA; a whole window
+                        # written with LAST would be, if the run were cut or abandoned.
+                        limit = full if self.messages_sent else 1
+                        while len(window) < limit and (cur := prepare()) is not None:
+                            # Behind an unanswered transaction, or after a failed one,
+                            # the server's transaction may still be open: RSET first.
+                            window.append(await self._write_bdat(
+                                cur, bool(window) or self._dirty, full, not self.messages_sent))
+                        if not window:
+                            break
+                        rec = window[0]
+                        if fed and len(window) < limit and await self._joined(rec[3][-1]):
+                            continue  # a send joined before the reply: into the window
+                        rec[0][1] = await self._settle_bdat(rec)
+                        window.popleft()
+                        while queue and queue[0][1] is not _PENDING:
+                            done = queue.popleft()
+                            yield done[0], done[1]
+                except BaseException as exc:
+                    self._window_failed(window, exc)
+                    raise
+                cur = None
+            else:
+                cur = prepare()
             written = None
             sent_at = 0.0  # when the current envelope's commands were written
             if cur is not None and pipelining:
@@ -1138,7 +1431,7 @@ class SMTPConnection:
                 written = proto.expect(len(cur[2].commands))
                 sent_at = perf_counter()
             dot: Any = None
-            while True:
+            while not bdat:
                 if dot is not None:
                     # The previous dot's reply comes before this envelope's replies.
                     try:
@@ -1214,7 +1507,9 @@ class SMTPConnection:
         With PIPELINING, the next message's MAIL/RCPT/DATA go out in the same write as
         the previous message's final dot (RFC 2920), so each message costs one write and
         about one round trip instead of two (see :meth:`_pipeline`). Without it, the
-        messages go one after another.
+        messages go one after another. Under CHUNKING (BDAT), up to ``pipeline_window``
+        whole transactions are in flight with no wait at all: about ``pipeline_window``
+        messages per round trip.
 
         Args:
             items: Each a message (an :class:`email.message.EmailMessage` gives its own
@@ -1237,14 +1532,14 @@ class SMTPConnection:
         """
         it = iter(items)
         caps, lmtp = self.capabilities, self.options.lmtp
-        dkim, secure = self.options.dkim_signer, self.secure
+        dkim, secure, chunking = self.options.dkim_signer, self.secure, self._bdat
 
         def pull() -> list[Any] | None:
             for item in it:
                 message, envelope = split_item(item)
                 try:
-                    return [item, _PENDING,
-                            Transaction(message, envelope, caps, lmtp, dkim, secure)]
+                    return [item, _PENDING, Transaction(message, envelope, caps, lmtp, dkim,
+                                                        secure, chunking)]
                 except Exception as exc:  # noqa: BLE001 - reported per message
                     return [item, exc, None]
             return None
@@ -1252,6 +1547,34 @@ class SMTPConnection:
         # The pipeline itself, not a generator around it: one frame less per await on
         # the pool's hot path.
         return self._pipeline(pull, deque(), acquire=True)
+
+
+def _envelope_accepted(replies: list[RawReply], rset: bool) -> bool:
+    """Replies to ``[RSET]``, MAIL, RCPT...: may the data follow (slow start)?"""
+    for raw in replies:
+        if raw[0] == 421 or not positive_or_negative(raw[0]):
+            return False  # fatal: the transaction's result raises it
+    if rset:
+        if replies[0][0] != 250:
+            return False
+        replies = replies[1:]
+    return replies[0][0] == 250 and any(200 <= raw[0] < 300 for raw in replies[1:])
+
+
+def _maybe(exc: SMTPError) -> SMTPMaybeDelivered:
+    """``exc`` as the outcome of a message whose end was written and not answered."""
+    if isinstance(exc, SMTPMaybeDelivered):
+        return exc
+    maybe = SMTPMaybeDelivered(
+        f"the connection failed after the message was sent: {exc.message}", reply=exc.reply)
+    maybe.__cause__ = exc
+    return maybe
+
+
+async def _aiter(chunks: Iterable[Any]) -> AsyncIterator[Any]:
+    """A sync chunk stream as an async one (the BDAT writer reads both alike)."""
+    for chunk in chunks:
+        yield chunk
 
 
 class _Drive:

@@ -33,6 +33,7 @@ class Capabilities:
         dsn: DSN (RFC 3461).
         enhancedstatuscodes: ENHANCEDSTATUSCODES (RFC 2034).
         chunking: CHUNKING, i.e. BDAT (RFC 3030).
+        binarymime: BINARYMIME (RFC 3030; usable only together with CHUNKING).
         extensions: Every keyword (upper case) mapped to its parameter text.
     """
 
@@ -46,6 +47,7 @@ class Capabilities:
     dsn: bool = False
     enhancedstatuscodes: bool = False
     chunking: bool = False
+    binarymime: bool = False
     extensions: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def __contains__(self, keyword: object) -> bool:
@@ -95,5 +97,6 @@ def parse_ehlo(lines: Iterable[str]) -> Capabilities:
         dsn="DSN" in extensions,
         enhancedstatuscodes="ENHANCEDSTATUSCODES" in extensions,
         chunking="CHUNKING" in extensions,
+        binarymime="BINARYMIME" in extensions,
         extensions=MappingProxyType(extensions),
     )

@@ -175,6 +175,13 @@ class Envelope:
             before sending: the server refuses it after the data instead. Give ``size``
             for large streams.
         use_8bit_mime: Announce ``BODY=8BITMIME`` (when the server offers it).
+        binary_mime: The message is binary MIME (RFC 3030 ``BODY=BINARYMIME``: parts in
+            ``Content-Transfer-Encoding: binary``): it is sent with ``BDAT`` exactly as
+            given, line endings untouched. Needs a connection using CHUNKING
+            (``chunking=True``, the default) to a server offering CHUNKING and
+            BINARYMIME; otherwise the send fails before ``MAIL`` with
+            :class:`~fastsmtp.errors.SMTPEnvelopeNotSupported` (a binary body cannot go
+            through ``DATA``: encode its parts as base64 or quoted-printable instead).
         dsn: Delivery status notification parameters (used when the server offers DSN).
         require_tls: RFC 8689 REQUIRETLS: ``MAIL FROM`` carries ``REQUIRETLS``, so every
             hop must relay the message over verified TLS. Sent only over TLS to a server
@@ -194,6 +201,7 @@ class Envelope:
     use_8bit_mime: bool
     dsn: DSN | None
     require_tls: bool
+    binary_mime: bool
     smtputf8: bool = field(init=False, repr=False, compare=False)
 
     # A hand-written __init__ (init=False above) so that the field is typed as what is
@@ -208,6 +216,7 @@ class Envelope:
         use_8bit_mime: bool = False,
         dsn: DSN | None = None,
         require_tls: bool = False,
+        binary_mime: bool = False,
     ) -> None:
         set_ = object.__setattr__
         if type(rcpt_to) is tuple:
@@ -239,12 +248,15 @@ class Envelope:
             raise SMTPInvalidEnvelope("dsn must be a DSN")
         if require_tls is not False and require_tls is not True:
             raise SMTPInvalidEnvelope("require_tls must be a bool")
+        if binary_mime is not False and binary_mime is not True:
+            raise SMTPInvalidEnvelope("binary_mime must be a bool")
         set_(self, "mail_from", mail_from)
         set_(self, "rcpt_to", rcpt)
         set_(self, "size", size)
         set_(self, "use_8bit_mime", use_8bit_mime)
         set_(self, "dsn", dsn)
         set_(self, "require_tls", require_tls)
+        set_(self, "binary_mime", binary_mime)
         set_(self, "smtputf8", not ascii_)
 
 

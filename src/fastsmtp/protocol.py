@@ -86,8 +86,9 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
         "trace",
         "greeting",
         "heard",
-        "end_sent",
-        "_end_keep",
+        "written",
+        "_ends",
+        "_last_end",
         "_read_buffer",
     )
 
@@ -110,9 +111,11 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
         # connection timeout applies.
         self.greeting: asyncio.Future[list[RawReply]] = loop.create_future()
         self.heard = False  # any byte received yet (a silent server: see SMTPConnection)
-        # Whether the last message's final dot has left user space (see mark_end).
-        self.end_sent = True
-        self._end_keep = -1
+        self.written = 0  # bytes handed to the transport, for the end offsets (mark_end)
+        # End offsets (mark_end) whose bytes may still sit in the transport's buffer,
+        # oldest first; every other end has reached the kernel.
+        self._ends: deque[int] = deque()
+        self._last_end = 0
         # A buffered protocol: the transport reads into this one buffer (the parser copies
         # what it keeps), instead of a new bytes object per read. Under TLS it matters
         # most: uvloop's SSL transport otherwise allocates a 256 KiB bytes object per
@@ -284,6 +287,9 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
         if self.trace is not None:
             self._trace_write(data, secret)
         self.transport.write(data)  # type: ignore[union-attr]
+        self.written += len(data)
+        if self._ends:
+            self._track_ends()  # more bytes behind an unsent end: move its mark
 
     def _trace_write(self, data: bytes | memoryview, secret: bool) -> None:
         log = self.trace
@@ -345,30 +351,57 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
 
     # -- write backpressure --------------------------------------------------------------
 
-    def mark_end(self, keep: int) -> None:
+    def mark_end(self, keep: int = 0) -> int:
         """Note that the bytes written so far, but for the last ``keep``, end a message.
 
-        Those bytes end with the message's final dot (``keep`` counts what follows it in
-        the same write: the next message's pipelined commands). :attr:`end_sent` tells,
-        from now on, whether the dot has been handed to the kernel: a message whose dot
-        never left the process cannot have been delivered, whatever happens next, so
-        it is retried like any failure before the dot instead of being reported "maybe
-        delivered".
+        Those bytes end with the message's final dot or ``BDAT ... LAST`` chunk (``keep``
+        counts what follows it in the same write: the next message's pipelined
+        commands). :meth:`sent` tells, from now on, whether that end has been handed to
+        the kernel: a message whose end never left the process cannot have been
+        delivered, whatever happens next, so it is retried like any failure before it
+        instead of being reported "maybe delivered". Several ends may be outstanding at
+        once (a BDAT window); they leave in the order written.
+
+        Returns:
+            The end's offset in the connection's output, for :meth:`sent`.
 
         Costs one buffer-size read when the write went straight to the kernel (the
-        usual case). Otherwise the transport's write limits are lowered to ``keep``
-        until :meth:`resume_writing` reports the buffer drained past the dot. (Behind
-        TLS this sees the TLS layer's buffer: the few kilobytes of ciphertext the raw
-        socket transport may still hold count as sent, the safe side: "maybe".)
+        usual case). Otherwise the transport's write limits are lowered to the bytes
+        behind the oldest unsent end, so that :meth:`resume_writing` reports the moment
+        it drains past it (moved on every later write). (Behind TLS this sees the TLS
+        layer's buffer: the few kilobytes of ciphertext the raw socket transport may
+        still hold count as sent, the safe side: "maybe".)
         """
+        end = self._last_end = self.written - keep
+        ends = self._ends
+        if ends or self.transport.get_write_buffer_size() > keep:  # type: ignore[union-attr]
+            ends.append(end)
+            self._track_ends()
+        return end
+
+    def sent(self, end: int) -> bool:
+        """Has the end at offset ``end`` (from :meth:`mark_end`) reached the kernel?"""
+        ends = self._ends
+        return not ends or end < ends[0]
+
+    @property
+    def end_sent(self) -> bool:
+        """Has the last end marked (:meth:`mark_end`) reached the kernel?"""
+        return self.sent(self._last_end)
+
+    def _track_ends(self) -> None:
+        # Drop the ends that have left user space; arm the limits for the oldest other.
         transport = self.transport
         assert transport is not None
-        if transport.get_write_buffer_size() <= keep:
-            self.end_sent = True
-            return
-        self.end_sent = False
-        self._end_keep = keep
-        transport.set_write_buffer_limits(high=keep, low=keep)
+        ends = self._ends
+        flushed = self.written - transport.get_write_buffer_size()
+        while ends and ends[0] <= flushed:
+            ends.popleft()
+        if ends:
+            behind = self.written - ends[0]
+            transport.set_write_buffer_limits(high=behind, low=behind)
+        else:
+            transport.set_write_buffer_limits()  # back to the defaults
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -376,15 +409,8 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self.paused = False
         self._last = self._loop.time()
-        keep = self._end_keep
-        if keep >= 0:
-            transport = self.transport
-            assert transport is not None
-            if transport.get_write_buffer_size() <= keep:
-                # The final dot has left user space: back to the default limits.
-                self._end_keep = -1
-                self.end_sent = True
-                transport.set_write_buffer_limits()
+        if self._ends:
+            self._track_ends()  # an end may have left user space
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None

@@ -661,7 +661,8 @@ async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> N
     """A connection lost after message 3's dot: 3 is maybe delivered (never resent);
     the messages batched behind it were not written, so they are retried."""
     recorder.data_action[3] = "drop"
-    async with make_pool(recorder.port, max_connections=1) as pool:
+    # DATA (chunking=False): the next message's data waits for its 354.
+    async with make_pool(recorder.port, max_connections=1, chunking=False) as pool:
         results = await asyncio.gather(
             *(pool.send(body(i), ENV) for i in range(1, 9)), return_exceptions=True
         )
@@ -669,6 +670,23 @@ async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> N
     assert all(r.response.code == 250 for i, r in enumerate(results) if i != 2)
     assert sorted(recorder.delivered) == [1, 2, 4, 5, 6, 7, 8]
     assert recorder.attempts[3] == 1  # never resent
+
+
+@pytest.mark.parametrize("pool_path", ["batched"], indirect=True)
+async def test_loss_mid_window_under_bdat_is_bounded_by_the_window(recorder) -> None:
+    """BDAT: every transaction of the window was written with its LAST before the loss
+    after message 3's data, so 3 and the one behind it (pipeline_window=2) are maybe
+    delivered (never resent); the messages not yet written are retried."""
+    recorder.data_action[3] = "drop"
+    async with make_pool(recorder.port, max_connections=1, pipeline_window=2) as pool:
+        results = await asyncio.gather(
+            *(pool.send(body(i), ENV) for i in range(1, 9)), return_exceptions=True
+        )
+    assert isinstance(results[2], SMTPMaybeDelivered)
+    assert isinstance(results[3], SMTPMaybeDelivered)
+    assert all(r.response.code == 250 for i, r in enumerate(results) if i not in (2, 3))
+    assert sorted(recorder.delivered) == [1, 2, 5, 6, 7, 8]
+    assert recorder.attempts[3] == 1 and 4 not in recorder.delivered  # never resent
 
 
 @pytest.mark.parametrize("pool_path", ["batched"], indirect=True)

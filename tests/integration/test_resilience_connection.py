@@ -150,11 +150,13 @@ async def test_send_result_times_and_size() -> None:
     assert result.envelope_time > 0 and result.message_time > 0
 
 
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
 @pytest.mark.parametrize("implicit", [True, False], ids=["smtps", "starttls"])
 async def test_big_message_over_tls_is_delivered_whole(server_ssl_context: Any,
                                                        client_ssl_context: Any,
-                                                       implicit: bool) -> None:
-    # The sliced writes and the dot tracking through the TLS transport's own buffer.
+                                                       implicit: bool, chunking: bool) -> None:
+    # The sliced writes and the dot (BDAT: LAST) tracking through the TLS transport's own
+    # buffer. DATA adds the ".\r\n" terminator to the size; BDAT sends the data alone.
     from support.server import Recorder, serve
 
     body = (b"z" * 998 + b"\r\n") * 8000  # 8 MB
@@ -163,8 +165,10 @@ async def test_big_message_over_tls_is_delivered_whole(server_ssl_context: Any,
                else {"tls_context": server_ssl_context})
     async with serve(recorder, **options) as server:
         async with SMTPConnection("127.0.0.1", server.port, secure=implicit,
-                                  tls=client_ssl_context, require_tls=not implicit) as conn:
+                                  tls=client_ssl_context, require_tls=not implicit,
+                                  chunking=chunking) as conn:
             for _ in range(2):
                 result = await conn.send(body, ENV)
-                assert result.response.code == 250 and result.size == len(body) + 3
+                assert result.response.code == 250
+                assert result.size == len(body) + (0 if chunking else 3)
     assert [content for _, _, content in recorder.messages] == [body, body]

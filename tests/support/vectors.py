@@ -50,9 +50,14 @@ def run_replies(core: ModuleType, parts: Iterable[bytes], **kwargs: int) -> tupl
     return replies, parser.buffered
 
 
-def run_encoder(core: ModuleType, parts: Iterable[bytes]) -> tuple[bytes, int, int]:
-    """Encode ``parts`` as one message; return (wire bytes with the end, bytes_out, longest)."""
-    encoder = core.DataEncoder()
+def run_encoder(
+    core: ModuleType, parts: Iterable[bytes], stuff: bool = True
+) -> tuple[bytes, int, int]:
+    """Encode ``parts`` as one message; return (wire bytes with the end, bytes_out, longest).
+
+    ``stuff=False``: the BDAT form (normalized, no dot doubled, no terminator line).
+    """
+    encoder = core.DataEncoder(stuff=stuff)
     out = [bytes(encoder.encode(part)) for part in parts]
     out.append(encoder.end())
     return b"".join(out), encoder.bytes_out, encoder.longest_line
@@ -254,6 +259,11 @@ ENCODE_CASES = [
         2000,
     ),
 ]
+
+
+def unstuffed(wire: bytes) -> bytes:
+    """The BDAT form of a DATA wire form: no terminator line, no doubled dots."""
+    return re.sub(rb"(?:^|(?<=\r\n))\.", b"", wire[:-3])
 
 
 # -- ServerReader --------------------------------------------------------------------------

@@ -168,6 +168,7 @@ def test_connection_takes_every_connection_option_as_a_keyword() -> None:
         "local_address", "connection_timeout", "greeting_timeout", "socket_timeout",
         "auth_method", "tls", "lmtp", "allow_plaintext_auth", "debug", "auth_mechanisms",
         "domain", "dkim", "proxy", "resolver", "dns_cache_ttl", "happy_eyeballs_delay",
+        "chunking", "pipeline_window",
     }
     with pytest.raises(TypeError, match=r"unknown connection option 'sekure'.*ConnectionOptions"):
         SMTPConnection("mx.test", sekure=True)

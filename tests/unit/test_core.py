@@ -144,6 +144,33 @@ def test_data_size_long_text(core: ModuleType) -> None:
         core.data_size("text")
 
 
+@pytest.mark.parametrize("case", V.ENCODE_CASES, ids=_ids(V.ENCODE_CASES))
+def test_encode_without_stuffing_vectors(core: ModuleType, case: V.EncodeCase) -> None:
+    # BDAT (RFC 3030): the same normalization, no dot doubled, only the last line ended;
+    # its size is the RFC 1870 size, so SIZE= and "BDAT n" agree.
+    chunk = V.unstuffed(case.wire)
+    message = b"".join(case.chunks)
+    assert core.data_size(message) == len(chunk)
+    assert V.run_encoder(core, case.chunks, stuff=False)[:2] == (chunk, len(chunk))
+    for how, parts in V.feedings(message):
+        assert V.run_encoder(core, parts, stuff=False)[:2] == (chunk, len(chunk)), how
+
+
+def test_encode_without_stuffing_keeps_dots_and_input(core: ModuleType) -> None:
+    encoder = core.DataEncoder(stuff=False)
+    chunk = b".dot\r\n.\r\n"
+    assert encoder.encode(chunk) is chunk
+    assert encoder.end() == b""
+    assert encoder.bytes_out == len(chunk)
+    assert encoder.encode(b".a\n.") == b".a\r\n."
+    assert encoder.end() == b"\r\n"
+    assert encoder.encode(b"x\r") == b"x\r"
+    assert encoder.end() == b"\n"
+    assert encoder.bytes_out == 3
+    # The default still stuffs (one encoder per mode: the mode is not per message).
+    assert core.DataEncoder().encode(b".a") == b"..a"
+
+
 def test_encode_returns_input_when_unchanged(core: ModuleType) -> None:
     encoder = core.DataEncoder()
     for chunk in (b"Subject: x\r\n\r\n", bytearray(b"a.b\r\n"), memoryview(b"text\r\nmore")):

@@ -15,6 +15,7 @@ from fastsmtp._transaction import (
     SEND_DATA,
     RawReply,
     Transaction,
+    bdat,
     breaks_session,
     split_item,
 )
@@ -22,6 +23,8 @@ from fastsmtp.ehlo import Capabilities
 from fastsmtp.errors import (
     SMTPDataRefused,
     SMTPEnvelopeError,
+    SMTPEnvelopeNotSupported,
+    SMTPMaybeDelivered,
     SMTPMessageError,
     SMTPProtocolError,
     SMTPRecipientsRefused,
@@ -231,3 +234,68 @@ def test_lmtp_3xx_is_a_protocol_error() -> None:
     t.envelope_replies([r(250), r(250), r(250), r(354)], True)
     with pytest.raises(SMTPProtocolError):
         t.result([r(250), r(354)], 5)
+
+
+# -- BDAT (RFC 3030) -----------------------------------------------------------------------
+
+CHUNKING = Capabilities(size=0, eightbitmime=True, pipelining=True, chunking=True,
+                        binarymime=True)
+
+
+def test_bdat_commands_have_no_data_and_the_line_is_built_here() -> None:
+    tr = Transaction(b"a\n.b", Envelope("a@x.test", "b@x.test"), CHUNKING, chunking=True)
+    # SIZE= is the BDAT size: normalized, not stuffed, the last line ended.
+    assert tr.commands == [b"MAIL FROM:<a@x.test> SIZE=7\r\n", b"RCPT TO:<b@x.test>\r\n"]
+    assert tr.chunking and not tr.binary
+    assert bdat(7, True) == b"BDAT 7 LAST\r\n" and bdat(0, False) == b"BDAT 0\r\n"
+
+
+def test_binary_mime_under_bdat_only() -> None:
+    binary = Envelope("a@x.test", "b@x.test", binary_mime=True, use_8bit_mime=True)
+    tr = Transaction(b"\x00\n", binary, CHUNKING, chunking=True)
+    assert tr.commands[0] == b"MAIL FROM:<a@x.test> SIZE=2 BODY=BINARYMIME\r\n"
+    assert tr.binary
+    with pytest.raises(SMTPEnvelopeNotSupported, match="BINARYMIME"):
+        Transaction(b"x", binary, CHUNKING)  # DATA: a binary body cannot go
+    no_ext = Capabilities(pipelining=True, chunking=True)
+    with pytest.raises(SMTPEnvelopeNotSupported, match="BINARYMIME"):
+        Transaction(b"x", binary, no_ext, chunking=True)
+
+
+def bdat_tr(rcpts: int = 2) -> Transaction:
+    rcpt = ["b@x.test", "c@x.test"][:rcpts]
+    return Transaction(b"hi\r\n", Envelope("a@x.test", rcpt), CHUNKING, chunking=True)
+
+
+def test_bdat_delivered_with_a_refused_recipient() -> None:
+    result = bdat_tr().chunk_result([r(250), r(550, "no"), r(250)], [r(250, "queued")], 4)
+    assert result.accepted == ["c@x.test"] and result.rejected == ["b@x.test"]
+    assert result.size == 4 and str(result.response) == "250 queued"
+
+
+# (envelope replies, chunk replies, LAST written, error, session kept)
+BDAT_FAILURES = [
+    ("sender", [r(550), r(503), r(503)], [r(503)], True, SMTPSenderRefused, True),
+    ("recipients", [r(250), r(550), r(551)], [r(554)], True, SMTPRecipientsRefused, True),
+    ("data", [r(250), r(250), r(250)], [r(552)], True, SMTPDataRefused, True),
+    ("chunk then stop", [r(250), r(250), r(250)], [r(250), r(552)], False, SMTPDataRefused,
+     True),
+    ("421 to MAIL", [r(421), r(250), r(250)], [r(250)], True, SMTPServerDisconnected, False),
+    ("421 to LAST", [r(250), r(250), r(250)], [r(421)], True, SMTPServerDisconnected, False),
+    ("354 to RCPT", [r(250), r(354), r(250)], [r(250)], True, SMTPProtocolError, False),
+    # LAST accepted although MAIL was refused: not a refusal, maybe delivered.
+    ("accepted after refusal", [r(550), r(250), r(250)], [r(250)], True,
+     SMTPMaybeDelivered, False),
+    ("accepted after refused chunk", [r(250), r(250), r(250)], [r(552), r(250)], True,
+     SMTPMaybeDelivered, False),
+]
+
+
+@pytest.mark.parametrize(("name", "envelope", "chunks", "last", "error", "kept"),
+                         BDAT_FAILURES, ids=[case[0] for case in BDAT_FAILURES])
+def test_bdat_failures(name, envelope, chunks, last, error, kept) -> None:
+    with pytest.raises(error) as info:
+        bdat_tr().chunk_result(envelope, chunks, 4, last)
+    assert breaks_session(info.value) is not kept
+    if error is SMTPRecipientsRefused:
+        assert info.value.rejected == ["b@x.test", "c@x.test"]
