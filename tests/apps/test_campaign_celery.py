@@ -160,7 +160,10 @@ def test_celery_campaign_sigkill_client_and_worker_then_resume(tmp_path: Path) -
             proc.wait(timeout=RUN_TIMEOUT)
             w.stop()
         # The dead worker's last messages may still be in the server's handler: settle.
-        assert wait_for(lambda: smtp.server is not None and smtp.server.connections == 0)
+        # A hook that was waiting when the connection went still finishes (and records its
+        # message) after the connection is gone: wait for the hook tasks too.
+        assert wait_for(lambda: smtp.server is not None and smtp.server.connections == 0
+                        and not smtp.server.state.tasks)
         first = recorder.recipients()
         assert 60 <= sum(first.values()) < n, w.log()[-2000:]  # really interrupted mid-way
 
