@@ -27,6 +27,7 @@ from fastsmtp.errors import (
     SMTPPoolClosed,
     SMTPRecipientsRefused,
 )
+from fastsmtp.connection import SendResult
 from fastsmtp.message import Envelope
 from fastsmtp.pool import Auth, PoolOptions, SMTPPool, parse_url
 from fastsmtp.server import SMTPServer
@@ -674,19 +675,25 @@ async def test_loss_mid_batch_splits_maybe_delivered_from_retried(recorder) -> N
 
 @pytest.mark.parametrize("pool_path", ["batched"], indirect=True)
 async def test_loss_mid_window_under_bdat_is_bounded_by_the_window(recorder) -> None:
-    """BDAT: every transaction of the window was written with its LAST before the loss
-    after message 3's data, so 3 and the one behind it (pipeline_window=2) are maybe
-    delivered (never resent); the messages not yet written are retried."""
+    """BDAT: the connection is lost after message 3's data; only the messages of its
+    window (pipeline_window=2) are maybe delivered (never resent), the rest retried."""
     recorder.data_action[3] = "drop"
     async with make_pool(recorder.port, max_connections=1, pipeline_window=2) as pool:
         results = await asyncio.gather(
             *(pool.send(body(i), ENV) for i in range(1, 9)), return_exceptions=True
         )
-    assert isinstance(results[2], SMTPMaybeDelivered)
-    assert isinstance(results[3], SMTPMaybeDelivered)
-    assert all(r.response.code == 250 for i, r in enumerate(results) if i not in (2, 3))
-    assert sorted(recorder.delivered) == [1, 2, 5, 6, 7, 8]
-    assert recorder.attempts[3] == 1 and 4 not in recorder.delivered  # never resent
+    # Which of its neighbours shares message 3's window depends on how the replies and
+    # the drop interleave (the server may close before writing its reply to 2; 4 may
+    # have been written behind 3 before the loss was seen). What is fixed: 3 is maybe
+    # delivered, at most pipeline_window messages are, they are neighbours, none of them
+    # is resent, and every other message is delivered exactly once.
+    uncertain = [i + 1 for i, r in enumerate(results) if isinstance(r, SMTPMaybeDelivered)]
+    assert 3 in uncertain and len(uncertain) <= 2, results
+    assert uncertain == list(range(uncertain[0], uncertain[0] + len(uncertain)))
+    sent = [i + 1 for i, r in enumerate(results) if isinstance(r, SendResult)]
+    assert sent == [n for n in range(1, 9) if n not in uncertain], results
+    assert all(recorder.attempts.get(n, 0) <= 1 for n in uncertain)  # never resent
+    assert sorted(n for n in recorder.delivered if n not in uncertain) == sent
 
 
 @pytest.mark.parametrize("pool_path", ["batched"], indirect=True)
