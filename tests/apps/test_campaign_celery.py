@@ -134,6 +134,12 @@ def test_celery_campaign_validates_first_and_enqueues_nothing(tmp_path: Path) ->
         assert proc.returncode == 2 and "fastsmtp worker" in proc.stderr, proc.stderr
         proc = send(tmp_path, "r.csv", *ARGS, "--celery", "http://127.0.0.1:1/")
         assert proc.returncode == 2 and "redis://" in proc.stderr, proc.stderr
+        proc = send(tmp_path, "r.csv", *ARGS, "--celery", redis_server.url,
+                    "--stall-timeout", "-1")
+        assert proc.returncode == 2 and "--stall-timeout -1" in proc.stderr, proc.stderr
+        proc = send(tmp_path, "r.csv", *ARGS, "--stall-timeout", "5")
+        assert proc.returncode == 2 and "--stall-timeout is for --celery" in proc.stderr, \
+            proc.stderr
         assert redis_keys(redis_server.url) == []
 
 
@@ -196,6 +202,43 @@ def test_celery_campaign_sigkill_client_and_worker_then_resume(tmp_path: Path) -
         assert {e for e, c in total.items() if c > 1} <= uncertain
         assert {r["status"] for r in read_results(tmp_path / "r.results.csv").values()} \
             == {"accepted"}
+
+
+def test_celery_campaign_without_workers_stops_waiting_then_resume_sends_each_once(
+        tmp_path: Path) -> None:
+    """No worker runs: nothing moves in the store, so the client stops waiting after
+    --stall-timeout with the advice and EXIT_INTERRUPTED instead of waiting for ever; with
+    a worker started, --resume delivers everything exactly once (the first run's batches
+    are still in the queue too: the store's claims make the duplicates harmless)."""
+    n = 120
+    everyone = {f"user{i}@example.com" for i in range(n)}
+    write_people(tmp_path / "r.csv", n)
+    recorder = Recorder()
+    with RedisServer() as redis_server, SMTPServerThread(recorder, "127.0.0.1", 0) as smtp:
+        url = redis_server.url
+        stalled = send(tmp_path, "r.csv", *ARGS, "--celery", url, "--stall-timeout", "1")
+        assert stalled.returncode == 130, stalled.stderr
+        assert "no progress for 1 s (--stall-timeout)" in stalled.stderr, stalled.stderr
+        assert f"{n} message(s) still queued" in stalled.stderr
+        assert f"fastsmtp worker --broker {url}" in stalled.stderr
+        assert "--resume" in stalled.stderr
+        assert f"interrupted; {n} recipients: 0 accepted" in stalled.stderr
+        results = read_results(tmp_path / "r.results.csv")
+        assert set(results) == everyone and {r["status"] for r in results.values()} \
+            == {"pending"}
+        assert not recorder.recipients()
+
+        w = worker(tmp_path, "late", url, smtp.port)
+        try:
+            resumed = send(tmp_path, "r.csv", *ARGS, "--celery", url, "--resume")
+        finally:
+            w.stop()
+    assert resumed.returncode == 0, resumed.stderr + w.log()[-2000:]
+    assert f"{n} recipients: {n} accepted" in resumed.stderr
+    total = recorder.recipients()
+    assert set(total) == everyone and max(total.values()) == 1  # each exactly once
+    results = read_results(tmp_path / "r.results.csv")
+    assert {r["status"] for r in results.values()} == {"accepted"}
 
 
 def store_size(url: str) -> int:

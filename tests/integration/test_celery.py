@@ -284,3 +284,80 @@ def test_store_claims_are_atomic_and_outcomes_never_undo_a_250() -> None:
 
     with RedisServer() as server:
         asyncio.run(main(server.url))
+
+
+def wait_logged(worker: CeleryWorker, text: str, limit: float = RUN_LIMIT) -> None:
+    """Until ``text`` is in the worker's log (its only signal of a retry being scheduled)."""
+    deadline = time.monotonic() + limit
+    while text not in worker.log():
+        assert time.monotonic() < deadline, f"no {text!r} in: {worker.log()[-3000:]}"
+        assert worker.proc.poll() is None, worker.log()[-3000:]
+        time.sleep(0.05)
+
+
+def test_a_batch_failing_on_its_store_is_retried_and_sends_each_once(
+        tmp_path: Path, arrivals: tuple[Arrivals, SMTPServerThread]) -> None:
+    """A real fault: the store's Redis (apart from the broker's) is down when the batches
+    run, so the first executions' claims fail once their short store retry is exhausted.
+    Celery retries the tasks; the store is back by then and every message goes once."""
+    recorder, server = arrivals
+    total = 60
+    with RedisServer() as broker, RedisServer() as store:
+        env = worker_env(broker.url, server.port, FASTSMTP_STORE_URL=store.url,
+                         FASTSMTP_RESULT_BACKEND=broker.url, FASTSMTP_STORE_RETRY="0.5")
+        w = CeleryWorker(env, "retry", tmp_path / "retry.log")
+        try:
+            w.wait_ready()
+            store.stop()  # the store goes away; the broker stays
+            app = client_app(broker.url)
+            results = enqueue(app, total, 30, "retried")
+            wait_logged(w, "retry 1 of 5")  # an execution failed and its retry is scheduled
+            assert len(recorder.ids()) == 0  # nothing was sent without its claim
+            store.start()  # same port; the retries find it back
+            outcomes = [o for r in results for o in r.get(timeout=RUN_LIMIT)]
+            state = store_state(store.url, "retried")
+        finally:
+            w.stop()
+    assert sorted(o["id"] for o in outcomes) == sorted(f"m{i}" for i in range(total))
+    assert {o["status"] for o in outcomes} == {"accepted"}, outcomes
+    assert Counter(v["s"] for v in state.values()) == {"accepted": total}
+    seen = recorder.ids()
+    assert len(seen) == total and set(seen.values()) == {1}  # each exactly once
+
+
+def test_malformed_payloads_are_failed_for_good_not_retried(
+        tmp_path: Path, arrivals: tuple[Arrivals, SMTPServerThread]) -> None:
+    from fastsmtp.celery import SEND_BATCH
+
+    recorder, server = arrivals
+    good = payloads(range(3))
+    bad_data = {**good[1], "data": "not base64!"}
+    no_rcpt = {k: v for k, v in good[2].items() if k != "rcpt_to"}
+    no_id = {"mail_from": SENDER, "rcpt_to": ["x@example.com"], "data": ""}
+    with RedisServer() as redis_server:
+        w = CeleryWorker(worker_env(redis_server.url, server.port), "bad", tmp_path / "bad.log")
+        try:
+            w.wait_ready()
+            app = client_app(redis_server.url)
+            mixed = app.send_task(SEND_BATCH, args=[[good[0], bad_data, no_rcpt, no_id]],
+                                  kwargs={"namespace": "bad"})
+            junk = app.send_task(SEND_BATCH, args=["not a list"], kwargs={"namespace": "bad"})
+            outcomes = mixed.get(timeout=RUN_LIMIT)
+            with pytest.raises(Exception, match="a batch is a list"):
+                junk.get(timeout=RUN_LIMIT)
+            state = store_state(redis_server.url, "bad")
+            log = w.log()
+        finally:
+            w.stop()
+    # One outcome per payload, in order: the good one sent, the others failed with why.
+    assert [(o["id"], o["status"]) for o in outcomes] == [
+        ("m0", "accepted"), ("m1", "failed"), ("m2", "failed"), ("", "failed")]
+    assert all("malformed message payload" in o["reply"] for o in outcomes[1:]), outcomes
+    assert "rcpt_to" in outcomes[2]["reply"]
+    # Final and visible in the store (what the campaign client waits on), never sent.
+    assert {k: v["s"] for k, v in state.items()} == {"m0": "accepted", "m1": "failed",
+                                                     "m2": "failed"}
+    assert "malformed message payload" in state["m1"]["r"]
+    assert recorder.ids() == Counter({"m0": 1})
+    assert junk.state == "FAILURE"
+    assert "not retried" in log and "retry 1 of" not in log, log[-3000:]

@@ -12,6 +12,8 @@
 ``FASTSMTP_QUEUE``          the queue the tasks are routed to (default ``fastsmtp``)
 ``FASTSMTP_VISIBILITY``     seconds before Redis redelivers an unacknowledged task
                             (default 3600; longer than your longest batch)
+``FASTSMTP_STORE_RETRY``    seconds a store call rides out an unreachable Redis before
+                            the batch fails and is retried (default 60)
 =========================== =====================================================
 """
 
@@ -26,7 +28,7 @@ __all__ = ["make_app", "configure_app", "ENVIRONMENT"]
 ENVIRONMENT = ("FASTSMTP_BROKER_URL", "FASTSMTP_STORE_URL", "FASTSMTP_RESULT_BACKEND",
                "FASTSMTP_SMTP_URL", "FASTSMTP_PASSWORD", "FASTSMTP_RATE_LIMIT",
                "FASTSMTP_RATE_DELTA", "FASTSMTP_CONNECTIONS", "FASTSMTP_QUEUE",
-               "FASTSMTP_VISIBILITY")
+               "FASTSMTP_VISIBILITY", "FASTSMTP_STORE_RETRY")
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "fastsmtp"
@@ -76,7 +78,7 @@ def make_app() -> Any:
     from celery import Celery  # type: ignore[import-untyped]
 
     from ..options import parse_url
-    from .tasks import register_tasks
+    from .tasks import STORE_RETRY_SECONDS, register_tasks
 
     broker = os.environ.get("FASTSMTP_BROKER_URL") or DEFAULT_BROKER
     store = os.environ.get("FASTSMTP_STORE_URL") or broker
@@ -104,7 +106,11 @@ def make_app() -> Any:
         options["max_connections"] = connections
     options.pop("rate_limit", None)  # the shared limit below replaces the pool's own
     options.pop("rate_delta", None)
+    store_retry = _env_number("FASTSMTP_STORE_RETRY", float)
+    if store_retry is not None and not store_retry > 0:
+        raise ValueError(f"$FASTSMTP_STORE_RETRY={store_retry}: give a positive number of "
+                         "seconds")
     app.fastsmtp_tasks = register_tasks(
-        app, store_url=store, rate_limit=_env_number("FASTSMTP_RATE_LIMIT", int),
+        app, store_url=store, store_retry=store_retry or STORE_RETRY_SECONDS, rate_limit=_env_number("FASTSMTP_RATE_LIMIT", int),
         rate_delta=_env_number("FASTSMTP_RATE_DELTA", float) or 1.0, **options)
     return app

@@ -10,6 +10,19 @@ it (the pool's messages in flight finish, connections QUIT).
 
 A task body blocks on its coroutine, run on that loop thread; the pool's own rate limit
 stays off (the shared limiter takes its place, see :mod:`.ratelimit`).
+
+Failures
+--------
+A task whose execution fails with an unexpected exception (a store call that exhausted
+its retries while Redis was away, ...) is *retried* by Celery, up to
+:data:`BATCH_RETRIES` times with a doubling countdown: acks_late acks a failure too, so
+without a retry its messages would stay ``queued`` for ever. The retry is a new
+execution with a new token, so the store's rule for a message found ``sending`` applies:
+what the failed execution had claimed becomes ``maybe-delivered`` (never resent unless
+``resend_uncertain``), the rest is sent once. A malformed payload is not retried (no
+retry can fix it): that message is recorded ``failed`` with the reason and the batch's
+other messages are sent; a batch that is not a list of payloads fails at once
+(:class:`MalformedBatch`).
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ __all__ = [
     "register_tasks",
     "message_payload",
     "decode_payload",
+    "MalformedBatch",
+    "BATCH_RETRIES",
     "classify",
     "redis_client",
 ]
@@ -58,6 +73,16 @@ DEFAULT_NAMESPACE = "fastsmtp"
 DEFAULT_WINDOW = 32
 #: Seconds a store call keeps retrying while Redis is unreachable (a restart).
 STORE_RETRY_SECONDS = 60.0
+#: Times a failed batch is retried before the task fails for good.
+BATCH_RETRIES = 5
+#: Countdown in seconds before the first retry of a failed batch; doubled at each retry.
+RETRY_BACKOFF = 1.0
+#: Longest countdown before a retry, in seconds.
+RETRY_BACKOFF_MAX = 30.0
+
+
+class MalformedBatch(ValueError):
+    """A task's batch is not a list of message payloads: a permanent failure, never retried."""
 
 
 def message_payload(msg_id: str, message: bytes | str | Message,
@@ -99,7 +124,10 @@ def decode_payload(payload: Mapping[str, Any]) -> tuple[str, Envelope, bytes]:
         ValueError: A malformed payload (named field missing or of the wrong type).
     """
     try:
-        return (str(payload["id"]), Envelope(payload["mail_from"], payload["rcpt_to"]),
+        msg_id = str(payload["id"])
+        if not msg_id:
+            raise ValueError("empty id")
+        return (msg_id, Envelope(payload["mail_from"], payload["rcpt_to"]),
                 base64.b64decode(payload["data"], validate=True))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed message payload (id, mail_from, rcpt_to, data): {exc}"
@@ -132,6 +160,9 @@ class TaskConfig:
         rate_key: Redis key prefix of the shared limit (default: per SMTP host and port).
         namespace: Store namespace of tasks that name none.
         window: Messages outstanding per worker process.
+        store_retry: Seconds a store call keeps retrying while Redis is unreachable before
+            the execution fails (and is retried, see the module docs).
+        retries: Times a failed batch is retried.
     """
 
     store_url: str
@@ -141,6 +172,17 @@ class TaskConfig:
     rate_key: str | None = None
     namespace: str = DEFAULT_NAMESPACE
     window: int = DEFAULT_WINDOW
+    store_retry: float = STORE_RETRY_SECONDS
+    retries: int = BATCH_RETRIES
+
+
+def _payload_id(payload: Any) -> str:
+    """The id of a payload that failed to decode, "" when it has no usable one."""
+    if isinstance(payload, Mapping):
+        value = payload.get("id")
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return ""
 
 
 class WorkerRuntime:
@@ -173,7 +215,7 @@ class WorkerRuntime:
         options = dict(self.config.pool_options)
         url = options.pop("url", None)
         self.pool = SMTPPool(url, **options)
-        self.client = redis_client(self.config.store_url)
+        self.client = redis_client(self.config.store_url, self.config.store_retry)
         self.limiter: RedisRateLimiter | None = None
         if self.config.rate_limit:
             o = self.pool.options
@@ -200,48 +242,87 @@ class WorkerRuntime:
         rate limit: a permit first, then its claim, so nothing waits ``sending``), their
         outcomes recorded in groups as they come (each at once with a rate limit). A
         message the store excludes is reported with its stored status and
-        ``"attempted": False``.
+        ``"attempted": False``; so is a malformed payload, recorded ``failed`` with the
+        reason (the others are sent).
+
+        Raises:
+            MalformedBatch: ``payloads`` is not a list (nothing is sent or recorded).
         """
         store = self.store(namespace)
         limiter = self.limiter
         window = self.config.window
         claim_size = 1 if limiter is not None else window
-        decoded = [decode_payload(p) for p in payloads]  # a malformed batch sends nothing
-        results: dict[str, dict[str, Any]] = {}
-        meta: dict[int, tuple[str, str | None]] = {}
+        if not isinstance(payloads, (list, tuple)):
+            raise MalformedBatch("a batch is a list of message_payload() dicts, not "
+                                 f"{type(payloads).__name__}")
+        decoded: list[tuple[int, str, Envelope, bytes]] = []
+        results: dict[int, dict[str, Any]] = {}
+        malformed: list[tuple[int, str, str]] = []
+        for index, payload in enumerate(payloads):
+            try:
+                decoded.append((index, *decode_payload(payload)))
+            except ValueError as exc:
+                malformed.append((index, _payload_id(payload), str(exc)))
+        if malformed:
+            await self._record_malformed(store, token, malformed, results)
+        meta: dict[int, tuple[int, str, str | None]] = {}
 
         async def source() -> AsyncIterator[tuple[bytes, Envelope]]:
             for start in range(0, len(decoded), claim_size):
                 chunk = decoded[start:start + claim_size]
                 permit = await limiter.acquire() if limiter is not None else None
-                prior = await store.claim([m[0] for m in chunk], token,
+                prior = await store.claim([m[1] for m in chunk], token,
                                           resend_uncertain=resend_uncertain)
-                for (msg_id, envelope, data), before in zip(chunk, prior):
+                for (index, msg_id, envelope, data), before in zip(chunk, prior):
                     if before:
-                        results[msg_id] = {"id": msg_id, "status": before, "code": None,
-                                           "reply": "", "attempted": False}
+                        results[index] = {"id": msg_id, "status": before, "code": None,
+                                          "reply": "", "attempted": False}
                         if permit is not None:
                             await limiter.release([permit])  # type: ignore[union-attr]
                         continue
                     item = (data, envelope)
-                    meta[id(item)] = (msg_id, permit)
+                    meta[id(item)] = (index, msg_id, permit)
                     yield item
 
         buffered: list[tuple[str, str, int | None, str]] = []
         flush_every = 1 if limiter is not None else window
         async for item, outcome in self.pool.send_many(source(), window=window):
-            msg_id, permit = meta.pop(id(item))
+            index, msg_id, permit = meta.pop(id(item))
             if permit is not None:
                 await limiter.release([permit])  # type: ignore[union-attr]
             status, code, reply = classify(outcome)
             buffered.append((msg_id, status, code, reply))
-            results[msg_id] = {"id": msg_id, "status": status, "code": code, "reply": reply,
-                               "attempted": True}
+            results[index] = {"id": msg_id, "status": status, "code": code, "reply": reply,
+                              "attempted": True}
             if len(buffered) >= flush_every:
                 await store.record(token, buffered)
                 buffered = []
         await store.record(token, buffered)
-        return [results[m[0]] for m in decoded]
+        return [results[i] for i in range(len(payloads))]
+
+    @staticmethod
+    async def _record_malformed(store: MessageStore, token: str,
+                                malformed: Sequence[tuple[int, str, str]],
+                                results: dict[int, dict[str, Any]]) -> None:
+        """Record each malformed payload's message ``failed`` (a final, visible outcome).
+
+        Through the store's claim like any send, so a message that is already final (or
+        uncertain) keeps its status. One without a usable id cannot be recorded: it is
+        logged and reported with ``"id": ""``.
+        """
+        known = [(i, msg_id, reason) for i, msg_id, reason in malformed if msg_id]
+        prior = await store.claim([m[1] for m in known], token)
+        await store.record(token, [(msg_id, "failed", None, reason)
+                                   for (_, msg_id, reason), before in zip(known, prior)
+                                   if not before])
+        for (index, msg_id, reason), before in zip(known, prior):
+            results[index] = {"id": msg_id, "status": before or "failed", "code": None,
+                              "reply": "" if before else reason, "attempted": False}
+        for index, msg_id, reason in malformed:
+            if not msg_id:
+                log.error("payload %d of a batch has no id, not recorded: %s", index, reason)
+                results[index] = {"id": "", "status": "failed", "code": None,
+                                  "reply": reason, "attempted": False}
 
     def close(self) -> None:
         """Close the pool (messages in flight finish) and the store client; stop the loop."""
@@ -292,13 +373,13 @@ class FastSMTPTasks:
         def send_batch(self: Any, payloads: list[dict[str, Any]], namespace: str | None = None,
                        resend_uncertain: bool = False) -> list[dict[str, Any]]:
             """Send a batch of messages exactly once each; every message's outcome."""
-            return tasks.run_batch(payloads, namespace, resend_uncertain, self.request.id)
+            return tasks.run_task(self, payloads, namespace, resend_uncertain)
 
         @app.task(name=f"{name_prefix}.send_message", **opts)  # type: ignore[untyped-decorator]
         def send_message(self: Any, payload: dict[str, Any], namespace: str | None = None,
                          resend_uncertain: bool = False) -> dict[str, Any]:
             """Send one message exactly once; its outcome."""
-            return tasks.run_batch([payload], namespace, resend_uncertain, self.request.id)[0]
+            return tasks.run_task(self, [payload], namespace, resend_uncertain)[0]
 
         self.send_batch = send_batch
         self.send_message = send_message
@@ -325,6 +406,32 @@ class FastSMTPTasks:
         log.debug("batch of %d in %.3f s", len(out), time.monotonic() - started)
         return out
 
+    def run_task(self, task: Any, payloads: Any, namespace: str | None,
+                 resend_uncertain: bool) -> list[dict[str, Any]]:
+        """Run a task's batch; retry the task (a new execution) when it fails unexpectedly.
+
+        Without the retry a failure would be final: acks_late acks it, Celery never
+        redelivers it and its messages stay ``queued``. A :class:`MalformedBatch` is not
+        retried (no retry can fix it); after ``config.retries`` retries the exception is
+        the task's failure.
+        """
+        try:
+            return self.run_batch(payloads, namespace, resend_uncertain, task.request.id)
+        except MalformedBatch as exc:
+            log.error("task %s: %s; not retried (no retry can fix it)", task.request.id, exc)
+            raise
+        except Exception as exc:
+            attempt = int(task.request.retries or 0)
+            if attempt >= self.config.retries:
+                log.error("task %s failed for good after %d retries: %r", task.request.id,
+                          attempt, exc)
+                raise
+            countdown = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2 ** attempt)
+            log.warning("task %s failed (%r): retry %d of %d in %.0f s", task.request.id,
+                        exc, attempt + 1, self.config.retries, countdown)
+            raise task.retry(exc=exc, countdown=countdown,
+                             max_retries=self.config.retries) from exc
+
     def close(self, **_signal_kwargs: Any) -> None:
         """Close this process's runtime, if it has one (connected to Celery's signals)."""
         rt, self._runtime = self._runtime, None
@@ -335,6 +442,7 @@ class FastSMTPTasks:
 def register_tasks(app: Any, *, store_url: str | None = None, rate_limit: int | None = None,
                    rate_delta: float = 1.0, rate_key: str | None = None,
                    namespace: str = DEFAULT_NAMESPACE, window: int = DEFAULT_WINDOW,
+                   store_retry: float = STORE_RETRY_SECONDS, retries: int = BATCH_RETRIES,
                    name_prefix: str = "fastsmtp", url: str | Mapping[str, Any] | None = None,
                    **pool_options: Any) -> FastSMTPTasks:
     """Add fastsmtp's tasks to an existing Celery app.
@@ -348,6 +456,10 @@ def register_tasks(app: Any, *, store_url: str | None = None, rate_limit: int | 
         rate_key: Redis key prefix of the limit (default ``fastsmtp:rate:HOST:PORT``).
         namespace: Store namespace of tasks that name none.
         window: Messages outstanding per worker process.
+        store_retry: Seconds a store call keeps retrying while Redis is unreachable (a
+            restart) before the execution fails and is retried.
+        retries: Times a failed batch is retried (countdown 1 s, doubling, at most
+            30 s) before its task fails for good; a malformed batch is never retried.
         name_prefix: Task names are ``PREFIX.send_message`` and ``PREFIX.send_batch``.
         url: The SMTP server (``smtp://``/``smtps://`` URL or options mapping), as for
             :class:`~fastsmtp.pool.SMTPPool`.
@@ -373,12 +485,16 @@ def register_tasks(app: Any, *, store_url: str | None = None, rate_limit: int | 
         raise ValueError("rate_delta must be positive")
     if window < 1:
         raise ValueError("window must be at least 1")
+    if not store_retry > 0:
+        raise ValueError("store_retry must be positive (seconds)")
+    if retries < 0:
+        raise ValueError("retries must be 0 or more")
     options = dict(pool_options)
     if url is not None:
         options["url"] = url
     config = TaskConfig(store_url=store_url, pool_options=options, rate_limit=rate_limit,
                         rate_delta=rate_delta, rate_key=rate_key, namespace=namespace,
-                        window=window)
+                        window=window, store_retry=store_retry, retries=retries)
     tasks = FastSMTPTasks(app, config, name_prefix)
     signals.worker_process_shutdown.connect(tasks.close, weak=False)
     signals.worker_shutdown.connect(tasks.close, weak=False)

@@ -25,10 +25,13 @@ from .recipients import validate_recipients
 from .run import CampaignConfig, run_campaign
 from .template import MessageTemplate
 
-__all__ = ["add_send_parser", "cmd_send", "prepare", "PASSWORD_ENV"]
+__all__ = ["add_send_parser", "cmd_send", "prepare", "PASSWORD_ENV", "DEFAULT_STALL_TIMEOUT"]
 
 #: Environment variable read for the password when the server URL names a user.
 PASSWORD_ENV = "FASTSMTP_PASSWORD"
+#: Seconds without progress after which ``send --celery`` stops waiting for the workers.
+#: Longer than a failed batch's retries take (:data:`fastsmtp.celery.tasks.BATCH_RETRIES`).
+DEFAULT_STALL_TIMEOUT = 300.0
 
 
 _EPILOG = f"""\
@@ -52,12 +55,15 @@ celery: --celery redis://HOST:6379/0 enqueues the messages to Celery workers sta
   with 'fastsmtp worker --broker URL --server SMTP-URL' on any machine; the server, its
   login and the rate limit are the workers' settings. The store in that Redis is the
   journal (exactly once across workers); the results and --resume work the same.
+  When the store's counts do not move for --stall-timeout seconds (default
+  {DEFAULT_STALL_TIMEOUT:g}; 0 waits for ever), the client stops waiting with exit status
+  {EXIT_INTERRUPTED}: check the workers run (fastsmtp worker ...), then --resume.
 exit status: {EXIT_OK} all accepted; {EXIT_SOME_FAILED} some rejected, deferred, failed,
   uncertain or pending; {EXIT_USAGE} bad usage or input (nothing sent); {EXIT_SERVER} server
   unreachable or login failed (nothing sent), or the server refused MAIL in a way that
   means the settings are wrong (530 authentication required, or the same 5xx to each of
   the first messages: those are recorded deferred for --resume); {EXIT_INTERRUPTED}
-  interrupted.
+  interrupted (Ctrl-C; with --celery also: no progress for --stall-timeout seconds).
 """
 
 
@@ -119,6 +125,10 @@ def add_send_parser(subparsers: Any) -> None:
     p.add_argument("--celery", metavar="REDIS-URL",
                    help="send through Celery workers sharing this Redis broker and store "
                    "(start them with: fastsmtp worker --broker REDIS-URL --server URL)")
+    p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                   help="with --celery: stop waiting when no message made progress for "
+                   f"SECONDS (default: {DEFAULT_STALL_TIMEOUT:g}; 0: wait for ever); exit "
+                   f"status {EXIT_INTERRUPTED}, then check the workers and --resume")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
     p.set_defaults(func=cmd_send)
 
@@ -273,8 +283,15 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
         raise CampaignInputError(
             "--connections, --max-messages, --rate-limit and --rate-delta must be positive")
     celery = getattr(args, "celery", None)
+    stall = getattr(args, "stall_timeout", None)
     if celery is not None:
         _check_celery(args)
+    elif stall is not None:
+        raise CampaignInputError("--stall-timeout is for --celery (how long the client waits "
+                                 "for workers that make no progress)")
+    if stall is not None and not stall >= 0:
+        raise CampaignInputError(f"--stall-timeout {stall:g}: give seconds, 0 or more "
+                                 "(0: wait for ever)")
     embedded = args.server is None and args.service is None and celery is None
     results, journal = _resolve_paths(args, embedded)
     if not os.path.exists(args.recipients):
@@ -304,6 +321,7 @@ def prepare(args: argparse.Namespace) -> CampaignConfig:
         results=results, journal=journal, resume=args.resume,
         resend_uncertain=args.resend_uncertain, restart=args.restart, window=0, info=info,
         celery=celery,
+        stall_timeout=DEFAULT_STALL_TIMEOUT if stall is None else stall,
     )
 
 

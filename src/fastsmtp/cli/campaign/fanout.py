@@ -13,6 +13,14 @@ the two leaves it ``queued``, which ``--resume`` enqueues again; a batch enqueue
 harmless, because each worker claims every message before sending it. Progress and the
 results come from the store; the run ends when no message is ``queued`` or ``sending``
 any more (Ctrl-C stops waiting: the workers go on, ``--resume`` picks their work up).
+
+Waiting is bounded by progress, not by time: when the store's counts have not changed
+for ``--stall-timeout`` seconds (default 300; 0 waits for ever) while messages are still
+``queued`` or ``sending``, no worker is working on them (none is running, none reaches
+the broker, or a batch failed for good after its retries). The client then stops
+waiting, writes the results as they stand, says what to do (start or check the workers,
+then ``--resume``) and exits with ``EXIT_INTERRUPTED``, as after Ctrl-C: the campaign is
+intact in the store and a resume sends nothing twice.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import email.utils
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -165,11 +174,20 @@ async def run_fanout(config: CampaignConfig, stream: TextIO = sys.stderr) -> int
                 progress.draw()
         if batch and not stop.is_set():
             await enqueue(batch)
+        stalled = False
+        last: dict[str, int] | None = None
+        changed = time.monotonic()
         while not stop.is_set():
             counts = await store.counts()
             redraw(counts)
             progress.draw()
             if not counts.get("queued") and not counts.get("sending"):
+                break
+            now = time.monotonic()
+            if counts != last:
+                last, changed = counts, now
+            elif config.stall_timeout and now - changed >= config.stall_timeout:
+                stalled = True
                 break
             try:
                 await asyncio.wait_for(stop.wait(), POLL)
@@ -182,8 +200,17 @@ async def run_fanout(config: CampaignConfig, stream: TextIO = sys.stderr) -> int
                  for line, key, row in unique_rows(config.recipients)}
         view = StoreView(entries, lines)
         counts = write_results(config, view)
-        interrupted = stop.is_set()
+        interrupted = stop.is_set() or stalled
         _summary(config, view, counts, progress, stream, None, interrupted=interrupted)
+        if stalled:
+            waiting = (last or {}).get("queued", 0) + (last or {}).get("sending", 0)
+            print(f"fastsmtp send: stopped waiting: no progress for {config.stall_timeout:g} s "
+                  f"(--stall-timeout) with {waiting} message(s) still queued or sending. "
+                  "Check that workers are running and reach this broker and the SMTP "
+                  "server (start them with: fastsmtp worker --broker "
+                  f"{config.destination.removeprefix('celery:')} --server SMTP-URL; read "
+                  "their logs), then continue with the same command plus --resume "
+                  "(nobody gets the message twice)", file=stream, flush=True)
         if interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if counts.get("accepted", 0) == config.info.total else EXIT_SOME_FAILED

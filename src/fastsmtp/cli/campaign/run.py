@@ -72,6 +72,8 @@ class CampaignConfig:
         info: What the validation pass learned about the recipient list.
         celery: The broker and store URL (``--celery``): the workers send (see
             :mod:`.fanout`); None: this process sends.
+        stall_timeout: With ``celery``: seconds without progress in the store after
+            which the client stops waiting (0: never).
     """
 
     recipients: str
@@ -88,6 +90,7 @@ class CampaignConfig:
     window: int = 16
     info: Recipients | None = None
     celery: str | None = None
+    stall_timeout: float = 0.0
 
 
 class ResultsSource(Protocol):
