@@ -1006,19 +1006,27 @@ class ServerSession:
             return self._data_end(chunk, flags)
         if not chunk or self._data_failed or self._refused(flags):
             return None
+        return self._body_piece(chunk, _no_result, self._chunk_failed)
+
+    def _body_piece(
+        self, chunk: bytes, done: Callable[[Any], Output], fail: Callable[[], Any]
+    ) -> Output:
+        """One piece of message data (DATA or BDAT) to the handler: streamed through
+        ``data_chunk``, or buffered for ``handle_DATA``. ``done(result)`` is the output
+        once it is handled, ``fail()`` the output if ``data_chunk`` raised."""
         config = self.config
         if config.streaming:
             return self._call(
                 "data_chunk",
                 config.hook_data_chunk,  # type: ignore[arg-type]
                 (self.session, self.envelope, chunk),
-                _no_result,
+                done,
                 server_arg=False,
-            ).with_fail(self._chunk_failed)
+            ).with_fail(fail)
         if config.hook_data is not None:
             # Without handle_DATA nobody reads the content: a sink holds no message.
             self._chunks.append(chunk)
-        return None
+        return done(None)
 
     def _refused(self, flags: int) -> bool:
         return bool(
@@ -1145,32 +1153,13 @@ class ServerSession:
             if not chunked.binary and chunked.bare_eol(chunk, bool(flags & _DATA_END and self._chunk_last)):
                 return self._chunk_fail(R_BARE_EOL_DATA, flags, True)
         if not flags & _DATA_END:
-            if not chunk:
-                return None
-            if config.streaming:
-                return self._call(
-                    "data_chunk",
-                    config.hook_data_chunk,  # type: ignore[arg-type]
-                    (self.session, self.envelope, chunk),
-                    _no_result,
-                    server_arg=False,
-                ).with_fail(self._chunk_failed)
-            if config.hook_data is not None:
-                self._chunks.append(chunk)
-            return None
+            return self._body_piece(chunk, _no_result, self._chunk_failed) if chunk else None
         if self._chunk_last:
             return self._data_end(chunk, flags)  # exactly what the end of DATA does
-        if config.streaming and chunk:
-            return self._call(
-                "data_chunk",
-                config.hook_data_chunk,  # type: ignore[arg-type]
-                (self.session, self.envelope, chunk),
-                lambda _: chunk_received(self._chunk_size),
-                server_arg=False,
-            ).with_fail(lambda: self._chunk_fail(R_LOCAL_ERROR, flags, True))
-        if chunk and config.hook_data is not None:
-            self._chunks.append(chunk)
-        return chunk_received(self._chunk_size)
+        if not chunk:
+            return chunk_received(self._chunk_size)
+        return self._body_piece(chunk, lambda _: chunk_received(self._chunk_size),
+                                lambda: self._chunk_fail(R_LOCAL_ERROR, flags, True))
 
     def _chunk_fail(self, reply: bytes, flags: int, abort: bool) -> Output:
         """A chunk of the transaction failed: it and every later one up to LAST get ``reply``.
