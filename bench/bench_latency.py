@@ -75,6 +75,7 @@ from bench_pool import (
     make_message,
     node_ready,
     run_client,
+    send_all,
 )
 from bench_server import sink as server_process
 from latency_proxy import VALIDATION_HEADER, Validation, proxy_process, validate_async
@@ -173,8 +174,6 @@ def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
     async def main() -> dict[str, Any]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
         items = ((message, envelope) for _ in range(count))
-        sent = errors = 0
-        error = None
         # The clock starts before connecting: every client's time includes its set-up.
         start, cpu = time.perf_counter(), _cpu()
         if connections == 1:
@@ -184,12 +183,7 @@ def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
             sender = SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                               max_connections=connections, max_messages=10**9, **extra)
         async with sender:
-            async for _, result in sender.send_many(items):
-                if isinstance(result, Exception):
-                    errors += 1
-                    error = error or repr(result)
-                else:
-                    sent += 1
+            sent, errors, error = await send_all(sender, items)
             return _report(start, cpu, sent, errors, error)
 
     return uvloop.run(main())

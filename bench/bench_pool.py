@@ -89,6 +89,19 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+async def send_all(sender: Any, items: Any) -> tuple[int, int, str | None]:
+    """Run ``sender.send_many(items)`` to the end: ``(sent, errors, first error)``."""
+    sent = errors = 0
+    error = None
+    async for _, result in sender.send_many(items):
+        if isinstance(result, Exception):
+            errors += 1
+            error = error or repr(result)
+        else:
+            sent += 1
+    return sent, errors, error
+
+
 def _report(start: float, cpu: float, sent: int, errors: int, error: str | None) -> dict[str, Any]:
     return {"elapsed": time.perf_counter() - start, "cpu": _cpu() - cpu,
             "sent": sent, "errors": errors, "error": error}
@@ -106,19 +119,12 @@ def _client_fastsmtp(port: int, count: int, message: bytes, connections: int,
 
     async def main() -> dict[str, Any]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
-        sent = errors = 0
-        error = None
         async with SMTPPool(host="127.0.0.1", port=port, ignore_tls=True,
                             max_connections=connections, max_messages=10**9,
                             **extra) as pool:
             start, cpu = time.perf_counter(), _cpu()
             items = ((message, envelope) for _ in range(count))
-            async for _, result in pool.send_many(items):
-                if isinstance(result, Exception):
-                    errors += 1
-                    error = error or repr(result)
-                else:
-                    sent += 1
+            sent, errors, error = await send_all(pool, items)
             return _report(start, cpu, sent, errors, error)
 
     return uvloop.run(main())

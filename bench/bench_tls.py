@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench_pool import _cpu, _report, make_message
+from bench_pool import _cpu, _report, make_message, send_all
 from peer_programs import child_env, free_port, start_listening
 
 CONNECTIONS = 8
@@ -102,8 +102,6 @@ def _client_pool(kind: str, port: int, count: int, message: bytes, cafile: str) 
 
     async def main() -> dict[str, Any]:
         envelope = Envelope(MAIL_FROM, [RCPT_TO])
-        sent = errors = 0
-        error = None
         async with SMTPPool(host="127.0.0.1", port=port, max_connections=CONNECTIONS,
                             max_messages=10**9, **options) as pool:
             # Open (and hand-shake) every connection before the clock starts: what is
@@ -111,12 +109,7 @@ def _client_pool(kind: str, port: int, count: int, message: bytes, cafile: str) 
             warm = [pool.send(message, envelope) for _ in range(CONNECTIONS * 4)]
             await asyncio.gather(*warm)
             start, cpu = time.perf_counter(), _cpu()
-            async for _, result in pool.send_many((message, envelope) for _ in range(count)):
-                if isinstance(result, Exception):
-                    errors += 1
-                    error = error or repr(result)
-                else:
-                    sent += 1
+            sent, errors, error = await send_all(pool, ((message, envelope) for _ in range(count)))
             return _report(start, cpu, sent, errors, error)
 
     if kind == "tls-asyncio":
