@@ -504,6 +504,8 @@ class Transaction:
             return DOT_RSET_FAIL if data is not None and data[0] == 354 else RSET_FAIL
         if data is None:
             return SEND_DATA
+        if data[0] == 354:
+            return BODY  # the common case, without a call
         return self.data_reply(data)
 
     def data_reply(self, data: RawReply) -> int:

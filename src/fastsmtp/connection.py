@@ -71,9 +71,11 @@ import ssl
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from functools import partial
+from operator import attrgetter
 from time import perf_counter
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from ._codec import DataEncoder
 from ._proxy import connect_via
@@ -180,8 +182,13 @@ _CANCEL = b"*\r\n"
 _NEW, _READY, _CLOSED = 0, 1, 2
 #: An outcome not known yet (send_many).
 _PENDING: Any = object()
+_END: Any = object()  # send_many's iterable is exhausted
 
 _E = TypeVar("_E", bound=BaseException)
+_JobT = TypeVar("_JobT")
+
+#: A scheduler's job as ``(message, envelope)`` (see :meth:`SMTPConnection.send_jobs`).
+_job_parts = attrgetter("message", "envelope")
 
 
 def unsent_error(exc: _E) -> _E | SMTPError:
@@ -877,8 +884,7 @@ class SMTPConnection:
             if entry[0].done():  # its caller gave up before anything was written
                 feed.popleft()
                 continue
-            queue: deque[list[Any]] = deque()
-            entry[0].set_result(_Drive(self._pipeline(self._pull_feed, queue), queue))
+            entry[0].set_result(self._feed_drive())
             return  # the turn stays taken
         self._turn = False
 
@@ -951,8 +957,7 @@ class SMTPConnection:
         try:
             if not self._turn:
                 self._turn = True
-                queue: deque[list[Any]] = deque()
-                got: Any = _Drive(self._pipeline(self._pull_feed, queue), queue)
+                got: Any = self._feed_drive()
             else:
                 got = await self._wait_turn(entry)
             while isinstance(got, _Drive):
@@ -985,14 +990,21 @@ class SMTPConnection:
                 self._abort(exc)  # cancelled mid-transaction: the session state is unknown
             raise
 
-    def _pull_feed(self) -> list[Any] | None:
-        """The next send waiting in the feed (callers that gave up are skipped)."""
+    def _feed_drive(self) -> _Drive:
+        """A pipeline fed by the send() callers waiting in the feed, to be driven."""
+        queue: deque[list[Any]] = deque()
         feed = self._feed
-        while feed:
-            entry = feed.popleft()
-            if not entry[0].done():
-                return entry
-        return None
+
+        def pull() -> list[Any] | None:
+            # The next send waiting in the feed (callers that gave up are skipped).
+            while feed:
+                entry = feed.popleft()
+                if not entry[0].done():
+                    queue.append(entry)
+                    return entry
+            return None
+
+        return _Drive(self._pipeline(pull, queue, joinable=True), queue)
 
     async def _drive(self, drive: _Drive, own: asyncio.Future[Any]) -> None:
         """Run the pipeline until ``own`` has its outcome, settling every caller's future;
@@ -1025,68 +1037,45 @@ class SMTPConnection:
                     entry[0].set_result(error if entry[1] is _PENDING else entry[1])
             raise
 
-    async def _finish(
-        self, tr: Transaction, dot: asyncio.Future[list[RawReply]], size: int,
-        started: float, envelope_time: float,
-    ) -> SendResult:
-        """Await the reply to the final dot and build the result.
+    def _outcome(
+        self, tr: Transaction, replies: list[RawReply], size: int, started: float,
+        envelope_time: float,
+    ) -> SendResult | SMTPError:
+        """The outcome of a message from the replies to its final dot: its result, or
+        the refusal (:class:`SMTPEnvelopeError`, :class:`SMTPDataRefused`).
 
         ``started`` is the clock (:func:`time.perf_counter`) when the data began,
         ``envelope_time`` the seconds the envelope took: one clock read per phase.
+
+        Raises:
+            SMTPError: A fatal reply (421, a 3xx): the connection is over.
         """
-        try:
-            replies = await dot
-        except SMTPError as exc:
-            if not self._proto.end_sent:  # type: ignore[union-attr]
-                # The dot never left the process: not delivered, retried as any
-                # failure before the dot.
-                raise
-            raise SMTPMaybeDelivered(
-                f"the connection failed after the message was sent: {exc.message}",
-                reply=exc.reply,
-            ) from exc
         self.last_used = self._loop.time()  # type: ignore[union-attr]
         try:
             result = tr.result(replies, size)
-        except SMTPError as exc:
-            if breaks_session(exc):
-                self._abort(exc)
-            raise
+        except (SMTPEnvelopeError, SMTPDataRefused) as exc:
+            return exc
         result.envelope_time = envelope_time
         result.message_time = perf_counter() - started
         self.messages_sent += 1
         return result
 
-    async def _envelope(
-        self, tr: Transaction, written: asyncio.Future[list[RawReply]] | None = None
-    ) -> None:
-        """Send MAIL, RCPT..., DATA and read the replies; return once DATA got 354.
-
-        ``written`` is the reply future of commands already written (pipelined behind the
-        previous message's dot by :meth:`_pipeline`).
-        """
-        proto = self._proto
-        assert proto is not None
+    async def _envelope_unpipelined(self, tr: Transaction) -> int:
+        """Without PIPELINING: MAIL, each RCPT and DATA one at a time, each after the
+        reply to the one before; the transaction's action (see
+        :meth:`Transaction.envelope_replies`)."""
         commands = tr.commands
-        try:
-            if written is not None or self.capabilities.pipelining:
-                if written is None:
-                    self._write(b"".join(commands))
-                    written = proto.expect(len(commands))
-                action = tr.envelope_replies(await written, data_sent=True)
-            else:
-                replies = [await self._command_reply(commands[0])]
-                while tr.wants_more(replies):
-                    replies.append(await self._command_reply(commands[len(replies)]))
-                action = tr.envelope_replies(replies, data_sent=False)
-                if action == SEND_DATA:
-                    action = tr.data_reply(await self._command_reply(DATA))
-        except SMTPError as exc:
-            if breaks_session(exc):
-                self._abort(exc)
-            raise
-        if action == BODY:
-            return
+        replies = [await self._command_reply(commands[0])]
+        while tr.wants_more(replies):
+            replies.append(await self._command_reply(commands[len(replies)]))
+        action = tr.envelope_replies(replies, data_sent=False)
+        if action == SEND_DATA:
+            action = tr.data_reply(await self._command_reply(DATA))
+        return action
+
+    async def _refused(self, tr: Transaction, action: int) -> NoReturn:
+        """The envelope or DATA was refused: clean up as ``action`` asks (end the empty
+        message a lax server accepted, RSET), then raise the transaction's error."""
         if action == DOT_RSET_FAIL:
             raw = await self._command_reply(DOT)
             if not positive_or_negative(raw[0]):
@@ -1116,27 +1105,33 @@ class SMTPConnection:
         encoder = self._encoder
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = encoder.encode(payload)
-            end = encoder.end()
             size = len(data)
             if size <= JOIN_LIMIT:
-                proto.write(b"".join((data, end, tail)))
-            else:
-                view = memoryview(data)
-                pos = 0
-                while size - pos > JOIN_LIMIT:
-                    proto.write(view[pos:pos + JOIN_LIMIT])
-                    pos += JOIN_LIMIT
-                    if proto.paused:
-                        await proto.drain()
-                proto.write(b"".join((view[pos:], end, tail)))
+                self._write_final(data, tail)
+                return
+            view = memoryview(data)
+            pos = 0
+            while size - pos > JOIN_LIMIT:
+                proto.write(view[pos:pos + JOIN_LIMIT])
+                pos += JOIN_LIMIT
+                if proto.paused:
+                    await proto.drain()
+            self._write_final(view[pos:], tail)
+            return
+        if isinstance(payload, AsyncIterable):
+            async for chunk in payload:
+                await self._write_chunk(chunk)
         else:
-            if isinstance(payload, AsyncIterable):
-                async for chunk in payload:
-                    await self._write_chunk(chunk)
-            else:
-                for chunk in payload:
-                    await self._write_chunk(chunk)
-            proto.write(encoder.end() + tail)
+            for chunk in payload:
+                await self._write_chunk(chunk)
+        self._write_final(b"", tail)
+
+    def _write_final(self, data: bytes | memoryview, tail: bytes) -> None:
+        """Write the last of a message's (encoded) data, the final dot and ``tail`` in
+        one write, and mark where the dot ends (:meth:`SMTPClientProtocol.mark_end`)."""
+        proto = self._proto
+        assert proto is not None
+        proto.write(b"".join((data, self._encoder.end(), tail)))
         proto.mark_end(len(tail))
 
     async def _write_chunk(self, chunk: bytes | str) -> None:
@@ -1352,14 +1347,16 @@ class SMTPConnection:
 
     async def _pipeline(
         self, pull: Callable[[], list[Any] | None], queue: deque[list[Any]],
-        acquire: bool = False,
+        acquire: bool = False, joinable: bool = False,
     ) -> AsyncIterator[tuple[Any, Any]]:
         """THE pipelining mechanism: every transaction on the connection runs here.
 
-        ``pull()`` returns the next message as an entry ``[key, outcome, transaction]``
-        (outcome ``_PENDING``, or already an error if the message was invalid), or None
-        when there is none right now; it never waits. Entries go into ``queue`` in order
-        and are yielded as ``(key, outcome)`` as soon as every earlier one is known.
+        ``pull()`` returns the next message to send as an entry ``[key, _PENDING,
+        transaction]``, or None when there is none right now; it never waits. It appends
+        that entry to ``queue`` itself, after any invalid messages it took on the way
+        (as ``[key, error, None]``). The entries in ``queue`` are yielded in order as
+        ``(key, outcome)``, each as soon as every earlier one is known. ``joinable``:
+        the entries come from the feed, which send() callers may join at any time.
 
         With PIPELINING the next message is pulled just before the current message's
         final dot is written, and its MAIL/RCPT/DATA go out in the same write; without
@@ -1377,22 +1374,12 @@ class SMTPConnection:
         assert proto is not None
         pipelining = self.capabilities.pipelining
         dot_entry: list[Any] | None = None
-
-        def prepare() -> list[Any] | None:
-            # The next valid message; invalid ones keep their error in place.
-            while (entry := pull()) is not None:
-                queue.append(entry)
-                if entry[1] is _PENDING:
-                    return entry
-            return None
-
         bdat = self._bdat
         self._pending += acquire
         try:
             if bdat:
                 window: deque[list[Any]] = deque()
                 full = self.options.pipeline_window
-                fed = pull == self._pull_feed  # send() callers may join at any time
                 try:
                     while True:
                         # Slow start: until the connection has delivered a message, one
@@ -1403,7 +1390,7 @@ class SMTPConnection:
                         # no message "maybe delivered", as with DATA; a whole window
                         # written with LAST would be, if the run were cut or abandoned.
                         limit = full if self.messages_sent else 1
-                        while len(window) < limit and (cur := prepare()) is not None:
+                        while len(window) < limit and (cur := pull()) is not None:
                             # Behind an unanswered transaction, or after a failed one,
                             # the server's transaction may still be open: RSET first.
                             window.append(await self._write_bdat(
@@ -1411,7 +1398,7 @@ class SMTPConnection:
                         if not window:
                             break
                         rec = window[0]
-                        if fed and len(window) < limit and await self._joined(rec[3][-1]):
+                        if joinable and len(window) < limit and await self._joined(rec[3][-1]):
                             continue  # a send joined before the reply: into the window
                         rec[0][1] = await self._settle_bdat(rec)
                         window.popleft()
@@ -1423,29 +1410,38 @@ class SMTPConnection:
                     raise
                 cur = None
             else:
-                cur = prepare()
+                cur = pull()
             written = None
             sent_at = 0.0  # when the current envelope's commands were written
             if cur is not None and pipelining:
                 proto.write(b"".join(cur[2].commands))
                 written = proto.expect(len(cur[2].commands))
                 sent_at = perf_counter()
-            dot: Any = None
+            dot: asyncio.Future[list[RawReply]] | None = None  # the last dot's reply
+            # ... and its message's transaction, size and times:
+            dot_tr: Transaction | None = None
+            dot_size, dot_sent_at, started = 0, 0.0, 0.0
+            # The awaits are here and the logic in plain methods: a coroutine per step
+            # would cost a frame and a send per message.
             while not bdat:
                 if dot is not None:
                     # The previous dot's reply comes before this envelope's replies.
                     try:
-                        outcome: Any = await self._finish(*dot)
-                    except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                        outcome = exc
-                    dot_entry[1] = outcome  # type: ignore[index]
+                        replies = await dot
+                    except SMTPError as exc:
+                        if proto.end_sent:
+                            raise _maybe(exc) from exc
+                        raise  # the dot never left the process: not delivered
+                    dot_entry[1] = self._outcome(  # type: ignore[index]
+                        dot_tr, replies, dot_size, started,  # type: ignore[arg-type]
+                        started - dot_sent_at)
                     dot = None
                 while queue and queue[0][1] is not _PENDING:
                     done = queue.popleft()
                     yield done[0], done[1]
                 if cur is None:
                     # Anything that arrived while the last reply was awaited.
-                    cur = prepare()
+                    cur = pull()
                     if cur is None:
                         break
                     if pipelining:
@@ -1453,27 +1449,37 @@ class SMTPConnection:
                         written = proto.expect(len(cur[2].commands))
                         sent_at = perf_counter()
                 entry, tr = cur, cur[2]
-                if written is None:
-                    sent_at = perf_counter()  # _envelope writes the commands
                 try:
-                    await self._envelope(tr, written)
+                    if written is not None:
+                        action = tr.envelope_replies(await written, data_sent=True)
+                    else:
+                        sent_at = perf_counter()
+                        action = await self._envelope_unpipelined(tr)
+                    if action != BODY:
+                        await self._refused(tr, action)
                 except (SMTPEnvelopeError, SMTPDataRefused) as exc:
-                    entry[1] = exc
+                    entry[1] = exc  # refused: the connection goes on
                     cur = written = None
                     continue
-                started = perf_counter()
-                cur = prepare() if pipelining else None
-                await self._write_body(tr.payload,
-                                       b"".join(cur[2].commands) if cur is not None else b"")
+                cur = pull() if pipelining else None
+                payload = tr.payload
+                tail = b"".join(cur[2].commands) if cur is not None else b""
+                dot_sent_at, started = sent_at, perf_counter()
+                if type(payload) is bytes and len(payload) <= JOIN_LIMIT // 2:
+                    # The common case, in one write and without a coroutine (encoding
+                    # at most doubles the size: a lone LF or a lone dot per line).
+                    self._write_final(self._encoder.encode(payload), tail)
+                else:
+                    await self._write_body(payload, tail)
                 # The dot is written: from here on a lost connection means "maybe
                 # delivered" for this message (and only for this one), if the dot
-                # reached the kernel (see _finish).
-                dot_entry = entry
-                dot = (tr, proto.expect(tr.expected_final()), self._encoder.bytes_out,
-                       started, started - sent_at)
+                # reached the kernel (see above).
+                dot_entry, dot_tr, dot_size = entry, tr, self._encoder.bytes_out
+                dot = proto.expect(tr.expected_final())
                 if cur is not None:
+                    # Its commands went in the same write as the dot.
                     written = proto.expect(len(cur[2].commands))
-                    sent_at = perf_counter()
+                    sent_at = started
                 else:
                     written = None
         except BaseException as exc:
@@ -1485,13 +1491,12 @@ class SMTPConnection:
                 # ones behind it were not, and may be retried.
                 if dot_entry is not None and dot_entry[1] is _PENDING:
                     dot_entry[1] = exc
+            while pull() is not None:
+                pass  # every message not sent yet gets the error below
             other = unsent_error(exc)
             for pending in queue:
                 if pending[1] is _PENDING:
                     pending[1] = other
-            while (left := pull()) is not None:
-                left[1] = other
-                queue.append(left)
         finally:
             self._pending -= acquire
             self._release_turn()
@@ -1530,23 +1535,51 @@ class SMTPConnection:
         the loop. Leaving the loop early (``break``) while a message is in flight closes
         the connection, as cancelling :meth:`send` does.
         """
-        it = iter(items)
+        # The pipeline itself, not a generator around it: one frame less per await.
+        queue: deque[list[Any]] = deque()
+        pull = self._puller(partial(next, iter(items), _END), split_item, _END, queue)
+        return self._pipeline(pull, queue, acquire=True)
+
+    def send_jobs(
+        self, take: Callable[[], _JobT | None]
+    ) -> AsyncIterator[tuple[_JobT, SendResult | Exception]]:
+        """:meth:`send_many` for a scheduler: fed by ``take()``, which returns the next
+        job (any object with ``message`` and ``envelope`` attributes, as for
+        :meth:`send`) or None when there is none right now.
+
+        ``take()`` is called lazily, just before the previous message's final dot is
+        written (so a job is never held longer than needed), and never again once it
+        returned None or the connection broke. Yields ``(job, outcome)`` in the order
+        taken, as :meth:`send_many` does; a pool settles its jobs with them.
+        """
+        queue: deque[list[Any]] = deque()
+        return self._pipeline(self._puller(take, _job_parts, None, queue), queue, acquire=True)
+
+    def _puller(
+        self, take: Callable[[], Any], parts: Callable[[Any], tuple[Any, Any]], end: Any,
+        queue: deque[list[Any]],
+    ) -> Callable[[], list[Any] | None]:
+        """The pipeline's ``pull`` over the items ``take()`` returns until ``end``:
+        ``parts(item)`` is an item's ``(message, envelope)``. Each valid one becomes
+        ``[item, _PENDING, Transaction]``; an invalid one ``[item, error, None]``, and
+        the next item is taken (see :meth:`_pipeline`)."""
         caps, lmtp = self.capabilities, self.options.lmtp
         dkim, secure, chunking = self.options.dkim_signer, self.secure, self._bdat
 
         def pull() -> list[Any] | None:
-            for item in it:
-                message, envelope = split_item(item)
+            while (item := take()) is not end:
+                message, envelope = parts(item)
                 try:
-                    return [item, _PENDING, Transaction(message, envelope, caps, lmtp, dkim,
-                                                        secure, chunking)]
+                    entry = [item, _PENDING, Transaction(message, envelope, caps, lmtp,
+                                                         dkim, secure, chunking)]
                 except Exception as exc:  # noqa: BLE001 - reported per message
-                    return [item, exc, None]
+                    queue.append([item, exc, None])
+                    continue
+                queue.append(entry)
+                return entry
             return None
 
-        # The pipeline itself, not a generator around it: one frame less per await on
-        # the pool's hot path.
-        return self._pipeline(pull, deque(), acquire=True)
+        return pull
 
 
 def _envelope_accepted(replies: list[RawReply], rset: bool) -> bool:

@@ -10,7 +10,7 @@ used (warm) connection takes the next job and surplus connections age out throug
 ``idle_timeout`` (asyncpg's pool does the same).
 
 A slot takes a job, opens its connection if needed (greeting, EHLO, STARTTLS, AUTH)
-and hands the connection a *run*: :meth:`SMTPConnection.send_many` fed lazily from the
+and hands the connection a *run*: :meth:`SMTPConnection.send_jobs` fed lazily from the
 queue, up to ``batch_size`` jobs. There is one delivery path: a lone message is a run of
 one. Pipelining itself is the connection's business: when the server offers PIPELINING
 (RFC 2920) the next job is pulled from the queue just before the previous message's
@@ -65,7 +65,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
 )
 from dataclasses import fields
@@ -320,8 +319,7 @@ class SMTPPool:
                           if popts.adaptive_rate else None)
         self._rate_timer: asyncio.TimerHandle | None = None
         # For the adaptive rate's estimate of what the server accepts per window:
-        # deliveries so far, and (time, deliveries) samples taken at the end of runs.
-        self._delivered = 0
+        # (time, deliveries so far) samples taken at the end of runs.
         self._samples: deque[tuple[float, int]] = deque(maxlen=_SAMPLES)
         self._pending: deque[_Job] = deque()
         self._slots: list[_Slot] = []
@@ -1044,7 +1042,7 @@ class SMTPPool:
 
     async def _deliver(self, slot: _Slot, conn: SMTPConnection, first: _Job) -> None:
         """The one delivery path: send ``first`` and, while more jobs are queued, up to
-        ``batch_size`` in all, as one run of :meth:`SMTPConnection.send_many`.
+        ``batch_size`` in all, as one run of :meth:`SMTPConnection.send_jobs`.
 
         The jobs are taken from the queue lazily, just before the previous message's
         final dot is written, so a run never holds a job that another connection could
@@ -1053,7 +1051,7 @@ class SMTPPool:
         permit is free at once. Each outcome is settled (or retried) by
         :meth:`_settle` / :meth:`_failed`.
         """
-        batch = [first]
+        batch: list[_Job] = []  # the jobs taken, in order
         opts = self.pool_options
         max_messages = opts.max_messages
         # Without PIPELINING (or with it turned off) a run is one message: nothing would
@@ -1062,30 +1060,34 @@ class SMTPPool:
             else 1
         limiter = self._limiter
         counters = self._counters
-        counters.in_flight += 1  # one per job in ``batch`` not yet answered
         expires = slot.expires
         clock = self._get_loop().time
 
-        def items() -> Iterator[tuple[MessageSource, Envelope]]:
-            yield first.message, first.envelope
-            # After a broken connection send_many drains this iterator to fail the rest:
-            # stop pulling then, so queued jobs keep their attempts for a new connection.
-            while (len(batch) < batch_size and slot.count < max_messages
-                   and conn.is_connected and not self._closing):
+        def take() -> _Job | None:
+            if not batch:
+                job = first
+            else:
+                # After a broken connection the pipeline stops taking: queued jobs keep
+                # their attempts for a new connection.
+                if not (len(batch) < batch_size and slot.count < max_messages
+                        and conn.is_connected and not self._closing):
+                    return None
                 if expires is not _NEVER and clock() >= expires:
-                    return  # max_connection_age: the slot renews the connection
-                job = self._next_pending()
-                if job is None:
-                    return
-                if job.avoid is conn or (limiter is not None and not limiter.try_acquire()):
-                    self._pending.appendleft(job)
-                    return
-                batch.append(job)
+                    return None  # max_connection_age: the slot renews the connection
+                pending = self._next_pending()
+                if pending is None:
+                    return None
+                if pending.avoid is conn or (limiter is not None
+                                             and not limiter.try_acquire()):
+                    self._pending.appendleft(pending)
+                    return None
+                job = pending
                 slot.count += 1
-                counters.in_flight += 1
-                yield job.message, job.envelope
+            batch.append(job)
+            counters.in_flight += 1  # one per job taken and not yet answered
+            return job
 
-        answered: set[int] = set()  # indexes in ``batch`` whose outcome was reported
+        answered = 0  # outcomes come in the order taken: batch[:answered] are reported
         deferred: list[tuple[_Job, SendResult | Exception]] = []
 
         def conclude(job: _Job, outcome: SendResult | Exception) -> None:
@@ -1094,44 +1096,38 @@ class SMTPPool:
             else:
                 self._settle(job, outcome)
 
-        def on_result(index: int, outcome: SendResult | Exception) -> None:
-            answered.add(index)
-            counters.in_flight -= 1
-            # With a backlog queued, outcomes are settled together at the end of the run:
-            # waking each caller per message costs about as much CPU again as sending it,
-            # and a backlog means nobody is starved for a result. With no backlog (a
-            # trickle of sends), each caller is settled the moment its reply is in.
-            deferred.append((batch[index], outcome))
-            if not self._pending:
-                for job, result in deferred:
-                    conclude(job, result)
-                deferred.clear()
-
         try:
-            index = 0
-            async for _, outcome in conn.send_many(items()):
-                on_result(index, outcome)  # results come in order: the index is the job's
-                index += 1
+            async for done in conn.send_jobs(take):  # (job, outcome)
+                answered += 1
+                counters.in_flight -= 1
+                # With a backlog queued, outcomes are settled together at the end of the
+                # run: waking each caller per message costs about as much CPU again as
+                # sending it, and a backlog means nobody is starved for a result. With
+                # no backlog (a trickle of sends), each caller is settled the moment its
+                # reply is in.
+                deferred.append(done)
+                if not self._pending:
+                    for job, result in deferred:
+                        conclude(job, result)
+                    deferred.clear()
         except BaseException as exc:
-            counters.in_flight -= len(batch) - len(answered)
+            counters.in_flight -= len(batch) - answered
             for job, result in deferred:
                 conclude(job, result)
-            for index, job in enumerate(batch):
-                if index not in answered:
-                    self._failed(conn, job, exc)
+            for job in batch[answered:]:
+                self._failed(conn, job, exc)
             raise
-        counters.in_flight -= len(batch) - len(answered)
+        counters.in_flight -= len(batch) - answered
         if self._adaptive is not None:
             # One sample per run at most, and only when the last is 1/8 window old.
             now = clock()
             samples = self._samples
             if not samples or now - samples[-1][0] >= self._sample_gap:
-                samples.append((now, self._delivered))
+                samples.append((now, counters.sent))
         for job, result in deferred:
             conclude(job, result)
-        for index, job in enumerate(batch):
-            if index not in answered:  # not expected: send_many answers every message
-                self._failed(conn, job, SMTPConnectionError("no result for the message"))
+        for job in batch[answered:]:  # not expected: the pipeline answers every job
+            self._failed(conn, job, SMTPConnectionError("no result for the message"))
 
     def _failed(self, conn: SMTPConnection, job: _Job, exc: BaseException) -> None:
         """An attempt failed: retry the job later (see the module docs) or fail it.
@@ -1189,7 +1185,7 @@ class SMTPPool:
         else:
             if self._samples:
                 base = self._samples[-1][1]
-        if adaptive.slow_down(now, self._delivered - base):
+        if adaptive.slow_down(now, self._counters.sent - base):
             self._apply_rate()
             self.logger.warning("the server asks to slow down: rate lowered to %s per %.3g s",
                                 adaptive.limit, adaptive.period)
@@ -1244,7 +1240,6 @@ class SMTPPool:
         else:
             future.set_result(outcome)
             self._counters.sent += 1
-            self._delivered += 1
             kind = SENT
         if job.context is not None:  # observed (set only while there are observers)
             self._observe(job, kind, outcome)

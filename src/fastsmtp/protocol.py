@@ -125,7 +125,10 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
 
     # -- waiting for replies -----------------------------------------------------------
 
-    def expect(self, count: int, pause: bool = False) -> asyncio.Future[list[RawReply]]:
+    def expect(
+        self, count: int, pause: bool = False,
+        future: asyncio.Future[list[RawReply]] | None = None,
+    ) -> asyncio.Future[list[RawReply]]:
         """Register a waiter for the next ``count`` replies (after all earlier waiters).
 
         Args:
@@ -133,24 +136,23 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
             pause: Stop reading from the transport as soon as they have arrived, and
                 fail if any byte follows them (STARTTLS: nothing may sit between the 220
                 and the TLS handshake).
+            future: The future to resolve (the greeting's, made with the protocol);
+                None makes a new one.
 
         Returns:
             A future resolved with the raw replies, or failed with the connection error.
         """
-        fut: asyncio.Future[list[RawReply]] = self._loop.create_future()
-        self._register(fut, count, pause)
-        return fut
-
-    def _register(self, fut: asyncio.Future[list[RawReply]], count: int, pause: bool) -> None:
+        fut = self._loop.create_future() if future is None else future
         if self.error is not None:
             fut.set_exception(self.error)
             fut.exception()  # mark retrieved: the caller may never await it
-            return
+            return fut
         if not self._waiters:
             self._last = self._loop.time()
             if self._timer is None:
                 self._timer = self._loop.call_at(self._last + self.timeout, self._on_timer)
         self._waiters.append([fut, count, [], pause])
+        return fut
 
     def set_timeout(self, timeout: float) -> None:
         """Change the inactivity timeout (greeting -> socket timeout)."""
@@ -175,7 +177,7 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         if not self.greeting.done() and not self._waiters:
             # The first waiter, before any byte can arrive; its timer starts now.
-            self._register(self.greeting, 1, False)
+            self.expect(1, future=self.greeting)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
@@ -192,22 +194,29 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
             return
         if self.trace is not None:
             self._trace_replies(replies)
+        # Handed out a waiter at a time (a slice each), not a reply at a time: a busy
+        # pipelined connection reads a dot's reply and the next envelope's in one go.
         waiters = self._waiters
-        for i, reply in enumerate(replies):
+        n = len(replies)
+        i = 0
+        while i < n:
             if not waiters:
-                self._unexpected(reply)
+                self._unexpected(replies[i])
                 return
             waiter = waiters[0]
             got = waiter[2]
-            got.append(reply)
-            if len(got) == waiter[1]:
-                waiters.popleft()
-                if waiter[3]:
-                    self._pause_after(waiter, len(replies) - i - 1)
-                    return
-                fut = waiter[0]
-                if not fut.done():
-                    fut.set_result(got)
+            end = i + waiter[1] - len(got)  # where this waiter's replies end
+            got += replies[i:end]
+            if end > n:
+                return  # the rest of its replies are still to come
+            i = end
+            waiters.popleft()
+            if waiter[3]:
+                self._pause_after(waiter, n - end)
+                return
+            fut = waiter[0]
+            if not fut.done():
+                fut.set_result(got)
 
     def _pause_after(self, waiter: list[Any], more: int) -> None:
         # Bytes after the STARTTLS 220 were sent before the handshake, in plaintext, and
