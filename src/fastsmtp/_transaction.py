@@ -420,8 +420,10 @@ class Transaction:
         secure: bool = False,
         chunking: bool = False,
     ) -> None:
-        envelope = resolve_envelope(message, envelope)
-        payload = message_payload(message)
+        if envelope is None:
+            envelope = resolve_envelope(message, envelope)
+        # bytes, the common case, is its own payload: no call for it.
+        payload = message if type(message) is bytes else message_payload(message)
         if dkim is not None:
             payload = dkim.sign_payload(message, payload)
         size = envelope.size

@@ -206,9 +206,12 @@ class SMTPClientProtocol(asyncio.BufferedProtocol):
             waiter = waiters[0]
             got = waiter[2]
             end = i + waiter[1] - len(got)  # where this waiter's replies end
-            got += replies[i:end]
-            if end > n:
-                return  # the rest of its replies are still to come
+            if end == i + 1:
+                got.append(replies[i])  # one reply (a dot's, most often): no slice
+            else:
+                got += replies[i:end]
+                if end > n:
+                    return  # the rest of its replies are still to come
             i = end
             waiters.popleft()
             if waiter[3]:
