@@ -1548,9 +1548,13 @@ class SMTPConnection:
         :meth:`send`) or None when there is none right now.
 
         ``take()`` is called lazily, just before the previous message's final dot is
-        written (so a job is never held longer than needed), and never again once it
-        returned None or the connection broke. Yields ``(job, outcome)`` in the order
-        taken, as :meth:`send_many` does; a pool settles its jobs with them.
+        written (so a job is never held longer than needed), and again after a None
+        whenever the pipeline is about to end (a job queued meanwhile continues the
+        run). Once the connection broke, it is called until it returns None and each job
+        it returns then gets the connection's error: a scheduler that would rather keep
+        its jobs for another connection returns None when :attr:`is_connected` is false,
+        as the pool does. Yields ``(job, outcome)`` in the order taken, as
+        :meth:`send_many` does.
         """
         queue: deque[list[Any]] = deque()
         return self._pipeline(self._puller(take, _job_parts, None, queue), queue, acquire=True)
