@@ -361,3 +361,27 @@ def test_malformed_payloads_are_failed_for_good_not_retried(
     assert recorder.ids() == Counter({"m0": 1})
     assert junk.state == "FAILURE"
     assert "not retried" in log and "retry 1 of" not in log, log[-3000:]
+
+
+def test_an_id_twice_in_one_batch_is_sent_once(
+        tmp_path: Path, arrivals: tuple[Arrivals, SMTPServerThread]) -> None:
+    from fastsmtp.celery import SEND_BATCH
+
+    recorder, server = arrivals
+    good = payloads(range(2))
+    with RedisServer() as redis_server:
+        w = CeleryWorker(worker_env(redis_server.url, server.port), "dup", tmp_path / "dup.log")
+        try:
+            w.wait_ready()
+            app = client_app(redis_server.url)
+            batch = [good[0], good[1], good[0], {**good[1], "data": good[0]["data"]}]
+            outcomes = app.send_task(SEND_BATCH, args=[batch],
+                                     kwargs={"namespace": "dup"}).get(timeout=RUN_LIMIT)
+            state = store_state(redis_server.url, "dup")
+        finally:
+            w.stop()
+    assert [(o["id"], o["status"], o["attempted"]) for o in outcomes] == [
+        ("m0", "accepted", True), ("m1", "accepted", True),
+        ("m0", "accepted", False), ("m1", "accepted", False)]
+    assert {k: v["s"] for k, v in state.items()} == {"m0": "accepted", "m1": "accepted"}
+    assert recorder.ids() == Counter({"m0": 1, "m1": 1})

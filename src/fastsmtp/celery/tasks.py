@@ -243,7 +243,8 @@ class WorkerRuntime:
         outcomes recorded in groups as they come (each at once with a rate limit). A
         message the store excludes is reported with its stored status and
         ``"attempted": False``; so is a malformed payload, recorded ``failed`` with the
-        reason (the others are sent).
+        reason (the others are sent), and a payload whose id came earlier in the batch
+        (with that one's outcome: the message is sent once).
 
         Raises:
             MalformedBatch: ``payloads`` is not a list (nothing is sent or recorded).
@@ -258,11 +259,22 @@ class WorkerRuntime:
         decoded: list[tuple[int, str, Envelope, bytes]] = []
         results: dict[int, dict[str, Any]] = {}
         malformed: list[tuple[int, str, str]] = []
+        first: dict[str, int] = {}  # id -> index of the payload that is sent
+        duplicates: list[tuple[int, int]] = []  # (index, index of the same id's first)
         for index, payload in enumerate(payloads):
             try:
-                decoded.append((index, *decode_payload(payload)))
+                msg_id, envelope, data = decode_payload(payload)
             except ValueError as exc:
                 malformed.append((index, _payload_id(payload), str(exc)))
+                continue
+            if msg_id in first:
+                # The same id twice in one batch (built by hand): one message, sent
+                # once. The two claims would share this execution's token, so the store
+                # alone could not tell them apart.
+                duplicates.append((index, first[msg_id]))
+                continue
+            first[msg_id] = index
+            decoded.append((index, msg_id, envelope, data))
         if malformed:
             await self._record_malformed(store, token, malformed, results)
         meta: dict[int, tuple[int, str, str | None]] = {}
@@ -298,6 +310,8 @@ class WorkerRuntime:
                 await store.record(token, buffered)
                 buffered = []
         await store.record(token, buffered)
+        for index, original in duplicates:
+            results[index] = {**results[original], "attempted": False}
         return [results[i] for i in range(len(payloads))]
 
     @staticmethod
