@@ -109,6 +109,29 @@ async def test_starttls_discards_pipelined_plaintext_and_forgets_state(
     assert handler.envelopes[0] is not None
 
 
+async def test_starttls_is_refused_during_a_mail_transaction(server_ssl_context: Any) -> None:
+    """As Postfix: the handshake would reset a transaction whose BDAT chunks the handler
+    may already hold. The transaction goes on; after RSET, STARTTLS is offered again."""
+    handler = Recorder()
+    in_mail = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
+    async with serve(handler, tls_context=server_ssl_context) as server:
+        client = await greeted(server.port)
+        assert b"250-CHUNKING\r\n" in await client.command(b"EHLO me")
+        assert await client.command(b"MAIL FROM:<a@x.org>") == b"250 2.1.0 OK\r\n"
+        assert await client.command(b"STARTTLS") == in_mail
+        assert await client.command(b"RCPT TO:<b@y.org>") == b"250 2.1.5 OK\r\n"
+        await client.send(b"BDAT 6\r\nhello ")
+        await client.expect(b"250 2.0.0 OK: 6 octets received\r\n")
+        assert await client.command(b"STARTTLS") == in_mail  # between chunks
+        await client.send(b"BDAT 7 LAST\r\nworld\r\n")
+        await client.expect(b"250 2.0.0 OK: queued\r\n")
+        assert await client.command(b"MAIL FROM:<c@x.org>") == b"250 2.1.0 OK\r\n"
+        assert await client.command(b"RSET") == b"250 2.0.0 OK\r\n"
+        assert await client.command(b"STARTTLS") == b"220 2.0.0 Ready to start TLS\r\n"
+        await client.close()
+    assert handler.messages == [("a@x.org", ["b@y.org"], b"hello world\r\n")]
+
+
 async def test_data_reply_only_after_handler_returned() -> None:
     started = asyncio.Event()
     release = asyncio.Event()

@@ -57,7 +57,7 @@ __all__ = [
     "R_VRFY",
     "R_BAD_DSN",
     "R_NOT_AUTHORIZED",
-    "R_XIN_MAIL",
+    "R_IN_MAIL",
     "R_XFORWARD_OK",
     "R_SYNTAX_XCLIENT",
     "R_SYNTAX_XFORWARD",
@@ -108,7 +108,7 @@ R_LOCAL_ERROR = b"451 4.3.0 Error: local error in processing\r\n"
 R_NO_ARGS = b"501 5.5.4 Error: no arguments allowed\r\n"
 R_BAD_DSN = b"501 5.5.4 Error: malformed DSN parameter\r\n"
 R_NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
-R_XIN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
+R_IN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
 R_XFORWARD_OK = b"250 2.0.0 Ok\r\n"
 # CHUNKING (RFC 3030 section 2: 554 or 503 for a BDAT without a valid recipient).
 R_NO_VALID_RCPT = b"554 5.5.1 Error: no valid recipients\r\n"

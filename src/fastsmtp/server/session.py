@@ -111,7 +111,7 @@ from .replies import (
     R_TOO_MANY_RCPT,
     R_VRFY,
     R_XFORWARD_OK,
-    R_XIN_MAIL,
+    R_IN_MAIL,
     chunk_received,
     encode_reply,
 )
@@ -1321,6 +1321,10 @@ class ServerSession:
             return R_TLS_ACTIVE
         if not self.config.tls_available:
             return R_TLS_UNAVAILABLE
+        if self._mail:
+            # As Postfix: the handshake would reset a transaction (RFC 3207 4.2) that
+            # may have handed part of a message (BDAT chunks) to the handler already.
+            return R_IN_MAIL
         return _START_TLS
 
     # XCLIENT / XFORWARD (Postfix)
@@ -1369,7 +1373,7 @@ class ServerSession:
         if not self._xclient_ok:
             return R_NOT_AUTHORIZED
         if self._mail:
-            return R_XIN_MAIL
+            return R_IN_MAIL
         parsed = self._x_attributes(arg, XCLIENT_ATTRIBUTES, R_SYNTAX_XCLIENT)
         if not isinstance(parsed, dict):
             return parsed
@@ -1407,7 +1411,7 @@ class ServerSession:
         if not self._xforward_ok:
             return R_NOT_AUTHORIZED
         if self._mail:
-            return R_XIN_MAIL
+            return R_IN_MAIL
         parsed = self._x_attributes(arg, XFORWARD_ATTRIBUTES, R_SYNTAX_XFORWARD)
         if not isinstance(parsed, dict):
             return parsed
