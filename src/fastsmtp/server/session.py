@@ -77,6 +77,7 @@ from .replies import (
     R_DATA_AFTER_BDAT,
     R_DATA_BINARYMIME,
     R_DATA_OK,
+    R_IN_MAIL,
     R_LINE_TOO_LONG,
     R_LOCAL_ERROR,
     R_MAIL_OK,
@@ -111,7 +112,6 @@ from .replies import (
     R_TOO_MANY_RCPT,
     R_VRFY,
     R_XFORWARD_OK,
-    R_IN_MAIL,
     chunk_received,
     encode_reply,
 )
