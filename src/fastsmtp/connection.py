@@ -961,8 +961,10 @@ class SMTPConnection:
             else:
                 got = await self._wait_turn(entry)
             while isinstance(got, _Drive):
-                # Ours to drive: until our own outcome is in, then handed on.
-                own = entry[0] = self._loop.create_future()  # type: ignore[union-attr]
+                # Ours to drive: until our own outcome is in, then handed on. (A caller
+                # that waited was handed the pipeline through its future: a fresh one.)
+                if own.done():
+                    own = entry[0] = self._loop.create_future()  # type: ignore[union-attr]
                 await self._drive(got, own)
                 got = own.result()
         finally:

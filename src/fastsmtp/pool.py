@@ -1070,17 +1070,18 @@ class SMTPPool:
         expires = slot.expires
         clock = self._get_loop().time
 
+        # Jobs this run may take, ``first`` included (the slot has counted it already).
+        limit = min(batch_size, max_messages - slot.count + 1)
+
         def take() -> _Job | None:
             if not batch:
                 job = first
+            # After a broken connection the pipeline keeps asking: return None, so that
+            # queued jobs keep their attempts for a new connection.
+            elif (len(batch) >= limit or self._closing or not conn.is_connected
+                  or (expires is not _NEVER and clock() >= expires)):
+                return None  # (max_connection_age: the slot renews the connection)
             else:
-                # After a broken connection the pipeline stops taking: queued jobs keep
-                # their attempts for a new connection.
-                if not (len(batch) < batch_size and slot.count < max_messages
-                        and conn.is_connected and not self._closing):
-                    return None
-                if expires is not _NEVER and clock() >= expires:
-                    return None  # max_connection_age: the slot renews the connection
                 pending = self._next_pending()
                 if pending is None:
                     return None
