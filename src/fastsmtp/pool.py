@@ -1058,7 +1058,9 @@ class SMTPPool:
         permit is free at once. Each outcome is settled (or retried) by
         :meth:`_settle` / :meth:`_failed`.
         """
-        batch: list[_Job] = []  # the jobs taken, in order
+        # The jobs of the run, in order; ``first`` from the start, so that it fails with
+        # the run even if the run breaks before taking it.
+        batch = [first]
         opts = self.pool_options
         max_messages = opts.max_messages
         # Without PIPELINING (or with it turned off) a run is one message: nothing would
@@ -1067,32 +1069,32 @@ class SMTPPool:
             else 1
         limiter = self._limiter
         counters = self._counters
+        counters.in_flight += 1  # one per job in ``batch`` not yet answered
         expires = slot.expires
         clock = self._get_loop().time
-
         # Jobs this run may take, ``first`` included (the slot has counted it already).
         limit = min(batch_size, max_messages - slot.count + 1)
+        given = False  # ``first`` was handed to the pipeline
 
         def take() -> _Job | None:
-            if not batch:
-                job = first
+            nonlocal given
+            if not given:
+                given = True
+                return first
             # After a broken connection the pipeline keeps asking: return None, so that
             # queued jobs keep their attempts for a new connection.
-            elif (len(batch) >= limit or self._closing or not conn.is_connected
-                  or (expires is not _NEVER and clock() >= expires)):
+            if (len(batch) >= limit or self._closing or not conn.is_connected
+                    or (expires is not _NEVER and clock() >= expires)):
                 return None  # (max_connection_age: the slot renews the connection)
-            else:
-                pending = self._next_pending()
-                if pending is None:
-                    return None
-                if pending.avoid is conn or (limiter is not None
-                                             and not limiter.try_acquire()):
-                    self._pending.appendleft(pending)
-                    return None
-                job = pending
-                slot.count += 1
+            job = self._next_pending()
+            if job is None:
+                return None
+            if job.avoid is conn or (limiter is not None and not limiter.try_acquire()):
+                self._pending.appendleft(job)
+                return None
+            slot.count += 1
             batch.append(job)
-            counters.in_flight += 1  # one per job taken and not yet answered
+            counters.in_flight += 1
             return job
 
         answered = 0  # outcomes come in the order taken: batch[:answered] are reported
