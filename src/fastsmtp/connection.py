@@ -1102,23 +1102,10 @@ class SMTPConnection:
         (:meth:`SMTPClientProtocol.mark_end`): only a dot that reached the kernel makes
         a later loss "maybe delivered".
         """
-        proto = self._proto
-        assert proto is not None
-        encoder = self._encoder
         if isinstance(payload, (bytes, bytearray, memoryview)):
-            data = encoder.encode(payload)
-            size = len(data)
-            if size <= JOIN_LIMIT:
-                self._write_final(data, tail)
-                return
-            view = memoryview(data)
-            pos = 0
-            while size - pos > JOIN_LIMIT:
-                proto.write(view[pos:pos + JOIN_LIMIT])
-                pos += JOIN_LIMIT
-                if proto.paused:
-                    await proto.drain()
-            self._write_final(view[pos:], tail)
+            data = self._encoder.encode(payload)
+            self._write_final(data if len(data) <= JOIN_LIMIT else await self._write_head(data),
+                              tail)
             return
         if isinstance(payload, AsyncIterable):
             async for chunk in payload:
@@ -1127,6 +1114,23 @@ class SMTPConnection:
             for chunk in payload:
                 await self._write_chunk(chunk)
         self._write_final(b"", tail)
+
+    async def _write_head(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """Write all of a large ``data`` but its last ``JOIN_LIMIT`` bytes or fewer, in
+        ``JOIN_LIMIT`` slices, each once the transport has room (no copy of the whole in
+        its buffer; a connection dying under it fails the message before its end).
+        Returns the rest, to go in one write with what follows it."""
+        proto = self._proto
+        assert proto is not None
+        view = memoryview(data)
+        size = len(view)
+        pos = 0
+        while size - pos > JOIN_LIMIT:
+            proto.write(view[pos:pos + JOIN_LIMIT])
+            pos += JOIN_LIMIT
+            if proto.paused:
+                await proto.drain()
+        return view[pos:]
 
     def _write_final(self, data: bytes | memoryview, tail: bytes) -> None:
         """Write the last of a message's (encoded) data, the final dot and ``tail`` in
@@ -1202,14 +1206,7 @@ class SMTPConnection:
                 if env is None:
                     env = proto.expect(len(head))
                 last = proto.expect(1)
-                view = memoryview(data)
-                pos = 0
-                while size - pos > JOIN_LIMIT:
-                    proto.write(view[pos:pos + JOIN_LIMIT])
-                    pos += JOIN_LIMIT
-                    if proto.paused:
-                        await proto.drain()
-                proto.write(b"".join((view[pos:], end)))
+                proto.write(b"".join((await self._write_head(data), end)))
             return [entry, tr, env, [last], proto.mark_end(0), size, sent_at, True, rset]
         if env is None:
             sent_at = perf_counter()
