@@ -182,6 +182,7 @@ def test_two_workers_5000_messages_exactly_once_under_one_rate_limit(
     assert max_in_window(recorder.times(), delta) <= limit
 
 
+@pytest.mark.timeout(RUN_LIMIT + 60)  # its own waits report with the workers' logs
 def test_kill_9_a_worker_mid_batch_nothing_twice_nothing_lost(
         tmp_path: Path, arrivals: tuple[Arrivals, SMTPServerThread]) -> None:
     recorder, server = arrivals

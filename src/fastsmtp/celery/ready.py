@@ -51,6 +51,10 @@ def configure_app(app: Any, *, queue: str = DEFAULT_QUEUE, visibility_timeout: f
             "visibility_timeout": visibility_timeout,
             "unacked_restore_interval": min(10.0, max(1.0, visibility_timeout / 4)),
             "unacked_restore_throttle": 1,
+            # A sweep holds a mutex in Redis. A worker killed while holding it (every
+            # worker sweeps every few seconds) blocks everyone's sweeps until it expires:
+            # kombu's default is 300 s; no longer than the timeout itself here.
+            "unacked_mutex_expire": min(300.0, max(5.0, visibility_timeout)),
         },
         broker_connection_retry_on_startup=True,
         task_routes={f"{name_prefix}.*": {"queue": queue}},
